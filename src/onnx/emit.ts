@@ -1,0 +1,133 @@
+/**
+ * Graph → ONNX model. Keeps only the nodes the requested outputs need, turns constants into
+ * initializers, names values (graph inputs keep their names, e.g. the dotted parameter names), and
+ * runs each primitive's lowering.
+ */
+import { HostTensor } from "../tensor/host.ts";
+import type { PrimName } from "../tensor/primitives.ts";
+import type { Graph, Node, Tensor } from "../tensor/symbolic.ts";
+import { type LowerCtx, lowerings, OPSET } from "./lowering.ts";
+import { encodeModel, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from "./proto.ts";
+
+export interface EmitOptions {
+  /** Graph name in the model. */
+  name?: string;
+}
+
+type AnyLowering = (n: Node, c: LowerCtx) => void;
+
+/** The ONNX model (as a plain object) computing `outputs` from the graph's inputs. */
+export function toOnnx(
+  graph: Graph,
+  outputs: Readonly<Record<string, Tensor>>,
+  opts: EmitOptions = {},
+): OnnxModel {
+  const outEntries = Object.entries(outputs);
+  for (const [name, t] of outEntries) {
+    if (t.graph !== graph) throw new Error(`output "${name}" belongs to another graph`);
+  }
+  // which nodes are needed
+  const needed = new Set<number>();
+  const stack = outEntries.map(([, t]) => t);
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    if (needed.has(t.id)) continue;
+    needed.add(t.id);
+    const p = graph.producer(t);
+    if (p) for (const i of p.inputs) stack.push(i);
+  }
+
+  const names = new Map<number, string>();
+  for (const t of graph.inputs) names.set(t.id, t.inputName!);
+  const nodes: OnnxNode[] = [];
+  const initializers: OnnxTensor[] = [];
+  let tmpCount = 0;
+  const i64Cache = new Map<string, string>();
+  const identities: [string, string][] = [];
+  const claimed = new Set<number>();
+  for (const [name, t] of outEntries) {
+    if (graph.producer(t) && !claimed.has(t.id) && !graph.inputs.includes(t)) {
+      names.set(t.id, name);
+      claimed.add(t.id);
+    } else identities.push([name, `t${t.id}`]);
+  }
+  const nameOf = (t: Tensor): string => {
+    let n = names.get(t.id);
+    if (!n) {
+      n = `t${t.id}`;
+      names.set(t.id, n);
+    }
+    return n;
+  };
+  for (const [id, value] of graph.constants) {
+    if (!needed.has(id)) continue;
+    initializers.push({ name: `t${id}`, dtype: value.dtype, dims: value.shape, data: value.data });
+    names.set(id, `t${id}`);
+  }
+
+  for (const n of graph.nodes) {
+    if (!needed.has(n.output.id)) continue;
+    const ctx: LowerCtx = {
+      ins: n.inputs.map(nameOf),
+      out: nameOf(n.output),
+      emit(opType, inputs, outs, attrs?: Record<string, OnnxAttr>, domain?: string) {
+        nodes.push({
+          opType,
+          inputs,
+          outputs: outs,
+          ...(attrs ? { attributes: attrs } : {}),
+          ...(domain ? { domain } : {}),
+        });
+      },
+      tmp: (hint) => `${hint}_${tmpCount++}`,
+      i64(values) {
+        const key = values.join(",");
+        let nm = i64Cache.get(key);
+        if (!nm) {
+          nm = `c_i64_${i64Cache.size}`;
+          i64Cache.set(key, nm);
+          initializers.push({
+            name: nm,
+            dtype: "int64",
+            dims: [values.length],
+            data: BigInt64Array.from(values, BigInt),
+          });
+        }
+        return nm;
+      },
+      f32(value) {
+        const nm = `c_f32_${tmpCount++}`;
+        const h = HostTensor.scalar(value);
+        initializers.push({ name: nm, dtype: "float32", dims: [], data: h.data });
+        return nm;
+      },
+    };
+    (lowerings[n.prim as PrimName] as unknown as AnyLowering)(n, ctx);
+  }
+  for (const [outName, src] of identities) {
+    const t = outputs[outName]!;
+    nodes.push({ opType: "Identity", inputs: [names.get(t.id) ?? src], outputs: [outName] });
+  }
+
+  return {
+    opsetVersion: OPSET,
+    irVersion: 8,
+    producerName: "diffuse",
+    graph: {
+      name: opts.name ?? "diffuse",
+      nodes,
+      inputs: graph.inputs.map((t) => ({ name: t.inputName!, dtype: t.dtype, shape: t.shape })),
+      outputs: outEntries.map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })),
+      initializers,
+    },
+  };
+}
+
+/** ONNX protobuf bytes for the graph's `outputs`. */
+export function emitOnnx(
+  graph: Graph,
+  outputs: Readonly<Record<string, Tensor>>,
+  opts: EmitOptions = {},
+): Uint8Array {
+  return encodeModel(toOnnx(graph, outputs, opts));
+}

@@ -1,0 +1,65 @@
+/**
+ * Tracing a TypeScript function into a compiled graph: declare the inputs, call the function on
+ * symbolic tensors, emit ONNX for its outputs and open (or reuse) a session.
+ */
+import { emitOnnx } from "../onnx/emit.ts";
+import type { DType, HostTensor } from "../tensor/host.ts";
+import { Graph, type Tensor } from "../tensor/symbolic.ts";
+import { type CompiledGraph, loadGraph, type SessionOptions } from "./session.ts";
+
+export interface InputSpec {
+  shape: readonly number[];
+  dtype?: DType;
+}
+
+export type Outputs = Readonly<Record<string, Tensor>>;
+
+/** Traces `fn` over symbolic inputs with the given specs; returns the graph and its outputs. */
+export function trace<S extends Record<string, InputSpec>>(
+  specs: S,
+  fn: (inputs: { [K in keyof S]: Tensor }, graph: Graph) => Outputs,
+): { graph: Graph; outputs: Outputs } {
+  const graph = new Graph();
+  const inputs = {} as { [K in keyof S]: Tensor };
+  for (const [name, s] of Object.entries(specs)) {
+    (inputs as Record<string, Tensor>)[name] = graph.input(name, s.shape, s.dtype ?? "float32");
+  }
+  return { graph, outputs: fn(inputs, graph) };
+}
+
+/** Emits the graph's outputs as ONNX and opens a session for them. */
+export async function compileGraph(
+  graph: Graph,
+  outputs: Outputs,
+  opts: SessionOptions = {},
+): Promise<CompiledGraph> {
+  const bytes = emitOnnx(graph, outputs);
+  return loadGraph(
+    bytes,
+    graph.inputs.map((t) => ({ name: t.inputName!, dtype: t.dtype, shape: t.shape })),
+    Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })),
+    opts,
+  );
+}
+
+/** Traces and compiles in one step. */
+export async function compile<S extends Record<string, InputSpec>>(
+  specs: S,
+  fn: (inputs: { [K in keyof S]: Tensor }, graph: Graph) => Outputs,
+  opts: SessionOptions = {},
+): Promise<CompiledGraph> {
+  const { graph, outputs } = trace(specs, fn);
+  return compileGraph(graph, outputs, opts);
+}
+
+/** Runs a traced function once on host values (compiles, caches the session, runs). */
+export async function evaluate(
+  inputs: Readonly<Record<string, HostTensor>>,
+  fn: (inputs: Record<string, Tensor>, graph: Graph) => Outputs,
+  opts: SessionOptions = {},
+): Promise<Record<string, HostTensor>> {
+  const specs: Record<string, InputSpec> = {};
+  for (const [k, v] of Object.entries(inputs)) specs[k] = { shape: v.shape, dtype: v.dtype };
+  const g = await compile(specs, fn, opts);
+  return g.run(inputs);
+}

@@ -1,0 +1,171 @@
+/**
+ * ONNX Runtime sessions: the only module that imports onnxruntime.
+ *
+ * A compiled graph is an ONNX model plus a session; sessions are cached by the model bytes (a graph
+ * traced for one shape is one model) and by the options. Intra-op threads default to all cores.
+ * `run` is synchronous inside ONNX Runtime and blocks its thread: long work (training, sampling)
+ * runs in a worker thread (`worker.ts`).
+ */
+import { createHash } from "node:crypto";
+import { availableParallelism } from "node:os";
+import * as ort from "onnxruntime-node";
+import { type DType, formatShape, type HostData, HostTensor } from "../tensor/host.ts";
+
+export type ExecutionProvider = "cpu" | "cuda";
+
+export interface SessionOptions {
+  /** Intra-op threads (default: all cores). */
+  threads?: number;
+  /** Execution providers in order of preference (default ["cpu"]). CUDA needs the CUDA build (README). */
+  executionProviders?: readonly ExecutionProvider[];
+  /** ONNX Runtime graph optimizations (default "all"). */
+  optimization?: "disabled" | "basic" | "extended" | "all";
+}
+
+export type Feeds = Readonly<Record<string, HostTensor>>;
+
+export function defaultThreads(): number {
+  const env = process.env["DIFFUSE_THREADS"];
+  if (env !== undefined) {
+    const n = Number(env);
+    if (!Number.isInteger(n) || n < 1)
+      throw new Error(`DIFFUSE_THREADS must be a positive integer, got "${env}"`);
+    return n;
+  }
+  return availableParallelism();
+}
+
+function toOrt(t: HostTensor): ort.Tensor {
+  const type =
+    t.dtype === "float32"
+      ? "float32"
+      : t.dtype === "int64"
+        ? "int64"
+        : t.dtype === "int32"
+          ? "int32"
+          : "bool";
+  return new ort.Tensor(type, t.data as never, t.shape as number[]);
+}
+
+function fromOrt(t: ort.Tensor): HostTensor {
+  const dims = t.dims as readonly number[];
+  switch (t.type) {
+    case "float32":
+      return new HostTensor(t.data as Float32Array, dims);
+    case "int64":
+      return new HostTensor(t.data as BigInt64Array, dims);
+    case "int32":
+      return new HostTensor(t.data as Int32Array, dims);
+    case "bool":
+      return new HostTensor(t.data as Uint8Array, dims);
+    default:
+      throw new Error(`unsupported output type ${t.type}`);
+  }
+}
+
+export interface ValueSpec {
+  name: string;
+  dtype: DType;
+  shape: readonly number[];
+}
+
+/** A session over one ONNX model, with checked feeds. */
+export class CompiledGraph {
+  private disposed = false;
+
+  constructor(
+    private readonly session: ort.InferenceSession,
+    readonly inputs: readonly ValueSpec[],
+    readonly outputs: readonly ValueSpec[],
+    readonly key: string,
+  ) {}
+
+  /** Runs the graph. Every input must be fed with its exact shape and dtype. */
+  async run(feeds: Feeds, outputNames?: readonly string[]): Promise<Record<string, HostTensor>> {
+    if (this.disposed) throw new Error("run on a disposed graph");
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const spec of this.inputs) {
+      const t = feeds[spec.name];
+      if (!t) throw new Error(`missing input "${spec.name}" ${formatShape(spec.shape)} ${spec.dtype}`);
+      if (
+        t.dtype !== spec.dtype ||
+        t.shape.length !== spec.shape.length ||
+        t.shape.some((d, i) => d !== spec.shape[i])
+      ) {
+        throw new Error(
+          `input "${spec.name}" must be ${formatShape(spec.shape)} ${spec.dtype}, got ${formatShape(t.shape)} ${t.dtype}`,
+        );
+      }
+      ortFeeds[spec.name] = toOrt(t);
+    }
+    const res = outputNames
+      ? await this.session.run(ortFeeds, outputNames as string[])
+      : await this.session.run(ortFeeds);
+    const out: Record<string, HostTensor> = {};
+    for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v as ort.Tensor);
+    return out;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const [k, v] of cache) if (v === this) cache.delete(k);
+    void this.session.release();
+  }
+}
+
+const cache = new Map<string, CompiledGraph>();
+const pending = new Map<string, Promise<CompiledGraph>>();
+
+function cacheKey(bytes: Uint8Array, opts: SessionOptions): string {
+  const h = createHash("sha256").update(bytes);
+  h.update(
+    JSON.stringify([
+      opts.threads ?? defaultThreads(),
+      opts.executionProviders ?? ["cpu"],
+      opts.optimization ?? "all",
+    ]),
+  );
+  return h.digest("hex");
+}
+
+/** A session for the model (cached: the same bytes and options give the same session). */
+export async function loadGraph(
+  bytes: Uint8Array,
+  inputs: readonly ValueSpec[],
+  outputs: readonly ValueSpec[],
+  opts: SessionOptions = {},
+): Promise<CompiledGraph> {
+  const key = cacheKey(bytes, opts);
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const waiting = pending.get(key);
+  if (waiting) return waiting;
+  const threads = opts.threads ?? defaultThreads();
+  const p = ort.InferenceSession.create(bytes, {
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: "sequential",
+    graphOptimizationLevel: opts.optimization ?? "all",
+    executionProviders: [...(opts.executionProviders ?? ["cpu"])],
+    enableCpuMemArena: true,
+    enableMemPattern: true,
+  }).then((session) => {
+    const g = new CompiledGraph(session, inputs, outputs, key);
+    cache.set(key, g);
+    pending.delete(key);
+    return g;
+  });
+  pending.set(key, p);
+  try {
+    return await p;
+  } catch (e) {
+    pending.delete(key);
+    throw new Error(`ONNX Runtime could not load the graph: ${(e as Error).message}`);
+  }
+}
+
+/** Raw data of a host tensor for a feed (exposed for tests). */
+export function dataOf(t: HostTensor): HostData {
+  return t.data;
+}

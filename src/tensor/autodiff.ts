@@ -1,0 +1,74 @@
+/**
+ * Reverse-mode automatic differentiation as a graph transformation.
+ *
+ * `grad(y, xs)` walks the nodes between `xs` and `y` backwards (the graph is built in topological
+ * order), applies each primitive's gradient rule to the gradient of its output and sums the
+ * contributions that reach each tensor. The backward nodes are appended to the same graph, so a
+ * forward pass, its loss, its gradients and an optimizer update become one ONNX graph.
+ */
+
+import { gradRules } from "./grad-rules.ts";
+import { formatShape } from "./host.ts";
+import * as o from "./ops.ts";
+import type { PrimName } from "./primitives.ts";
+import type { Node, Tensor } from "./symbolic.ts";
+
+type AnyRule = (node: Node, g: Tensor, wants: readonly boolean[]) => (Tensor | null)[];
+
+/**
+ * Gradients of `y` with respect to each of `xs`. `y` must be a scalar unless a seed gradient
+ * `dy` (same shape as `y`) is given. A tensor that `y` does not depend on gets zeros.
+ */
+export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
+  const graph = y.graph;
+  if (!dy && y.size !== 1)
+    throw new Error(`grad: output ${formatShape(y.shape)} is not a scalar; pass a seed gradient`);
+  if (y.dtype !== "float32") throw new Error(`grad: output must be float32, got ${y.dtype}`);
+  for (const x of xs) {
+    if (x.graph !== graph) throw new Error("grad: inputs come from another graph");
+    if (x.dtype !== "float32")
+      throw new Error(`grad: cannot differentiate with respect to a ${x.dtype} tensor`);
+  }
+  const yNode = graph.producer(y);
+  const end = yNode ? graph.nodes.indexOf(yNode) + 1 : 0;
+  const nodes = graph.nodes.slice(0, end);
+
+  // forward: which tensors depend on some x
+  const active = new Set<number>(xs.map((x) => x.id));
+  for (const n of nodes) {
+    if (n.output.dtype === "float32" && n.inputs.some((i) => active.has(i.id))) active.add(n.output.id);
+  }
+
+  const grads = new Map<number, Tensor>();
+  const accumulate = (t: Tensor, g: Tensor) => {
+    const prev = grads.get(t.id);
+    grads.set(t.id, prev ? o.add(prev, g) : g);
+  };
+  accumulate(y, dy ?? o.expand(graph.scalar(1), y.shape));
+
+  for (let i = nodes.length - 1; i >= 0; i--) {
+    const n = nodes[i]!;
+    const g = grads.get(n.output.id);
+    if (!g || !active.has(n.output.id)) continue;
+    const wants = n.inputs.map((x) => active.has(x.id));
+    const rule = gradRules[n.prim as PrimName] as unknown as AnyRule;
+    const gs = rule(n, g, wants);
+    n.inputs.forEach((x, k) => {
+      const gx = gs[k];
+      if (gx && wants[k]) {
+        if (gx.shape.length !== x.shape.length || gx.shape.some((d, j) => d !== x.shape[j])) {
+          throw new Error(
+            `internal: gradient rule of ${n.prim} gave ${formatShape(gx.shape)} for an input of ${formatShape(x.shape)}`,
+          );
+        }
+        accumulate(x, gx);
+      }
+    });
+  }
+  return xs.map((x) => grads.get(x.id) ?? o.expand(graph.scalar(0), x.shape));
+}
+
+/** The value of a scalar function together with its gradients. */
+export function valueAndGrad(y: Tensor, xs: readonly Tensor[]): { value: Tensor; grads: Tensor[] } {
+  return { value: y, grads: grad(y, xs) };
+}

@@ -1,0 +1,209 @@
+/**
+ * Gradient rules: for each primitive, the vector–Jacobian product. Given the node and the gradient
+ * `g` of its output, a rule returns the gradient of each input (null where an input has none, or
+ * where `wants[i]` says nobody needs it). Rules build their results from the same traced ops, so
+ * backward graphs are ordinary graphs and lower to ONNX like forward ones.
+ */
+import * as o from "./ops.ts";
+import type { PrimAttrs, PrimName } from "./primitives.ts";
+import type { Node, Tensor } from "./symbolic.ts";
+
+type Grads = (Tensor | null)[];
+type Rule<K extends PrimName> = (node: Node<K>, g: Tensor, wants: readonly boolean[]) => Grads;
+
+const when = (want: boolean | undefined, f: () => Tensor): Tensor | null => (want ? f() : null);
+
+function inputs2(n: Node): [Tensor, Tensor] {
+  return [n.inputs[0]!, n.inputs[1]!];
+}
+
+/** Reduction axes kept as size-1 dimensions, so `g` can broadcast back over the input. */
+function keepShape(x: Tensor, axes: readonly number[]): number[] {
+  return x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+}
+
+export const gradRules: { [K in PrimName]: Rule<K> } = {
+  add: (n, g, w) => {
+    const [a, b] = inputs2(n);
+    return [when(w[0], () => o.unbroadcast(g, a.shape)), when(w[1], () => o.unbroadcast(g, b.shape))];
+  },
+  sub: (n, g, w) => {
+    const [a, b] = inputs2(n);
+    return [when(w[0], () => o.unbroadcast(g, a.shape)), when(w[1], () => o.unbroadcast(o.neg(g), b.shape))];
+  },
+  mul: (n, g, w) => {
+    const [a, b] = inputs2(n);
+    return [
+      when(w[0], () => o.unbroadcast(o.mul(g, b), a.shape)),
+      when(w[1], () => o.unbroadcast(o.mul(g, a), b.shape)),
+    ];
+  },
+  div: (n, g, w) => {
+    // y = a / b: da = g / b, db = -g a / b² = -g y / b
+    const [a, b] = inputs2(n);
+    return [
+      when(w[0], () => o.unbroadcast(o.div(g, b), a.shape)),
+      when(w[1], () => o.unbroadcast(o.neg(o.div(o.mul(g, n.output), b)), b.shape)),
+    ];
+  },
+  maximum: (n, g, w) => {
+    // ties send the gradient to the first operand
+    const [a, b] = inputs2(n);
+    const bWins = o.less(a, b);
+    return [
+      when(w[0], () => o.unbroadcast(o.where(bWins, 0, g), a.shape)),
+      when(w[1], () => o.unbroadcast(o.where(bWins, g, 0), b.shape)),
+    ];
+  },
+  minimum: (n, g, w) => {
+    const [a, b] = inputs2(n);
+    const bWins = o.greater(a, b);
+    return [
+      when(w[0], () => o.unbroadcast(o.where(bWins, 0, g), a.shape)),
+      when(w[1], () => o.unbroadcast(o.where(bWins, g, 0), b.shape)),
+    ];
+  },
+  less: () => [null, null],
+  greater: () => [null, null],
+  equal: () => [null, null],
+  where: (n, g, w) => {
+    const [c, a, b] = n.inputs as [Tensor, Tensor, Tensor];
+    return [
+      null,
+      when(w[1], () => o.unbroadcast(o.where(c, g, 0), a.shape)),
+      when(w[2], () => o.unbroadcast(o.where(c, 0, g), b.shape)),
+    ];
+  },
+  neg: (_n, g) => [o.neg(g)],
+  exp: (n, g) => [o.mul(g, n.output)],
+  log: (n, g) => [o.div(g, n.inputs[0]!)],
+  sqrt: (n, g) => [o.div(o.mul(g, 0.5), n.output)],
+  tanh: (n, g) => [o.mul(g, o.sub(1, o.square(n.output)))],
+  sigmoid: (n, g) => [o.mul(g, o.mul(n.output, o.sub(1, n.output)))],
+  // d/dx erf(x) = 2/√π · exp(−x²)
+  erf: (n, g) => [o.mul(g, o.mul(o.exp(o.neg(o.square(n.inputs[0]!))), 2 / Math.sqrt(Math.PI)))],
+  sin: (n, g) => [o.mul(g, o.cos(n.inputs[0]!))],
+  cos: (n, g) => [o.neg(o.mul(g, o.sin(n.inputs[0]!)))],
+  abs: (n, g) => [o.where(o.less(n.inputs[0]!, 0), o.neg(g), g)],
+  cast: (n, g) => [n.inputs[0]!.dtype === "float32" && n.output.dtype === "float32" ? g : null],
+  sum: (n, g) => {
+    const x = n.inputs[0]!;
+    return [o.expand(o.reshape(g, keepShape(x, n.attrs.axes)), x.shape)];
+  },
+  max: (n, g) => {
+    // the gradient is shared equally between the positions that attain the maximum
+    const x = n.inputs[0]!;
+    const keep = keepShape(x, n.attrs.axes);
+    const mask = o.cast(o.equal(x, o.reshape(n.output, keep)), "float32");
+    const count = o.sum(mask, n.attrs.axes, true);
+    return [o.mul(mask, o.div(o.reshape(g, keep), count))];
+  },
+  reshape: (n, g) => [o.reshape(g, n.inputs[0]!.shape)],
+  transpose: (n, g) => {
+    const inv: number[] = [];
+    n.attrs.perm.forEach((p, i) => {
+      inv[p] = i;
+    });
+    return [o.transpose(g, inv)];
+  },
+  expand: (n, g) => [o.unbroadcast(g, n.inputs[0]!.shape)],
+  slice: (n, g) => [sliceGrad(n, g)],
+  pad: (n, g) => {
+    const x = n.inputs[0]!;
+    const r = x.rank;
+    let out = g;
+    for (let i = 0; i < r; i++) out = o.slice(out, i, n.attrs.pads[i]!, n.attrs.pads[i]! + x.shape[i]!);
+    return [out];
+  },
+  concat: (n, g) => {
+    const axis = n.attrs.axis < 0 ? n.attrs.axis + g.rank : n.attrs.axis;
+    let at = 0;
+    return n.inputs.map((x) => {
+      const piece = o.slice(g, axis, at, at + x.shape[axis]!);
+      at += x.shape[axis]!;
+      return piece;
+    });
+  },
+  gather: (n, g, w) => {
+    const [table, idx] = inputs2(n);
+    return [when(w[0], () => o.scatterAdd(idx, g, table.shape)), null];
+  },
+  scatterAdd: (n, g, w) => [null, when(w[1], () => o.gather(g, n.inputs[0]!))],
+  matmul: (n, g, w) => {
+    const [a, b] = inputs2(n);
+    const tA = (t: Tensor) =>
+      o.transpose(
+        t,
+        [...t.shape.keys()].map((i) => (i < t.rank - 2 ? i : 2 * t.rank - 3 - i)),
+      );
+    return [
+      when(w[0], () => o.unbroadcast(o.matmul(g, tA(b)), a.shape)),
+      when(w[1], () => {
+        if (b.rank === 2 && a.rank > 2) {
+          // a linear layer over a batch: fold the batch into one matrix product
+          const k = a.shape[a.rank - 1]!;
+          const m = g.shape[g.rank - 1]!;
+          return o.matmul(o.transpose(o.reshape(a, [-1, k]), [1, 0]), o.reshape(g, [-1, m]));
+        }
+        return o.unbroadcast(o.matmul(tA(a), g), b.shape);
+      }),
+    ];
+  },
+  conv: (n, g, w) => {
+    const [x, wt] = inputs2(n);
+    const a = n.attrs;
+    return [
+      when(w[0], () => o.convTranspose(g, wt, a, x.shape)),
+      when(w[1], () => o.convWeightGrad(x, g, a, wt.shape)),
+      when(w[2], () => o.sum(g, [0, 2, 3])),
+    ];
+  },
+  convTranspose: (n, gy, w) => {
+    // y = convᵀ(g, W) is adjoint to h ↦ conv(h, W): dg = conv(gy, W), dW = weightGrad(gy, g)
+    const [g, wt] = inputs2(n);
+    const { outShape: _o, ...a } = n.attrs;
+    return [when(w[0], () => o.conv2dRaw(gy, wt, a)), when(w[1], () => o.convWeightGrad(gy, g, a, wt.shape))];
+  },
+  convWeightGrad: (n, gy, w) => {
+    // dW = weightGrad(x, g) is bilinear: <dW, H> = <g, conv(x, H)> = <convᵀ(g, H), x>
+    const [x, g] = inputs2(n);
+    const { wShape: _w, strategy: _s, ...a } = n.attrs;
+    return [when(w[0], () => o.convTranspose(g, gy, a, x.shape)), when(w[1], () => o.conv2dRaw(x, gy, a))];
+  },
+  softmax: (n, g) => {
+    // dx = y ⊙ (g − Σ g ⊙ y)
+    const y = n.output;
+    return [o.mul(y, o.sub(g, o.sum(o.mul(g, y), n.attrs.axis, true)))];
+  },
+};
+
+/** The gradient of x[start:end:step]: g scattered back to its positions, zeros elsewhere. */
+function sliceGrad(n: Node<"slice">, g: Tensor): Tensor {
+  const x = n.inputs[0]!;
+  let out = g;
+  n.attrs.axes.forEach((axis, i) => {
+    const ax = axis < 0 ? axis + x.rank : axis;
+    const start = n.attrs.starts[i]!;
+    const step = n.attrs.steps[i] ?? 1;
+    const d = x.shape[ax]!;
+    const k = out.shape[ax]!;
+    if (step > 1) {
+      // interleave zeros: [..k..] → [..k, 1..] → pad to [..k, step..] → [..k·step..]
+      const s1 = [...out.shape.slice(0, ax + 1), 1, ...out.shape.slice(ax + 1)];
+      const pads = new Array<number>(2 * (out.rank + 1)).fill(0);
+      pads[out.rank + 1 + ax + 1] = step - 1;
+      const spread = [...out.shape];
+      spread[ax] = k * step;
+      out = o.reshape(o.pad(o.reshape(out, s1), pads), spread);
+      if (start + k * step > d) out = o.slice(out, ax, 0, d - start);
+    }
+    const len = out.shape[ax]!;
+    const pads = new Array<number>(2 * out.rank).fill(0);
+    pads[ax] = start;
+    pads[out.rank + ax] = d - start - len;
+    out = o.pad(out, pads);
+  });
+  return out;
+}
+
+export type { PrimAttrs };

@@ -1,0 +1,55 @@
+/**
+ * Multi-head scaled dot-product attention (Vaswani et al. 2017): softmax(QKᵀ/√d)V per head, for
+ * self-attention (context = x) and cross-attention (context = text tokens, …). Projections are named
+ * as diffusers' Attention module names them: to_q, to_k, to_v, to_out.0.
+ */
+import * as o from "../tensor/ops.ts";
+import type { ParamScope } from "../tensor/params.ts";
+import type { Tensor } from "../tensor/symbolic.ts";
+import { linear } from "./linear.ts";
+
+/** q [B, H, Lq, D], k [B, H, Lk, D], v [B, H, Lk, Dv] → [B, H, Lq, Dv]. */
+export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, scale?: number): Tensor {
+  const d = q.shape[q.rank - 1]!;
+  const s = scale ?? 1 / Math.sqrt(d);
+  const scores = o.matmul(o.mul(q, s), o.transpose(k, [0, 1, 3, 2])); // [B, H, Lq, Lk]
+  return o.matmul(o.softmax(scores, -1), v); // [B, H, Lq, Dv]
+}
+
+/** [B, L, H·D] → [B, H, L, D] */
+export function splitHeads(x: Tensor, heads: number): Tensor {
+  const [b, l, c] = x.shape as [number, number, number];
+  return o.transpose(o.reshape(x, [b, l, heads, c / heads]), [0, 2, 1, 3]);
+}
+
+/** [B, H, L, D] → [B, L, H·D] */
+export function mergeHeads(x: Tensor): Tensor {
+  const [b, h, l, d] = x.shape as [number, number, number, number];
+  return o.reshape(o.transpose(x, [0, 2, 1, 3]), [b, l, h * d]);
+}
+
+export interface AttentionOptions {
+  heads: number;
+  /** Width of each head (default: channels / heads). */
+  headDim?: number;
+  /** Tokens to attend to (cross-attention); default: x itself. */
+  context?: Tensor;
+  /** Bias on the q/k/v projections (diffusers' `bias`, default true for UNet2D attention). */
+  qkvBias?: boolean;
+  outBias?: boolean;
+}
+
+/** x [B, L, C] → [B, L, C]: project, attend per head, merge, project out. */
+export function multiHeadAttention(p: ParamScope, x: Tensor, opts: AttentionOptions): Tensor {
+  const c = x.shape[2]!;
+  const ctx = opts.context ?? x;
+  const inner = opts.heads * (opts.headDim ?? c / opts.heads);
+  if (!Number.isInteger(inner) || inner <= 0)
+    throw new Error(`attention: ${c} channels do not split into ${opts.heads} heads`);
+  const bias = { bias: opts.qkvBias ?? true };
+  const q = splitHeads(linear(p.sub("to_q"), x, inner, bias), opts.heads); // [B, H, L, D]
+  const k = splitHeads(linear(p.sub("to_k"), ctx, inner, bias), opts.heads); // [B, H, Lc, D]
+  const v = splitHeads(linear(p.sub("to_v"), ctx, inner, bias), opts.heads); // [B, H, Lc, D]
+  const y = mergeHeads(scaledDotProductAttention(q, k, v)); // [B, L, inner]
+  return linear(p.sub("to_out").sub(0), y, c, { bias: opts.outBias ?? true }); // [B, L, C]
+}

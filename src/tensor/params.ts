@@ -1,0 +1,137 @@
+/**
+ * Parameter trees: named parameters with PyTorch's dotted state-dict names ("down_blocks.0.resnets.1
+ * .conv1.weight"), declared by model code through a `ParamScope` while it is traced, and initialized
+ * on the host from a seeded RNG.
+ *
+ * A model is a function over a scope: `unet(scope, x, t)`. Each `scope.param(...)` becomes a graph
+ * input with the parameter's name, so the same traced graph serves for any weights, and a training
+ * step can take parameters in and hand updated ones out.
+ */
+import { formatShape, HostTensor, sizeOf } from "./host.ts";
+import type { Rng } from "./rng.ts";
+import type { Graph, Tensor } from "./symbolic.ts";
+
+/** How a parameter starts. `uniform(b)` is U(−b, b); PyTorch's default for conv/linear is b = 1/√fan_in. */
+export type Init =
+  | { kind: "zeros" }
+  | { kind: "ones" }
+  | { kind: "constant"; value: number }
+  | { kind: "uniform"; bound: number }
+  | { kind: "normal"; std: number };
+
+export const init = {
+  zeros: (): Init => ({ kind: "zeros" }),
+  ones: (): Init => ({ kind: "ones" }),
+  constant: (value: number): Init => ({ kind: "constant", value }),
+  uniform: (bound: number): Init => ({ kind: "uniform", bound }),
+  normal: (std = 1): Init => ({ kind: "normal", std }),
+  /** PyTorch's nn.Linear / nn.Conv default (kaiming_uniform with a=√5, and the bias rule): U(±1/√fan_in). */
+  torchDefault: (fanIn: number): Init => ({ kind: "uniform", bound: 1 / Math.sqrt(fanIn) }),
+};
+
+export interface ParamSpec {
+  readonly name: string;
+  readonly shape: readonly number[];
+  readonly init: Init;
+}
+
+/** Parameters by dotted name, in declaration order. */
+export type Params = Map<string, HostTensor<"float32">>;
+
+/** Collects parameters while a model is traced; `sub("conv_in")` prefixes names. */
+export class ParamScope {
+  private constructor(
+    readonly graph: Graph,
+    private readonly prefix: string,
+    private readonly registry: Map<string, { spec: ParamSpec; tensor: Tensor }>,
+  ) {}
+
+  static root(graph: Graph): ParamScope {
+    return new ParamScope(graph, "", new Map());
+  }
+
+  /** A scope whose parameter names start with `name.`. */
+  sub(name: string | number): ParamScope {
+    return new ParamScope(this.graph, `${this.prefix}${name}.`, this.registry);
+  }
+
+  /** The parameter `name` (declared on first use; later uses must agree on the shape). */
+  param(name: string, shape: readonly number[], how: Init): Tensor {
+    const full = this.prefix + name;
+    const seen = this.registry.get(full);
+    if (seen) {
+      if (seen.spec.shape.length !== shape.length || seen.spec.shape.some((d, i) => d !== shape[i])) {
+        throw new Error(
+          `parameter ${full} declared as ${formatShape(seen.spec.shape)} and again as ${formatShape(shape)}`,
+        );
+      }
+      return seen.tensor;
+    }
+    const tensor = this.graph.input(full, shape, "float32");
+    this.registry.set(full, { spec: { name: full, shape: [...shape], init: how }, tensor });
+    return tensor;
+  }
+
+  /** Every parameter declared so far, in declaration order. */
+  get specs(): ParamSpec[] {
+    return [...this.registry.values()].map((r) => r.spec);
+  }
+
+  /** The graph inputs of the parameters, in declaration order. */
+  get tensors(): Tensor[] {
+    return [...this.registry.values()].map((r) => r.tensor);
+  }
+}
+
+/** Draws initial values. Each parameter uses its own stream `rng.fold(name)`, so adding one leaves the others. */
+export function initParams(specs: readonly ParamSpec[], rng: Rng): Params {
+  const out: Params = new Map();
+  for (const s of specs) {
+    const n = sizeOf(s.shape);
+    const r = rng.fold(s.name);
+    let data: Float32Array;
+    switch (s.init.kind) {
+      case "zeros":
+        data = new Float32Array(n);
+        break;
+      case "ones":
+        data = new Float32Array(n).fill(1);
+        break;
+      case "constant":
+        data = new Float32Array(n).fill(s.init.value);
+        break;
+      case "uniform":
+        data = r.uniform(n, -s.init.bound, s.init.bound);
+        break;
+      case "normal":
+        data = r.normal(n, 0, s.init.std);
+        break;
+    }
+    out.set(s.name, new HostTensor(data, s.shape));
+  }
+  return out;
+}
+
+/** Total number of scalars. */
+export function countParams(p: Params | readonly ParamSpec[]): number {
+  let n = 0;
+  for (const v of p instanceof Map ? p.values() : p) n += sizeOf(v.shape);
+  return n;
+}
+
+/** Checks that `params` has exactly the declared names and shapes; the message names the first mismatch. */
+export function checkParams(specs: readonly ParamSpec[], params: Params, where = "parameters"): void {
+  for (const s of specs) {
+    const p = params.get(s.name);
+    if (!p) throw new Error(`${where}: missing "${s.name}" ${formatShape(s.shape)}`);
+    if (p.shape.length !== s.shape.length || p.shape.some((d, i) => d !== s.shape[i])) {
+      throw new Error(
+        `${where}: "${s.name}" has shape ${formatShape(p.shape)}, the model needs ${formatShape(s.shape)}`,
+      );
+    }
+  }
+  const names = new Set(specs.map((s) => s.name));
+  for (const k of params.keys()) {
+    if (!names.has(k)) throw new Error(`${where}: unexpected parameter "${k}" (not part of this model)`);
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * compileTrainStep: a loss function over a parameter scope becomes ONE ONNX Runtime session per batch
+ * shape that does a whole step — forward, loss, backward, gradient clipping, AdamW and the EMA:
+ *
+ *   (params, m, v, ema, batch…, lr, bias corrections, ema decay) → (params', m', v', ema', loss, grad norm)
+ *
+ * The graph is traced once; every step is one `run`. State stays on the host between steps as
+ * parameter maps, so checkpoints are plain safetensors.
+ */
+
+import { compileGraph, type InputSpec } from "../runtime/compile.ts";
+import type { CompiledGraph, SessionOptions } from "../runtime/session.ts";
+import { grad } from "../tensor/autodiff.ts";
+import { HostTensor } from "../tensor/host.ts";
+import { checkParams, ParamScope, type ParamSpec, type Params } from "../tensor/params.ts";
+import { Graph, type Tensor } from "../tensor/symbolic.ts";
+import {
+  type AdamWConfig,
+  adamwUpdate,
+  clipByGlobalNorm,
+  defaultAdamW,
+  emaUpdate,
+  globalNorm,
+} from "./optim.ts";
+
+/** The loss: a scalar, optionally with extra scalar/tensor metrics to return. */
+export type LossFn = (
+  scope: ParamScope,
+  batch: Readonly<Record<string, Tensor>>,
+) => Tensor | { loss: Tensor; metrics?: Record<string, Tensor> };
+
+export interface TrainStepOptions {
+  adamw?: Partial<AdamWConfig>;
+  /** Clip gradients to this global norm (default: no clipping). */
+  clipGradNorm?: number;
+  /** Keep an EMA of the weights (default true). */
+  ema?: boolean;
+  session?: SessionOptions;
+}
+
+/** Optimizer state: the step count, AdamW moments and (optionally) the EMA weights. */
+export interface TrainState {
+  params: Params;
+  m: Params;
+  v: Params;
+  ema: Params | null;
+  step: number;
+}
+
+export interface StepResult {
+  loss: number;
+  gradNorm: number;
+  metrics: Record<string, HostTensor>;
+}
+
+const M = (n: string) => `adam_m/${n}`;
+const V = (n: string) => `adam_v/${n}`;
+const E = (n: string) => `ema/${n}`;
+const OUT = (n: string) => `new/${n}`;
+
+export class TrainStep {
+  constructor(
+    readonly specs: readonly ParamSpec[],
+    readonly batchSpecs: Readonly<Record<string, InputSpec>>,
+    readonly adamw: AdamWConfig,
+    readonly hasEma: boolean,
+    readonly metricNames: readonly string[],
+    private readonly graph: CompiledGraph,
+  ) {}
+
+  /** Fresh optimizer state around `params` (moments zero, EMA = params). */
+  initState(params: Params): TrainState {
+    checkParams(this.specs, params);
+    const zeros = (): Params => new Map([...params].map(([k, p]) => [k, HostTensor.zeros(p.shape)]));
+    const ema = this.hasEma ? new Map([...params].map(([k, p]) => [k, p.clone()])) : null;
+    return { params, m: zeros(), v: zeros(), ema, step: 0 };
+  }
+
+  /**
+   * One optimizer step; replaces the tensors in `state` with the updated ones and increments
+   * `state.step`. `emaDecay` is the EMA decay for this step (0 copies the weights).
+   */
+  async step(
+    state: TrainState,
+    batch: Readonly<Record<string, HostTensor>>,
+    lr: number,
+    emaDecay = 0.999,
+  ): Promise<StepResult> {
+    const t = state.step + 1;
+    const feeds: Record<string, HostTensor> = {
+      lr: HostTensor.scalar(lr),
+      bc1: HostTensor.scalar(1 - this.adamw.beta1 ** t),
+      bc2: HostTensor.scalar(1 - this.adamw.beta2 ** t),
+    };
+    if (this.hasEma) feeds["ema_decay"] = HostTensor.scalar(emaDecay);
+    for (const [k, v] of Object.entries(batch)) feeds[k] = v;
+    for (const s of this.specs) {
+      feeds[s.name] = state.params.get(s.name)!;
+      feeds[M(s.name)] = state.m.get(s.name)!;
+      feeds[V(s.name)] = state.v.get(s.name)!;
+      if (state.ema) feeds[E(s.name)] = state.ema.get(s.name)!;
+    }
+    const out = await this.graph.run(feeds);
+    for (const s of this.specs) {
+      state.params.set(s.name, out[OUT(s.name)] as HostTensor<"float32">);
+      state.m.set(s.name, out[OUT(M(s.name))] as HostTensor<"float32">);
+      state.v.set(s.name, out[OUT(V(s.name))] as HostTensor<"float32">);
+      if (state.ema) state.ema.set(s.name, out[OUT(E(s.name))] as HostTensor<"float32">);
+    }
+    state.step = t;
+    const metrics: Record<string, HostTensor> = {};
+    for (const k of this.metricNames) metrics[k] = out[`metric/${k}`]!;
+    return {
+      loss: (out["loss"]!.data as Float32Array)[0]!,
+      gradNorm: (out["grad_norm"]!.data as Float32Array)[0]!,
+      metrics,
+    };
+  }
+
+  dispose(): void {
+    this.graph.dispose();
+  }
+}
+
+/** Traces the loss with symbolic parameters and batch, differentiates it and appends the updates. */
+export async function compileTrainStep(
+  lossFn: LossFn,
+  batchSpecs: Readonly<Record<string, InputSpec>>,
+  opts: TrainStepOptions = {},
+): Promise<TrainStep> {
+  const adamw = { ...defaultAdamW, ...opts.adamw };
+  const hasEma = opts.ema ?? true;
+  const graph = new Graph();
+  const batch: Record<string, Tensor> = {};
+  for (const [k, s] of Object.entries(batchSpecs)) batch[k] = graph.input(k, s.shape, s.dtype ?? "float32");
+  const lr = graph.input("lr", []);
+  const bc1 = graph.input("bc1", []);
+  const bc2 = graph.input("bc2", []);
+  const emaDecay = hasEma ? graph.input("ema_decay", []) : null;
+
+  const scope = ParamScope.root(graph);
+  const res = lossFn(scope, batch);
+  const loss = res instanceof Object && "loss" in res ? res.loss : (res as Tensor);
+  const metrics = res instanceof Object && "loss" in res ? (res.metrics ?? {}) : {};
+  if (loss.size !== 1)
+    throw new Error(`compileTrainStep: the loss must be a scalar, got shape [${loss.shape.join(", ")}]`);
+  const specs = scope.specs;
+  const params = scope.tensors;
+  let grads = grad(loss, params);
+  const norm = globalNorm(grads);
+  if (opts.clipGradNorm !== undefined) grads = clipByGlobalNorm(grads, norm, opts.clipGradNorm);
+
+  const outputs: Record<string, Tensor> = { loss, grad_norm: norm };
+  for (const [k, v] of Object.entries(metrics)) outputs[`metric/${k}`] = v;
+  specs.forEach((s, i) => {
+    const m = graph.input(M(s.name), s.shape);
+    const v = graph.input(V(s.name), s.shape);
+    const u = adamwUpdate(params[i]!, grads[i]!, m, v, { lr, bc1, bc2 }, adamw);
+    outputs[OUT(s.name)] = u.p;
+    outputs[OUT(M(s.name))] = u.m;
+    outputs[OUT(V(s.name))] = u.v;
+    if (emaDecay) outputs[OUT(E(s.name))] = emaUpdate(graph.input(E(s.name), s.shape), u.p, emaDecay);
+  });
+  const compiled = await compileGraph(graph, outputs, opts.session);
+  return new TrainStep(specs, batchSpecs, adamw, hasEma, Object.keys(metrics), compiled);
+}
+
+/** Traces `fn` over a fresh scope only to learn its parameters (names, shapes, initializers). */
+export function paramSpecsOf(fn: (scope: ParamScope, graph: Graph) => unknown): ParamSpec[] {
+  const graph = new Graph();
+  const scope = ParamScope.root(graph);
+  fn(scope, graph);
+  return scope.specs;
+}

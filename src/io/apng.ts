@@ -8,6 +8,7 @@
  * replaces it (dispose NONE, blend SOURCE).
  */
 
+import { writeFileAtomic } from "./atomic.ts";
 import {
   compressPixels,
   concatBytes,
@@ -79,4 +80,9 @@ export function encodeApng(frames: readonly Raster[], options: ApngOptions = {})
   });
   parts.push(pngChunk("IEND", new Uint8Array(0)));
   return concatBytes(parts);
+}
+
+/** Encodes and writes an animated PNG file, atomically. */
+export function writeApng(path: string, frames: readonly Raster[], options: ApngOptions = {}): void {
+  writeFileAtomic(path, encodeApng(frames, options));
 }

@@ -10,6 +10,7 @@
  */
 
 import { deflateSync, inflateSync } from "node:zlib";
+import { writeFileAtomic } from "./atomic.ts";
 import { checkRaster, type Raster } from "./raster.ts";
 
 export const PNG_SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
@@ -162,6 +163,11 @@ export function encodePng(image: Raster, options: PngOptions = {}): Uint8Array {
   parts.push(pngChunk("IDAT", compressPixels(image, options.level)));
   parts.push(pngChunk("IEND", new Uint8Array(0)));
   return concatBytes(parts);
+}
+
+/** Encodes and writes a PNG file, atomically. */
+export function writePng(path: string, image: Raster, options: PngOptions = {}): void {
+  writeFileAtomic(path, encodePng(image, options));
 }
 
 /** The chunks of a PNG (type and data), checked for truncation; CRCs are checked when `checkCrc`. */

@@ -100,10 +100,14 @@ function collect(
   const raws = new Map<string, RawTensor>();
   for (const e of layout.entries) {
     dtypes.set(e.name, e.dtype);
-    raws.set(e.name, { dtype: e.dtype, shape: e.shape, bytes: data.slice(e.begin, e.end) });
+    // A view here; raw results get their own copy below, rawToHost copies as it converts.
+    raws.set(e.name, { dtype: e.dtype, shape: e.shape, bytes: data.subarray(e.begin, e.end) });
   }
   const metadata = { ...layout.metadata };
-  if (raw) return { tensors: raws, metadata, dtypes };
+  if (raw) {
+    for (const [name, r] of raws) raws.set(name, { ...r, bytes: r.bytes.slice() });
+    return { tensors: raws, metadata, dtypes };
+  }
   const tensors = new Map<string, HostTensor>();
   for (const [name, r] of raws) tensors.set(name, rawToHost(r));
   return { tensors, metadata, dtypes };

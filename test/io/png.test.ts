@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { decodeApng, decode as decodeWithFastPng, encode as encodeWithFastPng } from "fast-png";
 import { encode as encodeJpeg } from "jpeg-js";
-import { encodeApng } from "../../src/io/apng.ts";
-import { decodeImage } from "../../src/io/image-decode.ts";
-import { crc32, encodePng, readPngText } from "../../src/io/png.ts";
+import { encodeApng, writeApng } from "../../src/io/apng.ts";
+import { decodeImage, readImage } from "../../src/io/image-decode.ts";
+import { crc32, encodePng, readPngText, writePng } from "../../src/io/png.ts";
 import { type Raster, toChannels } from "../../src/io/raster.ts";
 import { Rng } from "../../src/tensor/rng.ts";
 
@@ -141,4 +144,18 @@ test("toChannels: luma weights and alpha over black", () => {
   assert.deepEqual(toChannels(rgba, 3).data, Uint8Array.of(255, 0, 0, 0, 0, 0));
   const grey: Raster = { width: 1, height: 1, channels: 1, data: Uint8Array.of(9) };
   assert.deepEqual(toChannels(grey, 3).data, Uint8Array.of(9, 9, 9));
+});
+
+test("writePng and writeApng write files that read back", () => {
+  const dir = mkdtempSync(join(tmpdir(), "diffuse-png-"));
+  try {
+    const img = randomRaster(5, 3, 3, 9);
+    writePng(join(dir, "a.png"), img, { text: { parameters: "p" } });
+    assert.deepEqual(readImage(join(dir, "a.png")), img);
+    writeApng(join(dir, "b.png"), [img, img], { delayMs: 20 });
+    assert.equal(decodeApng(readFileSync(join(dir, "b.png"))).frames.length, 2);
+    assert.throws(() => readImage(join(dir, "none.png")), /cannot read .*none\.png/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -13,6 +13,7 @@ import {
   writeSafetensors,
 } from "../../src/io/safetensors.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
+import { Rng } from "../../src/tensor/rng.ts";
 
 const FIXTURE = "test/fixtures/safetensors/inputs.safetensors";
 
@@ -286,5 +287,23 @@ test("files: errors name the path; writing is atomic and leaves no temp files", 
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("fuzz: damaged headers either parse or fail with a safetensors error", () => {
+  const good = new Uint8Array(readFileSync(FIXTURE));
+  const rng = new Rng(99);
+  for (let trial = 0; trial < 2000; trial++) {
+    const bytes = good.slice(0, trial % 5 === 0 ? 1 + rng.int(good.length - 1) : good.length);
+    const flips = 1 + rng.int(3);
+    for (let f = 0; f < flips; f++) {
+      const at = rng.int(Math.min(bytes.length, 8 + 448));
+      bytes[at] = trial % 2 === 0 ? rng.int(256) : '0123456789[]{},:"-.e '[rng.int(21)]!.charCodeAt(0);
+    }
+    try {
+      parseSafetensors(bytes);
+    } catch (err) {
+      assert.ok(err instanceof Error && err.message.startsWith("invalid safetensors bytes: "), String(err));
+    }
   }
 });

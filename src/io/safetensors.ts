@@ -161,6 +161,11 @@ function withFile<T>(path: string, use: (fd: number, layout: SafetensorsLayout) 
     const n = checkHeaderLength(first8, size, path);
     const layout = parseHeader(readExactly(fd, n, 8, path), size - 8 - n, path);
     return use(fd, layout);
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (msg.startsWith("invalid safetensors")) throw err;
+    // I/O errors (a directory, a device error) and allocation failures of very large files.
+    throw new Error(`cannot read safetensors file ${path}: ${msg}`, { cause: err });
   } finally {
     closeSync(fd);
   }

@@ -152,7 +152,7 @@ export async function replaceDirAtomicAsync(
  * Cleans up after a crash inside `replaceDirAtomic`: if `dir` is missing but an `.old-` copy
  * exists, that complete previous version is renamed back; leftover `.tmp-` and `.old-` siblings
  * (never complete, or superseded) are removed. Returns true when `dir` exists afterwards.
- * Call it before loading a checkpoint directory.
+ * Call it before loading a checkpoint directory, never while another process may be replacing it.
  */
 export function recoverReplacedDir(dir: string): boolean {
   const parent = dirname(dir);

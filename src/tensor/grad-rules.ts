@@ -17,9 +17,10 @@ function inputs2(n: Node): [Tensor, Tensor] {
   return [n.inputs[0]!, n.inputs[1]!];
 }
 
-/** Reduction axes kept as size-1 dimensions, so `g` can broadcast back over the input. */
+/** Reduction axes (possibly negative) kept as size-1 dimensions, so `g` can broadcast back over the input. */
 function keepShape(x: Tensor, axes: readonly number[]): number[] {
-  return x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
+  const set = axes.map((a) => (a < 0 ? a + x.rank : a));
+  return x.shape.map((d, i) => (set.includes(i) ? 1 : d));
 }
 
 export const gradRules: { [K in PrimName]: Rule<K> } = {

@@ -1,0 +1,296 @@
+/**
+ * The UNet2DModel configuration: diffusers' `config.json` keys (snake_case, as every checkpoint on the
+ * hub carries them) ↔ a typed, camelCase `UNet2DConfig`, with diffusers' defaults (v0.40
+ * `UNet2DModel.__init__`). This is the one mapper at that boundary (STYLE principle 4).
+ *
+ * Unknown keys are handled as diffusers does (ignored), except keys of other diffusers U-Nets that
+ * would change the network (cross-attention and the like): a config with those is rejected, since
+ * running it as a plain UNet2DModel would silently compute something else. Supported keys with
+ * values outside the supported subset are rejected with the key, the value and what is allowed.
+ */
+
+export type DownBlockType = "DownBlock2D" | "AttnDownBlock2D";
+export type UpBlockType = "UpBlock2D" | "AttnUpBlock2D";
+
+export interface UNet2DConfig {
+  /** Nominal input size: a number, [height, width] or null (informative; forward takes any size). */
+  sampleSize: number | readonly [number, number] | null;
+  inChannels: number;
+  outChannels: number;
+  /** x ↦ 2x − 1 before conv_in. */
+  centerInputSample: boolean;
+  timeEmbeddingType: "positional";
+  /** Width of the time embedding (null: 4 × blockOutChannels[0]). */
+  timeEmbeddingDim: number | null;
+  freqShift: number;
+  flipSinToCos: boolean;
+  downBlockTypes: readonly DownBlockType[];
+  midBlockType: "UNetMidBlock2D" | null;
+  upBlockTypes: readonly UpBlockType[];
+  blockOutChannels: readonly number[];
+  layersPerBlock: number;
+  midBlockScaleFactor: number;
+  downsamplePadding: number;
+  /** How AttnDownBlock2D downsamples (DownBlock2D always uses a conv, as in diffusers). */
+  downsampleType: "conv" | "resnet";
+  /** How AttnUpBlock2D upsamples (UpBlock2D always uses a conv, as in diffusers). */
+  upsampleType: "conv" | "resnet";
+  /** Dropout probability inside each ResnetBlock2D (training only; see `UNetForwardOptions`). */
+  dropout: number;
+  /** The resnets' nonlinearity ("swish" is diffusers' alias of SiLU). */
+  actFn: "silu" | "swish";
+  /** Channels per attention head (null: one head spanning the block's channels). */
+  attentionHeadDim: number | null;
+  normNumGroups: number;
+  /** Groups of the mid block's attention norm (null: normNumGroups, or no norm with scale_shift). */
+  attnNormNumGroups: number | null;
+  normEps: number;
+  resnetTimeScaleShift: "default" | "scale_shift";
+  /** Attention in the mid block. */
+  addAttention: boolean;
+  /** null: a class table when numClassEmbeds is set; "timestep": labels through a second time MLP; "identity": labels are [N, time embedding dim] vectors. */
+  classEmbedType: "timestep" | "identity" | null;
+  numClassEmbeds: number | null;
+  /** Only used by time_embedding_type "learned" (not supported); kept for the round trip. */
+  numTrainTimesteps: number | null;
+}
+
+/** A config.json object (diffusers keys). */
+export type DiffusersConfig = Record<string, unknown>;
+
+export const UNET2D_CLASS_NAME = "UNet2DModel";
+/** The diffusers version whose UNet2DModel this implementation was checked against (test/fixtures/unet2d-a). */
+export const DIFFUSERS_VERSION = "0.40.0.dev0";
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Parse<T> = (v: unknown, key: string) => T;
+
+function fail(key: string, v: unknown, allowed: string): never {
+  throw new ConfigError(`UNet2DModel config: "${key}" is ${JSON.stringify(v)}; use ${allowed}`);
+}
+
+const bool: Parse<boolean> = (v, k) => (typeof v === "boolean" ? v : fail(k, v, "true or false"));
+const num: Parse<number> = (v, k) =>
+  typeof v === "number" && Number.isFinite(v) ? v : fail(k, v, "a number");
+const positive: Parse<number> = (v, k) =>
+  typeof v === "number" && Number.isFinite(v) && v > 0 ? v : fail(k, v, "a positive number");
+const int =
+  (min: number): Parse<number> =>
+  (v, k) =>
+    Number.isInteger(v) && (v as number) >= min ? (v as number) : fail(k, v, `an integer ≥ ${min}`);
+const nullable =
+  <T>(p: Parse<T>): Parse<T | null> =>
+  (v, k) =>
+    v === null ? null : p(v, k);
+function oneOf<T extends string>(allowed: readonly T[]): Parse<T> {
+  return (v, k) =>
+    allowed.includes(v as T) ? (v as T) : fail(k, v, allowed.map((a) => JSON.stringify(a)).join(" or "));
+}
+const list =
+  <T>(p: Parse<T>): Parse<readonly T[]> =>
+  (v, k) => {
+    if (!Array.isArray(v) || v.length === 0) fail(k, v, "a non-empty list");
+    return v.map((x, i) => p(x, `${k}[${i}]`));
+  };
+/** diffusers strips a "UNetRes" prefix from block names ("UNetResDownBlock2D" = "DownBlock2D"). */
+const blockType = <T extends string>(allowed: readonly T[]): Parse<T> => {
+  const p = oneOf(allowed);
+  return (v, k) => p(typeof v === "string" && v.startsWith("UNetRes") ? v.slice(7) : v, k);
+};
+const sampleSize: Parse<number | readonly [number, number] | null> = (v, k) => {
+  if (v === null) return null;
+  if (Array.isArray(v) && v.length === 2) return [int(1)(v[0], `${k}[0]`), int(1)(v[1], `${k}[1]`)];
+  return int(1)(v, k);
+};
+
+interface Field<T> {
+  readonly key: string;
+  readonly dflt: T;
+  readonly parse: Parse<T>;
+}
+
+/** Every UNet2DModel key: its diffusers name, default and parser. */
+const FIELDS: { readonly [K in keyof UNet2DConfig]: Field<UNet2DConfig[K]> } = {
+  sampleSize: { key: "sample_size", dflt: null, parse: sampleSize },
+  inChannels: { key: "in_channels", dflt: 3, parse: int(1) },
+  outChannels: { key: "out_channels", dflt: 3, parse: int(1) },
+  centerInputSample: { key: "center_input_sample", dflt: false, parse: bool },
+  timeEmbeddingType: { key: "time_embedding_type", dflt: "positional", parse: oneOf(["positional"]) },
+  timeEmbeddingDim: { key: "time_embedding_dim", dflt: null, parse: nullable(int(1)) },
+  freqShift: { key: "freq_shift", dflt: 0, parse: num },
+  flipSinToCos: { key: "flip_sin_to_cos", dflt: true, parse: bool },
+  downBlockTypes: {
+    key: "down_block_types",
+    dflt: ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+    parse: list(blockType(["DownBlock2D", "AttnDownBlock2D"])),
+  },
+  midBlockType: { key: "mid_block_type", dflt: "UNetMidBlock2D", parse: nullable(oneOf(["UNetMidBlock2D"])) },
+  upBlockTypes: {
+    key: "up_block_types",
+    dflt: ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    parse: list(blockType(["UpBlock2D", "AttnUpBlock2D"])),
+  },
+  blockOutChannels: { key: "block_out_channels", dflt: [224, 448, 672, 896], parse: list(int(1)) },
+  layersPerBlock: { key: "layers_per_block", dflt: 2, parse: int(1) },
+  midBlockScaleFactor: { key: "mid_block_scale_factor", dflt: 1, parse: positive },
+  downsamplePadding: { key: "downsample_padding", dflt: 1, parse: int(0) },
+  downsampleType: { key: "downsample_type", dflt: "conv", parse: oneOf(["conv", "resnet"]) },
+  upsampleType: { key: "upsample_type", dflt: "conv", parse: oneOf(["conv", "resnet"]) },
+  dropout: {
+    key: "dropout",
+    dflt: 0,
+    parse: (v, k) => (typeof v === "number" && v >= 0 && v < 1 ? v : fail(k, v, "a probability in [0, 1)")),
+  },
+  actFn: { key: "act_fn", dflt: "silu", parse: oneOf(["silu", "swish"]) },
+  attentionHeadDim: { key: "attention_head_dim", dflt: 8, parse: nullable(int(1)) },
+  normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1) },
+  attnNormNumGroups: { key: "attn_norm_num_groups", dflt: null, parse: nullable(int(1)) },
+  normEps: { key: "norm_eps", dflt: 1e-5, parse: positive },
+  resnetTimeScaleShift: {
+    key: "resnet_time_scale_shift",
+    dflt: "default",
+    parse: oneOf(["default", "scale_shift"]),
+  },
+  addAttention: { key: "add_attention", dflt: true, parse: bool },
+  classEmbedType: { key: "class_embed_type", dflt: null, parse: nullable(oneOf(["timestep", "identity"])) },
+  numClassEmbeds: { key: "num_class_embeds", dflt: null, parse: nullable(int(1)) },
+  numTrainTimesteps: { key: "num_train_timesteps", dflt: null, parse: nullable(int(1)) },
+};
+
+const NAMES = Object.keys(FIELDS) as (keyof UNet2DConfig)[];
+
+/**
+ * Keys of UNet2DConditionModel and other diffusers U-Nets that change the architecture. diffusers
+ * would ignore them when building a UNet2DModel; we refuse, because such a checkpoint is not one.
+ */
+const FOREIGN_KEYS = [
+  "cross_attention_dim",
+  "encoder_hid_dim",
+  "encoder_hid_dim_type",
+  "transformer_layers_per_block",
+  "num_attention_heads",
+  "addition_embed_type",
+  "only_cross_attention",
+  "use_linear_projection",
+  "conv_in_kernel",
+  "conv_out_kernel",
+  "time_cond_proj_dim",
+  "projection_class_embeddings_input_dim",
+  "class_embeddings_concat",
+];
+
+/** Parses a diffusers config.json object: defaults filled in, values and their combination checked. */
+export function unetConfigFromDiffusers(json: DiffusersConfig): UNet2DConfig {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new ConfigError(`UNet2DModel config must be a JSON object, got ${JSON.stringify(json)}`);
+  }
+  const cls = json["_class_name"];
+  if (cls !== undefined && cls !== UNET2D_CLASS_NAME) {
+    throw new ConfigError(
+      `UNet2DModel config: "_class_name" is ${JSON.stringify(cls)}; this loader reads "${UNET2D_CLASS_NAME}" configs only`,
+    );
+  }
+  const foreign = FOREIGN_KEYS.filter((k) => k in json);
+  if (foreign.length > 0) {
+    throw new ConfigError(
+      `UNet2DModel config: ${foreign.map((k) => `"${k}"`).join(", ")} belong to another U-Net (e.g. UNet2DConditionModel), which is not supported`,
+    );
+  }
+  const out: Record<string, unknown> = {};
+  for (const name of NAMES) {
+    const f = FIELDS[name] as Field<unknown>;
+    out[name] = json[f.key] === undefined ? f.dflt : f.parse(json[f.key], f.key);
+  }
+  const cfg = out as unknown as UNet2DConfig;
+  validate(cfg);
+  return cfg;
+}
+
+/** A typed config from some of its fields (the rest take diffusers' defaults), checked. */
+export function unetConfig(fields: Partial<UNet2DConfig> = {}): UNet2DConfig {
+  const json: DiffusersConfig = {};
+  for (const [name, v] of Object.entries(fields)) {
+    const f = FIELDS[name as keyof UNet2DConfig] as Field<unknown> | undefined;
+    if (!f) throw new ConfigError(`UNet2DConfig has no field "${name}"; known: ${NAMES.join(", ")}`);
+    if (v !== undefined) json[f.key] = v;
+  }
+  return unetConfigFromDiffusers(json);
+}
+
+/** Either form: a diffusers config.json object (snake_case) or typed fields (camelCase). */
+export function resolveUNetConfig(config: DiffusersConfig | Partial<UNet2DConfig>): UNet2DConfig {
+  const keys = Object.keys(config);
+  const camel = keys.filter((k) => /[A-Z]/.test(k) && !k.startsWith("_"));
+  const snake = keys.filter((k) => k.includes("_") && !k.startsWith("_"));
+  if (camel.length > 0 && snake.length > 0) {
+    throw new ConfigError(
+      `UNet2DModel config mixes diffusers keys (${snake[0]}) and camelCase fields (${camel[0]}); use one form`,
+    );
+  }
+  return camel.length > 0
+    ? unetConfig(config as Partial<UNet2DConfig>)
+    : unetConfigFromDiffusers(config as DiffusersConfig);
+}
+
+/** The config as diffusers writes it: every key, sorted, with `_class_name` and `_diffusers_version`. */
+export function unetConfigToDiffusers(cfg: UNet2DConfig): DiffusersConfig {
+  const out: DiffusersConfig = { _class_name: UNET2D_CLASS_NAME, _diffusers_version: DIFFUSERS_VERSION };
+  const entries = NAMES.map((n) => [FIELDS[n].key, cfg[n]] as const).sort(([a], [b]) => (a < b ? -1 : 1));
+  for (const [k, v] of entries) out[k] = Array.isArray(v) ? [...v] : v;
+  return out;
+}
+
+/** Checks that the fields fit together (lengths, group counts, head widths). */
+function validate(c: UNet2DConfig): void {
+  const n = c.blockOutChannels.length;
+  if (c.downBlockTypes.length !== n || c.upBlockTypes.length !== n) {
+    throw new ConfigError(
+      `UNet2DModel config: "down_block_types" (${c.downBlockTypes.length}), "up_block_types" (${c.upBlockTypes.length}) and "block_out_channels" (${n}) must have the same length`,
+    );
+  }
+  const g = c.normNumGroups;
+  for (const ch of c.blockOutChannels) {
+    if (ch % g !== 0) {
+      fail(
+        "norm_num_groups",
+        g,
+        `a divisor of every block_out_channels entry (${c.blockOutChannels.join(", ")})`,
+      );
+    }
+  }
+  const last = c.blockOutChannels[n - 1]!;
+  if (c.attnNormNumGroups !== null && last % c.attnNormNumGroups !== 0) {
+    fail(
+      "attn_norm_num_groups",
+      c.attnNormNumGroups,
+      `null or a divisor of block_out_channels[-1] (${last})`,
+    );
+  }
+  const hd = c.attentionHeadDim;
+  if (hd !== null) {
+    const attnChannels = c.blockOutChannels.filter(
+      (_, i) => c.downBlockTypes[i] === "AttnDownBlock2D" || c.upBlockTypes[n - 1 - i] === "AttnUpBlock2D",
+    );
+    if (c.midBlockType !== null && c.addAttention) attnChannels.push(last);
+    const narrowest = Math.min(...attnChannels);
+    if (hd > narrowest) {
+      fail("attention_head_dim", hd, `at most ${narrowest}, the channels of the narrowest attention block`);
+    }
+  }
+}
+
+/** The width of the time embedding: time_embedding_dim or 4 × block_out_channels[0]. */
+export const timeEmbedDim = (c: UNet2DConfig): number => c.timeEmbeddingDim ?? 4 * c.blockOutChannels[0]!;
+
+/** How class labels enter, derived from class_embed_type and num_class_embeds as diffusers does. */
+export type ClassConditioning = "none" | "table" | "timestep" | "identity";
+export function classConditioning(c: UNet2DConfig): ClassConditioning {
+  if (c.classEmbedType !== null) return c.classEmbedType;
+  return c.numClassEmbeds !== null ? "table" : "none";
+}
+
+/** How many times the input is halved (one stride-2 step per down block but the last). */
+export const downsamplingSteps = (c: UNet2DConfig): number => c.blockOutChannels.length - 1;

@@ -9,6 +9,7 @@ import { readSafetensors } from "../../src/io/safetensors.ts";
 import {
   DROPOUT_NOISE_PREFIX,
   dropoutNoiseInputs,
+  initUNet,
   UNet2DModel,
   unetConfig,
   unetConfigFromDiffusers,
@@ -122,6 +123,9 @@ test("fromConfig: seeded PyTorch-default init; typed and diffusers configs agree
   );
   assert.deepEqual(b.config, a.config);
   for (const [k, v] of a.params) assert.deepEqual(b.params.get(k)!.data, v.data);
+  const direct = initUNet(unetConfigFromDiffusers(TINY), new Rng(7));
+  assert.deepEqual([...direct.keys()], [...a.params.keys()]);
+  for (const [k, v] of a.params) assert.deepEqual(direct.get(k)!.data, v.data);
   const c = UNet2DModel.fromConfig(TINY, { seed: 8 });
   assert.notDeepEqual(c.params.get("conv_in.weight")!.data, a.params.get("conv_in.weight")!.data);
   const p = a.params;

@@ -134,10 +134,11 @@ test("savePretrained → fromPretrained: F32 exact, F16 close", async () => {
   assert.deepEqual((await back.forward(x, 7, { classLabels: [3] })).data, ref.data);
 
   const d16 = join(tmp, "f16");
-  await unet.savePretrained(d16, { dtype: "F16" });
-  const f16 = readSafetensors(join(d16, "diffusion_pytorch_model.safetensors"));
+  await unet.savePretrained(d16, { dtype: "F16", variant: "fp16" });
+  await assert.rejects(UNet2DModel.fromPretrained(d16), /it has diffusion_pytorch_model\.fp16\.safetensors/);
+  const f16 = readSafetensors(join(d16, "diffusion_pytorch_model.fp16.safetensors"));
   assert.ok([...f16.dtypes.values()].every((d) => d === "F16"));
-  const half = await UNet2DModel.fromPretrained(d16);
+  const half = await UNet2DModel.fromPretrained(d16, { variant: "fp16" });
   for (const [k, v] of unet.params) {
     const w = half.params.get(k)!.data;
     for (let i = 0; i < v.size; i++) {

@@ -47,6 +47,7 @@ export {
   classLabelSpec,
   DROPOUT_NOISE_PREFIX,
   dropoutNoiseInputs,
+  initUNet,
   sortStateDict,
   type UNetForwardOptions,
   unet2d,

@@ -13,7 +13,8 @@ import { embedding, timestepEmbedding } from "../../nn/embedding.ts";
 import { conv2d, linear } from "../../nn/linear.ts";
 import { groupNorm } from "../../nn/norm.ts";
 import * as o from "../../tensor/ops.ts";
-import { ParamScope, type ParamSpec } from "../../tensor/params.ts";
+import { initParams, ParamScope, type ParamSpec, type Params } from "../../tensor/params.ts";
+import type { Rng } from "../../tensor/rng.ts";
 import { Graph, type Tensor } from "../../tensor/symbolic.ts";
 import {
   type AttentionBlockOptions,
@@ -220,6 +221,11 @@ export function unetParamSpecs(cfg: UNet2DConfig): ParamSpec[] {
   const scope = ParamScope.root(graph);
   unet2d(scope, cfg, sample, t, labels);
   return sortStateDict(scope.specs);
+}
+
+/** Fresh parameters for a config (PyTorch's default initialization; each from its own stream of `rng`). */
+export function initUNet(cfg: UNet2DConfig, rng: Rng): Params {
+  return initParams(unetParamSpecs(cfg), rng);
 }
 
 /**

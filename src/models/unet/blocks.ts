@@ -22,8 +22,8 @@ import type { Tensor } from "../../tensor/symbolic.ts";
 
 /** What every resnet of one U-Net shares. */
 export interface BlockContext {
-  /** The time (+ class) embedding [N, T]. */
-  readonly temb: Tensor;
+  /** SiLU of the time (+ class) embedding [N, T]: every resnet projects it (computed once). */
+  readonly tembAct: Tensor;
   readonly groups: number;
   readonly eps: number;
   /** "default": GN(h + proj(temb)); "scale_shift": GN(h)·(1 + scale) + shift (improved DDPM). */
@@ -66,7 +66,7 @@ export function resnetBlock2D(
   }
   h = conv2d(p.sub("conv1"), h, cout, 3, { padding: 1 }); // [N, cout, H', W']
   const projWidth = ctx.timeShift === "scale_shift" ? 2 * cout : cout;
-  const t = linear(p.sub("time_emb_proj"), silu(ctx.temb), projWidth); // [N, cout or 2·cout]
+  const t = linear(p.sub("time_emb_proj"), ctx.tembAct, projWidth); // [N, cout or 2·cout]
   const tt = o.reshape(t, [t.shape[0]!, projWidth, 1, 1]); // [N, cout or 2·cout, 1, 1]
   if (ctx.timeShift === "scale_shift") {
     const [scale, shift] = o.split(tt, 1, 2) as [Tensor, Tensor]; // [N, cout, 1, 1] each

@@ -109,7 +109,7 @@ export function unet2d(
   }
 
   const ctx: BlockContext = {
-    temb,
+    tembAct: silu(temb), // [N, T]
     groups: cfg.normNumGroups,
     eps: cfg.normEps,
     timeShift: cfg.resnetTimeScaleShift,

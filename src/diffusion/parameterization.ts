@@ -37,6 +37,8 @@ export interface Denoised {
   eps: F32;
   /** The extra output channels of a network that also predicts its variance (Nichol & Dhariwal 2021). */
   variance?: F32;
+  /** The flow velocity ε − x0 as a flow network output it, on the path it was trained on. */
+  velocity?: F32;
 }
 
 /** The one denoiser type every sampler uses. */
@@ -109,7 +111,9 @@ export function estimate(prediction: Prediction, out: F32, x: F32, level: NoiseL
       const s = c === 1 ? sigma : f32(sigma / c);
       const a = c === 1 ? alpha : f32(alpha / c);
       const xn = c === 1 ? x : map(x, (v) => v / c);
-      return { x0: zip(xn, out, (xi, u) => xi - f32(s * u)), eps: zip(xn, out, (xi, u) => xi + f32(a * u)) };
+      const x0 = zip(xn, out, (xi, u) => xi - f32(s * u));
+      const eps = zip(xn, out, (xi, u) => xi + f32(a * u));
+      return c === 1 ? { x0, eps, velocity: out } : { x0, eps };
     }
   }
 }

@@ -27,19 +27,23 @@ export async function flowMatchEuler(
   for (let i = 0; i < ladder.length - 1; i++) {
     const { sigma: s, t } = ladder[i]!;
     const sNext = ladder[i + 1]!.sigma;
-    const { x0, eps } = await denoise(x, flowLevel(s, t));
+    const { x0, eps, velocity } = await denoise(x, flowLevel(s, t));
     if (stochastic) {
       if (!noise) throw new Error("flowMatchEuler: stochastic sampling draws noise; pass options.noise");
       const z = drawNoise(noise, x);
       const keep = f32(1 - sNext);
       x = zip(x0, z, (a, b) => f32(keep * a) + f32(sNext * b));
+    } else if (velocity) {
+      // The network's own velocity: x + (s_next − s)·u.
+      const dt = f32(sNext - s);
+      x = zip(x, velocity, (xi, u) => xi + f32(dt * u));
     } else if (s > 0) {
       x = eulerStep(x, x0, s, sNext);
     } else {
       // At s = 0 the slope (x − x̂0)/s is 0/0; the velocity ε̂ − x̂0 is its limit.
       const dt = f32(sNext - s);
-      const velocity = zip(eps, x0, (e, a) => e - a);
-      x = zip(x, velocity, (xi, u) => xi + f32(dt * u));
+      const u = zip(eps, x0, (e, a) => e - a);
+      x = zip(x, u, (xi, ui) => xi + f32(dt * ui));
     }
     await onStep?.({ i, t, x, x0 });
   }

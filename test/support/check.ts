@@ -16,7 +16,7 @@ import * as o from "../../src/tensor/ops.ts";
 import type { PrimName } from "../../src/tensor/primitives.ts";
 import type { Graph, Tensor } from "../../src/tensor/symbolic.ts";
 import { assertAllclose } from "./allclose.ts";
-import { evalGraph, fromHost, type RefTensor } from "./ref.ts";
+import { evalGraph, fromHost, type RefTensor, refEvaluator } from "./ref.ts";
 
 /** How an input is filled. Values are rounded to float32 (or to integers) before both sides see them. */
 export type Init =
@@ -176,7 +176,7 @@ export async function checkRoundTrip(c: OpCase): Promise<void> {
   const { graph, outputs } = trace(specsOf(c), (t, g) => ({ y: c.build(t, g) }));
   const y = outputs["y"]!;
   const feeds = makeInputs(c);
-  const compiled = await compileGraph(graph, outputs);
+  const compiled = await compileGraph(graph, outputs, { threads: 1 });
   const got = (await compiled.run(feeds))["y"]!;
   const [want] = evalGraph(graph, refFeeds(feeds), [y]) as [RefTensor];
   assertAllclose(got.shape, want.shape, { what: `${c.name}: output shape`, rtol: 0, atol: 0 });
@@ -201,7 +201,8 @@ function numericGrad(
 ): Float64Array {
   const x = feeds[name]!;
   const out = new Float64Array(x.data.length);
-  const at = () => evalGraph(graph, feeds, [loss])[0]!.data[0]!;
+  const run = refEvaluator(graph, [loss]);
+  const at = () => run(feeds)[0]!.data[0]!;
   for (let i = 0; i < x.data.length; i++) {
     const v = x.data[i]!;
     x.data[i] = v + FD_STEP;
@@ -235,7 +236,7 @@ export async function checkGrad(c: OpCase): Promise<void> {
     return { loss, ...Object.fromEntries(wrt.map((k, i) => [`d_${k}`, gs[i]!])) };
   });
   const feeds = makeInputs(c);
-  const compiled = await compileGraph(graph, outputs);
+  const compiled = await compileGraph(graph, outputs, { threads: 1 });
   const got = await compiled.run(feeds);
   const ref = refFeeds(feeds);
   const loss = outputs["loss"]!;

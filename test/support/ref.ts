@@ -53,9 +53,17 @@ function broadcastOffsets(inShape: readonly number[], outShape: readonly number[
 
 function elementwise(xs: readonly RefTensor[], dtype: DType, f: (v: readonly number[]) => number): RefTensor {
   const shape = refBroadcastShape(xs.map((x) => x.shape));
-  const offs = xs.map((x) => broadcastOffsets(x.shape, shape));
   const out = refZeros(shape, dtype);
   const v = new Array<number>(xs.length).fill(0);
+  if (xs.every((x) => x.data.length === out.data.length)) {
+    // no broadcasting (same sizes imply the same shapes once broadcasting succeeded)
+    for (let k = 0; k < out.data.length; k++) {
+      for (let j = 0; j < xs.length; j++) v[j] = xs[j]!.data[k]!;
+      out.data[k] = f(v);
+    }
+    return out;
+  }
+  const offs = xs.map((x) => broadcastOffsets(x.shape, shape));
   for (let k = 0; k < out.data.length; k++) {
     for (let j = 0; j < xs.length; j++) v[j] = xs[j]!.data[offs[j]![k]!]!;
     out.data[k] = f(v);
@@ -333,6 +341,17 @@ export function evalGraph(
   feeds: Readonly<Record<string, RefTensor>>,
   outputs: readonly Tensor[],
 ): RefTensor[] {
+  return refEvaluator(graph, outputs)(feeds);
+}
+
+/**
+ * `evalGraph` split in two: the graph walk (which nodes, the constants) is done once, and the
+ * returned function evaluates it for any feeds — what finite differences need, thousands of times.
+ */
+export function refEvaluator(
+  graph: Graph,
+  outputs: readonly Tensor[],
+): (feeds: Readonly<Record<string, RefTensor>>) => RefTensor[] {
   const needed = new Set<number>();
   const stack = [...outputs];
   while (stack.length > 0) {
@@ -342,26 +361,35 @@ export function evalGraph(
     const p = graph.producer(t);
     if (p) stack.push(...p.inputs);
   }
-  const values = new Map<number, RefTensor>();
-  for (const t of graph.inputs) {
-    if (!needed.has(t.id)) continue;
-    const v = feeds[t.inputName!];
-    if (!v) throw new Error(`evalGraph: no feed for input "${t.inputName}"`);
-    if (fmt(v.shape) !== fmt(t.shape))
-      throw new Error(`evalGraph: feed "${t.inputName}" is ${fmt(v.shape)}, want ${fmt(t.shape)}`);
-    values.set(t.id, v);
-  }
-  for (const [id, c] of graph.constants) if (needed.has(id)) values.set(id, fromHost(c));
-  for (const n of graph.nodes) {
-    if (!needed.has(n.output.id)) continue;
-    const xs = n.inputs.map((t) => values.get(t.id)!);
-    const y = refApply(n.prim, xs, n.attrs);
-    if (fmt(y.shape) !== fmt(n.output.shape) || y.dtype !== n.output.dtype) {
-      throw new Error(
-        `evalGraph: ${n.prim} computes ${fmt(y.shape)} ${y.dtype} but was traced as ${fmt(n.output.shape)} ${n.output.dtype}`,
-      );
+  const inputs = graph.inputs.filter((t) => needed.has(t.id));
+  const constants = [...graph.constants]
+    .filter(([id]) => needed.has(id))
+    .map(([id, c]) => [id, fromHost(c)] as const);
+  const nodes = graph.nodes.filter((n) => needed.has(n.output.id));
+  return (feeds) => {
+    const values = new Map<number, RefTensor>(constants);
+    for (const t of inputs) {
+      const v = feeds[t.inputName!];
+      if (!v) throw new Error(`evalGraph: no feed for input "${t.inputName}"`);
+      if (fmt(v.shape) !== fmt(t.shape)) {
+        throw new Error(`evalGraph: feed "${t.inputName}" is ${fmt(v.shape)}, want ${fmt(t.shape)}`);
+      }
+      values.set(t.id, v);
     }
-    values.set(n.output.id, y);
-  }
-  return outputs.map((t) => values.get(t.id)!);
+    for (const n of nodes) {
+      const xs = n.inputs.map((t) => values.get(t.id)!);
+      const y = refApply(n.prim, xs, n.attrs);
+      if (
+        y.shape.length !== n.output.shape.length ||
+        y.shape.some((d, i) => d !== n.output.shape[i]) ||
+        y.dtype !== n.output.dtype
+      ) {
+        throw new Error(
+          `evalGraph: ${n.prim} computes ${fmt(y.shape)} ${y.dtype} but was traced as ${fmt(n.output.shape)} ${n.output.dtype}`,
+        );
+      }
+      values.set(n.output.id, y);
+    }
+    return outputs.map((t) => values.get(t.id)!);
+  };
 }

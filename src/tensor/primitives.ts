@@ -198,6 +198,7 @@ export const shapeRules: {
     const [c, a, b] = xs as [InputInfo, InputInfo, InputInfo];
     if (c.dtype !== "bool") fail("where", `condition must be bool, got ${c.dtype}`);
     const dtype = sameDtype("where", [a, b]);
+    numeric("where", a); // ONNX Runtime has no Where kernel for bool operands
     return { shape: broadcastShapes("where", broadcastShapes("where", c.shape, a.shape), b.shape), dtype };
   },
   neg: (xs) => {

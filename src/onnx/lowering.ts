@@ -261,11 +261,12 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
   gather: (_n, c) => c.emit("Gather", c.ins, [c.out], { axis: int(0) }),
   scatterAdd: (n, c) => {
     const zeros = c.tmp("zeros");
+    // the zeros take the updates' dtype (ScatterND needs both to match)
+    const dtype = n.output.dtype;
+    const zero =
+      dtype === "int64" ? BigInt64Array.of(0n) : dtype === "int32" ? Int32Array.of(0) : Float32Array.of(0);
     c.emit("ConstantOfShape", [c.i64(n.attrs.shape)], [zeros], {
-      value: {
-        kind: "tensor",
-        value: { name: "zero", dtype: "float32", dims: [1], data: Float32Array.of(0) },
-      },
+      value: { kind: "tensor", value: { name: "zero", dtype, dims: [1], data: zero } },
     });
     const idx = c.tmp("idx");
     const idxShape = n.inputs[0]!.shape;

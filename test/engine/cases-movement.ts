@@ -135,6 +135,12 @@ export const movementCases: { [K in MovementPrim]: OpCase[] } = {
       build: (t, g) => g.apply("gather", [t["x"]!, t["i"]!], {}),
     },
     {
+      // ONNX Gather counts negative indices from the end; the gradient's scatter must agree
+      name: "gather [4,2] by negative indices",
+      args: { x: arg([4, 2]), i: arg([3], [-1, 0, -4], "int64") },
+      build: (t, g) => g.apply("gather", [t["x"]!, t["i"]!], {}),
+    },
+    {
       name: "gather int64 table",
       args: { x: arg([3, 2], undefined, "int64"), i: arg([2], [2, 0], "int64") },
       build: (t, g) => g.apply("gather", [t["x"]!, t["i"]!], {}),
@@ -155,6 +161,11 @@ export const movementCases: { [K in MovementPrim]: OpCase[] } = {
       name: "scatterAdd [3,2,2] into [5,2,2] (rows never hit stay 0)",
       args: { i: arg([3], [4, 1, 4], "int64"), u: arg([3, 2, 2]) },
       build: (t, g) => g.apply("scatterAdd", [t["i"]!, t["u"]!], { shape: [5, 2, 2] }),
+    },
+    {
+      name: "scatterAdd int64 updates (a histogram)",
+      args: { i: arg([6], [1, 3, 1, 0, 1, 3], "int64"), u: arg([6], { int: [1, 1] }, "int64") },
+      build: (t, g) => g.apply("scatterAdd", [t["i"]!, t["u"]!], { shape: [4] }),
     },
   ],
   matmul: [

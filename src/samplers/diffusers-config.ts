@@ -159,7 +159,11 @@ function betas(
     numTrainTimesteps,
     betaStart: r.number("beta_start", defaults[0], { above: 0 }),
     betaEnd: r.number("beta_end", defaults[1], { above: 0 }),
-    betaSchedule: trainedBetas ? defaults[2] : r.oneOf("beta_schedule", allowed, defaults[2]),
+    // With trained_betas the schedule name is not used to build betas (diffusers does not check it).
+    betaSchedule:
+      trainedBetas && !allowed.includes(r.json["beta_schedule"] as BetaScheduleKind)
+        ? defaults[2]
+        : r.oneOf("beta_schedule", allowed, defaults[2]),
     trainedBetas,
     rescaleBetasZeroSnr: rescale ? r.bool("rescale_betas_zero_snr", false) : false,
   };

@@ -212,19 +212,21 @@ function dpmPlan(c: DpmSolverConfig, n: number, ac: Float32Array): Plan {
   }
   const all = karrasSigmasFromAlphaBar(ac);
   const logSigmas = all.map(numpyLog32);
+  // Karras and uniform-λ timesteps are rounded, except under the cosine schedule (truncated, as diffusers).
+  const toInt = (t: number) => (c.betaSchedule === "squaredcos_cap_v2" ? Math.trunc(t) : roundHalfEven(t));
   const sigmaMin = all[0]!;
   const sigmaMax = all[T - 1]!;
   let sigmas: number[];
   switch (c.sigmaSchedule) {
     case "karras":
       sigmas = karrasSigmas(n, sigmaMin, sigmaMax);
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToTimestepF32(s, logSigmas)));
+      timesteps = sigmas.map((s) => toInt(sigmaToTimestepF32(s, logSigmas)));
       break;
     case "lu": {
       // Uniform in log σ between the table's ends (Lu et al.'s uniform-λ steps).
       const [lo, hi] = [logSigmas[0]!, logSigmas[T - 1]!];
       sigmas = linspace(0, 1, n).map((r) => Math.exp(hi + r * (lo - hi)));
-      timesteps = sigmas.map((s) => roundHalfEven(sigmaToTimestepF32(s, logSigmas)));
+      timesteps = sigmas.map((s) => toInt(sigmaToTimestepF32(s, logSigmas)));
       break;
     }
     case "exponential":

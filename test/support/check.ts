@@ -48,6 +48,8 @@ export interface OpCase {
   /** Forward tolerances (float outputs; integer and bool outputs must match exactly). */
   rtol?: number;
   atol?: number;
+  /** How inputs that `build` declares itself (layer parameters) are filled; default "normal". */
+  paramInit?: Init;
   /** Gradient tolerances: |analytic − fd| ≤ gradAtol·max|fd| + gradRtol·|fd|. */
   gradRtol?: number;
   gradAtol?: number;
@@ -112,18 +114,27 @@ function hostOf(values: readonly number[], shape: readonly number[], dtype: DTyp
   }
 }
 
-/** The case's inputs, reproducible from its name. */
-export function makeInputs(c: OpCase): Record<string, HostTensor> {
+/** The spec of every graph input: the case's `args`, and the parameters its `build` declared. */
+function inputSpecs(c: OpCase, graph: Graph): [string, ArgSpec][] {
+  return graph.inputs.map((t) => {
+    const name = t.inputName!;
+    return [name, c.args[name] ?? { shape: t.shape, dtype: t.dtype, init: c.paramInit ?? "normal" }];
+  });
+}
+
+/** Values for every input of the traced case, reproducible from the case's name. */
+export function makeInputs(c: OpCase, graph: Graph): Record<string, HostTensor> {
   const rng = TestRng.fromName(c.name);
-  const nDistinct = Object.values(c.args)
-    .filter((a) => a.init === "distinct")
-    .reduce((s, a) => s + sizeOf(a.shape), 0);
+  const specs = inputSpecs(c, graph);
+  const nDistinct = specs
+    .filter(([, a]) => a.init === "distinct")
+    .reduce((s, [, a]) => s + sizeOf(a.shape), 0);
   // a shuffled grid over [−2, 2): distinct values, far apart compared with the FD step
   const pool = rng.shuffle(
     Array.from({ length: nDistinct }, (_, i) => ((i - nDistinct / 2) * 4) / nDistinct),
   );
   const out: Record<string, HostTensor> = {};
-  for (const [name, a] of Object.entries(c.args)) {
+  for (const [name, a] of specs) {
     const dtype = a.dtype ?? "float32";
     const n = sizeOf(a.shape);
     const init = a.init ?? (dtype === "bool" ? "bool" : dtype === "float32" ? "normal" : { int: [-5, 5] });
@@ -160,22 +171,23 @@ function specsOf(c: OpCase): Record<string, { shape: readonly number[]; dtype: D
 const refFeeds = (feeds: Record<string, HostTensor>): Record<string, RefTensor> =>
   Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, fromHost(v)]));
 
+/** The inputs a gradient check differentiates by: `c.wrt`, or every float32 input of the graph. */
+const wrtOf = (c: OpCase, graph: Graph): readonly string[] =>
+  c.wrt ?? graph.inputs.filter((t) => t.dtype === "float32").map((t) => t.inputName!);
+
 /** What the case traces to: the primitives its graph uses and the inputs a gradient check differentiates by. */
 export function describeCase(c: OpCase): { prims: Set<PrimName>; dtype: DType; wrt: readonly string[] } {
   const { graph, outputs } = trace(specsOf(c), (t, g) => ({ y: c.build(t, g) }));
   const dtype = outputs["y"]!.dtype;
-  const wrt = dtype !== "float32" ? [] : (c.wrt ?? floatInputs(c));
+  const wrt = dtype !== "float32" ? [] : wrtOf(c, graph);
   return { prims: new Set(graph.nodes.map((n) => n.prim)), dtype, wrt };
 }
-
-const floatInputs = (c: OpCase): string[] =>
-  Object.keys(c.args).filter((k) => (c.args[k]!.dtype ?? "float32") === "float32");
 
 /** ONNX Runtime vs the float64 reference on the case's forward graph. */
 export async function checkRoundTrip(c: OpCase): Promise<void> {
   const { graph, outputs } = trace(specsOf(c), (t, g) => ({ y: c.build(t, g) }));
   const y = outputs["y"]!;
-  const feeds = makeInputs(c);
+  const feeds = makeInputs(c, graph);
   const compiled = await compileGraph(graph, outputs, { threads: 1 });
   const got = (await compiled.run(feeds))["y"]!;
   const [want] = evalGraph(graph, refFeeds(feeds), [y]) as [RefTensor];
@@ -218,10 +230,12 @@ function numericGrad(
 /** Analytic gradients (ONNX Runtime, float32) vs central differences of the float64 reference. */
 export async function checkGrad(c: OpCase): Promise<void> {
   const specs = specsOf(c);
-  const wrt = c.wrt ?? floatInputs(c);
   const rng = TestRng.fromName(`${c.name}/R`);
+  let wrt: readonly string[] = [];
   const { graph, outputs } = trace(specs, (t, g) => {
     const y = c.build(t, g);
+    wrt = wrtOf(c, g);
+    const byName = new Map(g.inputs.map((x) => [x.inputName!, x]));
     const r = g.constant(
       new HostTensor(
         Float32Array.from({ length: y.size }, () => rng.normal()),
@@ -231,11 +245,11 @@ export async function checkGrad(c: OpCase): Promise<void> {
     const loss = o.sum(o.mul(y, r));
     const gs = grad(
       loss,
-      wrt.map((k) => t[k]!),
+      wrt.map((k) => byName.get(k)!),
     );
     return { loss, ...Object.fromEntries(wrt.map((k, i) => [`d_${k}`, gs[i]!])) };
   });
-  const feeds = makeInputs(c);
+  const feeds = makeInputs(c, graph);
   const compiled = await compileGraph(graph, outputs, { threads: 1 });
   const got = await compiled.run(feeds);
   const ref = refFeeds(feeds);
@@ -246,7 +260,7 @@ export async function checkGrad(c: OpCase): Promise<void> {
     const fd = numericGrad(graph, loss, ref, k);
     const scale = fd.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     assertAllclose(got[`d_${k}`]!.data as Float32Array, fd, {
-      what: `${c.name}: d loss / d ${k} ${JSON.stringify(specs[k]!.shape)} (analytic vs finite differences)`,
+      what: `${c.name}: d loss / d ${k} [${ref[k]!.shape}] (analytic vs finite differences)`,
       rtol: c.gradRtol ?? 2e-3,
       atol: (c.gradAtol ?? 2e-4) * Math.max(scale, 1e-3),
     });

@@ -324,7 +324,12 @@ export const shapeRules: {
     const [k2, n] = b.shape.slice(-2) as [number, number];
     if (k !== k2)
       fail("matmul", `inner dimensions differ: ${formatShape(a.shape)} @ ${formatShape(b.shape)}`);
-    const batch = broadcastShapes("matmul", a.shape.slice(0, -2), b.shape.slice(0, -2));
+    let batch: number[];
+    try {
+      batch = broadcastShapes("matmul", a.shape.slice(0, -2), b.shape.slice(0, -2));
+    } catch {
+      fail("matmul", `batch dimensions do not broadcast: ${formatShape(a.shape)} @ ${formatShape(b.shape)}`);
+    }
     return { shape: [...batch, m, n], dtype };
   },
   conv: (xs, a) => {

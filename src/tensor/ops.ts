@@ -75,27 +75,27 @@ export const rsqrt = (x: Tensor): Tensor => div(1, sqrt(x));
 export const cast = (x: Tensor, to: DType): Tensor =>
   x.dtype === to ? x : x.graph.apply("cast", [x], { to });
 
-function axesOf(x: Tensor, axes: number | readonly number[] | undefined): number[] {
+function axesOf(op: string, x: Tensor, axes: number | readonly number[] | undefined): number[] {
   if (axes === undefined) return x.shape.map((_, i) => i);
   const list = typeof axes === "number" ? [axes] : axes;
-  return list.map((a) => normAxis("reduce", a, x.rank));
+  return list.map((a) => normAxis(op, a, x.rank));
 }
 
 export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  const ax = axesOf(x, axes);
+  const ax = axesOf("sum", x, axes);
   if (ax.length === 0) return x;
   return x.graph.apply("sum", [x], { axes: ax, keepDims });
 }
 
 export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  const ax = axesOf(x, axes);
+  const ax = axesOf("mean", x, axes);
   let n = 1;
   for (const a of ax) n *= x.shape[a]!;
   return div(sum(x, ax, keepDims), n);
 }
 
 export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  const ax = axesOf(x, axes);
+  const ax = axesOf("max", x, axes);
   if (ax.length === 0) return x;
   return x.graph.apply("max", [x], { axes: ax, keepDims });
 }

@@ -100,9 +100,6 @@ export async function dpmSolver(
     const t = coefficients(level(ladder[i + 1]!));
     const s0 = coefficients(here);
     const h = f32(t.lambda - s0.lambda);
-    const expNegH = exp32(f32(-h));
-    const expH = exp32(h);
-    const ratio = dataPrediction ? f32(t.sigma / s0.sigma) : f32(t.alpha / s0.alpha);
 
     // D0 and the finite differences D1 (and D2) of the multistep history, in λ.
     let d1: F32 | undefined;
@@ -126,68 +123,79 @@ export async function dpmSolver(
       }
     }
 
-    let next: F32;
-    if (algorithm === "dpmsolver++") {
-      const c0 = f32(t.alpha * f32(expNegH - 1));
-      const terms: [number, F32][] = [
-        [ratio, x],
-        [-c0, m0],
-      ];
-      if (stepOrder === 2 && solverType === "midpoint") terms.push([-f32(0.5 * c0), d1!]);
-      if (stepOrder === 2 && solverType === "heun")
-        terms.push([f32(t.alpha * f32(f32(f32(expNegH - 1) / h) + 1)), d1!]);
-      if (stepOrder === 3) {
-        terms.push([f32(t.alpha * f32(f32(f32(expNegH - 1) / h) + 1)), d1!]);
-        const c2 = f32(t.alpha * f32(f32(f32(f32(expNegH - 1) + h) / f32(h * h)) - 0.5));
-        terms.push([-c2, d2!]);
-      }
-      next = combine(terms);
-    } else if (algorithm === "dpmsolver") {
-      const c0 = f32(t.sigma * f32(expH - 1));
-      const terms: [number, F32][] = [
-        [ratio, x],
-        [-c0, m0],
-      ];
-      if (stepOrder === 2 && solverType === "midpoint") terms.push([-f32(0.5 * c0), d1!]);
-      if (stepOrder === 2 && solverType === "heun")
-        terms.push([-f32(t.sigma * f32(f32(f32(expH - 1) / h) - 1)), d1!]);
-      if (stepOrder === 3) {
-        terms.push([-f32(t.sigma * f32(f32(f32(expH - 1) / h) - 1)), d1!]);
-        terms.push([-f32(t.sigma * f32(f32(f32(f32(expH - 1) - h) / f32(h * h)) - 0.5)), d2!]);
-      }
-      next = combine(terms);
-    } else if (algorithm === "sde-dpmsolver++") {
-      const exp2 = exp32(f32(-2 * h));
-      const c0 = f32(t.alpha * f32(1 - exp2));
-      const terms: [number, F32][] = [
-        [f32(ratio * expNegH), x],
-        [c0, m0],
-      ];
-      if (stepOrder >= 2 && solverType === "midpoint") terms.push([f32(0.5 * c0), d1!]);
-      if (stepOrder >= 2 && solverType === "heun") {
-        terms.push([f32(t.alpha * f32(f32(f32(1 - exp2) / f32(-2 * h)) + 1)), d1!]);
-      }
-      terms.push([f32(t.sigma * sqrt32(f32(1 - exp2))), z!]);
-      next = combine(terms);
-    } else {
-      const exp2 = exp32(f32(2 * h));
-      const c0 = f32(t.sigma * f32(expH - 1));
-      const terms: [number, F32][] = [
-        [ratio, x],
-        [-f32(2 * c0), m0],
-      ];
-      if (stepOrder >= 2 && solverType === "midpoint") terms.push([-c0, d1!]);
-      if (stepOrder >= 2 && solverType === "heun") {
-        terms.push([-f32(2 * f32(t.sigma * f32(f32(f32(expH - 1) / h) - 1))), d1!]);
-      }
-      terms.push([f32(t.sigma * sqrt32(f32(exp2 - 1))), z!]);
-      next = combine(terms);
-    }
+    const c = updateCoefficients(algorithm, solverType, stepOrder, s0, t, h);
+    const terms: [number, F32][] = [
+      [c.x, x],
+      [c.d0, m0],
+    ];
+    if (d1) terms.push([c.d1, d1]);
+    if (d2) terms.push([c.d2, d2]);
+    if (z) terms.push([c.noise, z]);
+    const next = combine(terms);
     x = next;
     if (lowerOrderNums < order) lowerOrderNums++;
     await options.onStep?.({ i, t: ladder[i]!.t, x, x0: den.x0 });
   }
   return x;
+}
+
+/**
+ * The coefficients of one update x_next = c.x·x + c.d0·D0 + c.d1·D1 + c.d2·D2 + c.noise·z, from level s0
+ * to level t with log-SNR step h (Lu et al.'s eqs., in diffusers' float32 order; signs folded in).
+ */
+function updateCoefficients(
+  algorithm: DpmAlgorithm,
+  solverType: "midpoint" | "heun",
+  order: 1 | 2 | 3,
+  s0: Coefficients,
+  t: Coefficients,
+  h: number,
+): { x: number; d0: number; d1: number; d2: number; noise: number } {
+  const expNegH = exp32(f32(-h));
+  const expH = exp32(h);
+  if (algorithm === "dpmsolver++") {
+    // x_t = (σ_t/σ_s)·x − α_t(e^{−h} − 1)·D0 − ½α_t(e^{−h} − 1)·D1            (midpoint)
+    //                                  + α_t((e^{−h} − 1)/h + 1)·D1            (heun, order 3)
+    //                                  − α_t((e^{−h} − 1 + h)/h² − ½)·D2        (order 3)
+    const c0 = f32(t.alpha * f32(expNegH - 1));
+    const heun = f32(t.alpha * f32(f32(f32(expNegH - 1) / h) + 1));
+    const d1 = order === 3 || solverType === "heun" ? heun : -f32(0.5 * c0);
+    const d2 = -f32(t.alpha * f32(f32(f32(f32(expNegH - 1) + h) / f32(h * h)) - 0.5));
+    return { x: f32(t.sigma / s0.sigma), d0: -c0, d1, d2, noise: 0 };
+  }
+  if (algorithm === "dpmsolver") {
+    // x_t = (α_t/α_s)·x − σ_t(e^h − 1)·D0 − ½σ_t(e^h − 1)·D1 (midpoint) − σ_t((e^h − 1)/h − 1)·D1 (heun)
+    //       − σ_t((e^h − 1 − h)/h² − ½)·D2
+    const c0 = f32(t.sigma * f32(expH - 1));
+    const heun = -f32(t.sigma * f32(f32(f32(expH - 1) / h) - 1));
+    const d1 = order === 3 || solverType === "heun" ? heun : -f32(0.5 * c0);
+    const d2 = -f32(t.sigma * f32(f32(f32(f32(expH - 1) - h) / f32(h * h)) - 0.5));
+    return { x: f32(t.alpha / s0.alpha), d0: -c0, d1, d2, noise: 0 };
+  }
+  if (algorithm === "sde-dpmsolver++") {
+    // x_t = (σ_t/σ_s)e^{−h}·x + α_t(1 − e^{−2h})·(D0 + ½D1) + σ_t√(1 − e^{−2h})·z
+    const exp2 = exp32(f32(-2 * h));
+    const c0 = f32(t.alpha * f32(1 - exp2));
+    const heun = f32(t.alpha * f32(f32(f32(1 - exp2) / f32(-2 * h)) + 1));
+    return {
+      x: f32(f32(t.sigma / s0.sigma) * expNegH),
+      d0: c0,
+      d1: solverType === "heun" ? heun : f32(0.5 * c0),
+      d2: 0,
+      noise: f32(t.sigma * sqrt32(f32(1 - exp2))),
+    };
+  }
+  // sde-dpmsolver: x_t = (α_t/α_s)·x − 2σ_t(e^h − 1)·D0 − σ_t(e^h − 1)·D1 + σ_t√(e^{2h} − 1)·z
+  const exp2 = exp32(f32(2 * h));
+  const c0 = f32(t.sigma * f32(expH - 1));
+  const heun = -f32(2 * f32(t.sigma * f32(f32(f32(expH - 1) / h) - 1)));
+  return {
+    x: f32(t.alpha / s0.alpha),
+    d0: -f32(2 * c0),
+    d1: solverType === "heun" ? heun : -c0,
+    d2: 0,
+    noise: f32(t.sigma * sqrt32(f32(exp2 - 1))),
+  };
 }
 
 function requireNoise(noise: NoiseFn | undefined): NoiseFn {

@@ -1,7 +1,7 @@
 /**
  * Multistep DPM-Solver (Lu et al. 2022, "DPM-Solver", arXiv:2206.00927) and DPM-Solver++ (Lu et al. 2022,
- * "DPM-Solver++", arXiv:2211.01095), with their SDE variants (Gonzalez et al. 2023 / k-diffusion's
- * `sample_dpmpp_2m_sde`).
+ * "DPM-Solver++", arXiv:2211.01095, which also gives the SDE variants; k-diffusion's
+ * `sample_dpmpp_2m` and `sample_dpmpp_2m_sde`).
  *
  * In log-SNR time λ = log(α/σ), with h = λ_next − λ_i, DPM-Solver++ integrates the data prediction x̂0:
  *   order 1:  x_next = (σ_next/σ_i)·x − α_next·(e^{−h} − 1)·x̂0_i                       (= DDIM)
@@ -14,7 +14,7 @@
  * sigmas with `flow` (α = 1 − σ). Float32 arithmetic in diffusers' order (DPMSolverMultistepScheduler).
  */
 
-import { exp32, type F32, f32, log32, sqrt32, zip } from "../diffusion/float32.ts";
+import { exp32, type F32, f32, log32, map, sqrt32, zip } from "../diffusion/float32.ts";
 import {
   type Denoiser,
   flowLevel,
@@ -54,7 +54,7 @@ function coefficients(level: NoiseLevel): Coefficients {
 /** Σ c_k·v_k in float32, left to right: ((c0·v0 ∘ c1·v1) ∘ c2·v2) …, with ∘ = + (signs folded into c). */
 function combine(terms: readonly [number, F32][]): F32 {
   const [c0, v0] = terms[0]!;
-  let acc = zip(v0, v0, (a) => f32(c0 * a));
+  let acc = map(v0, (a) => f32(c0 * a));
   for (let k = 1; k < terms.length; k++) {
     const [c, v] = terms[k]!;
     acc = zip(acc, v, (a, b) => a + f32(c * b));

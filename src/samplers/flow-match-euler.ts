@@ -1,9 +1,10 @@
 /**
  * Euler sampling of a rectified flow (Liu et al. 2023; Lipman et al. 2023; as in SD3, Esser et al. 2024):
  * on the path x_s = (1 − s)·x0 + s·ε the velocity is dx/ds = ε − x0 = (x − x̂0)/s, so each step is
- * x ← x + (s_next − s)·(x − x̂0)/s — the same update as `euler` on the VE path. With `stochastic`, each
- * step instead re-noises the prediction: x ← (1 − s_next)·x̂0 + s_next·z (diffusers'
- * `stochastic_sampling`).
+ * x ← x + (s_next − s)·u. A flow network's own velocity u is used as it gives it (bit-exact with
+ * diffusers' FlowMatchEulerDiscreteScheduler); for other denoisers u = (x − x̂0)/s, the same update as
+ * `euler` on the VE path. With `stochastic`, each step instead re-noises the prediction:
+ * x ← (1 − s_next)·x̂0 + s_next·z (diffusers' `stochastic_sampling`).
  */
 
 import { type F32, f32, zip } from "../diffusion/float32.ts";

@@ -20,6 +20,11 @@ export interface Churn {
   sTmax?: number;
   /** S_noise: scale of the added noise. */
   sNoise?: number;
+  /**
+   * The network's timestep at the raised level σ̂ (default: the ladder's timestep of σ, as diffusers
+   * passes it).
+   */
+  timestep?: (sigmaHat: number) => number;
 }
 
 export interface EulerOptions extends SamplerOptions {
@@ -45,6 +50,7 @@ export async function euler(
   for (let i = 0; i < n; i++) {
     const { sigma, t } = ladder[i]!;
     let sigmaHat = sigma;
+    let tHat = t;
     if (churn && churn.sChurn > 0 && sigma >= (churn.sTmin ?? 0) && sigma <= (churn.sTmax ?? Infinity)) {
       const gamma = Math.min(churn.sChurn / n, Math.SQRT2 - 1);
       if (!options.noise) throw new Error("euler: churn adds noise; pass options.noise");
@@ -53,8 +59,9 @@ export async function euler(
       const std = sqrt32(f32(f32(sigmaHat * sigmaHat) - f32(sigma * sigma)));
       const sNoise = f32(churn.sNoise ?? 1);
       x = zip(x, z, (xi, zi) => xi + f32(f32(zi * sNoise) * std));
+      if (churn.timestep) tHat = churn.timestep(sigmaHat);
     }
-    const { x0 } = await denoise(x, veLevel(sigmaHat, t));
+    const { x0 } = await denoise(x, veLevel(sigmaHat, tHat));
     x = eulerStep(x, x0, sigmaHat, ladder[i + 1]!.sigma);
     await onStep?.({ i, t, x, x0 });
   }

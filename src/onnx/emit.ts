@@ -39,6 +39,18 @@ export function toOnnx(
 
   const names = new Map<number, string>();
   for (const t of graph.inputs) names.set(t.id, t.inputName!);
+  // every ONNX value needs its own name: internal names (t12, col_3, …) skip the user's names
+  const taken = new Set<string>([...names.values(), ...outEntries.map(([name]) => name)]);
+  for (const [name] of outEntries) {
+    if (graph.inputs.some((t) => t.inputName === name))
+      throw new Error(`output "${name}" has the name of a graph input; give the output another name`);
+  }
+  const fresh = (base: string): string => {
+    let n = base;
+    for (let k = 1; taken.has(n); k++) n = `${base}_${k}`;
+    taken.add(n);
+    return n;
+  };
   const nodes: OnnxNode[] = [];
   const initializers: OnnxTensor[] = [];
   let tmpCount = 0;
@@ -54,15 +66,16 @@ export function toOnnx(
   const nameOf = (t: Tensor): string => {
     let n = names.get(t.id);
     if (!n) {
-      n = `t${t.id}`;
+      n = fresh(`t${t.id}`);
       names.set(t.id, n);
     }
     return n;
   };
   for (const [id, value] of graph.constants) {
     if (!needed.has(id)) continue;
-    initializers.push({ name: `t${id}`, dtype: value.dtype, dims: value.shape, data: value.data });
-    names.set(id, `t${id}`);
+    const name = fresh(`t${id}`);
+    initializers.push({ name, dtype: value.dtype, dims: value.shape, data: value.data });
+    names.set(id, name);
   }
 
   for (const n of graph.nodes) {
@@ -79,12 +92,12 @@ export function toOnnx(
           ...(domain ? { domain } : {}),
         });
       },
-      tmp: (hint) => `${hint}_${tmpCount++}`,
+      tmp: (hint) => fresh(`${hint}_${tmpCount++}`),
       i64(values) {
         const key = values.join(",");
         let nm = i64Cache.get(key);
         if (!nm) {
-          nm = `c_i64_${i64Cache.size}`;
+          nm = fresh(`c_i64_${i64Cache.size}`);
           i64Cache.set(key, nm);
           initializers.push({
             name: nm,
@@ -96,7 +109,7 @@ export function toOnnx(
         return nm;
       },
       f32(value) {
-        const nm = `c_f32_${tmpCount++}`;
+        const nm = fresh(`c_f32_${tmpCount++}`);
         const h = HostTensor.scalar(value);
         initializers.push({ name: nm, dtype: "float32", dims: [], data: h.data });
         return nm;

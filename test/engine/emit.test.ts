@@ -1,0 +1,52 @@
+/**
+ * ONNX emission corner cases: outputs that are inputs or constants, one tensor under two output
+ * names, user names that look like internal ones, and an output that would shadow an input.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { compileGraph } from "../../src/runtime/compile.ts";
+import { HostTensor } from "../../src/tensor/host.ts";
+import * as o from "../../src/tensor/ops.ts";
+import { Graph, type Tensor } from "../../src/tensor/symbolic.ts";
+
+const x = new HostTensor(Float32Array.of(1, 2, 3), [3]);
+
+async function run(
+  g: Graph,
+  outputs: Record<string, Tensor>,
+  feeds: Record<string, HostTensor>,
+): Promise<Record<string, number[]>> {
+  const c = await compileGraph(g, outputs, { threads: 1 });
+  const r = await c.run(feeds);
+  return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, v.toArray()]));
+}
+
+test("outputs may be graph inputs, constants, or one tensor under two names", async () => {
+  const g = new Graph();
+  const xi = g.input("x", [3]);
+  const e = o.mul(xi, 2);
+  const r = await run(g, { same: xi, k: g.scalar(3), a: e, b: e }, { x });
+  assert.deepEqual(r, { same: [1, 2, 3], k: [3], a: [2, 4, 6], b: [2, 4, 6] });
+});
+
+test("user names that look like internal value names do not collide with them", async () => {
+  const g = new Graph();
+  const xi = g.input("x", [3]);
+  const a = o.add(xi, 1); // tensor id 2 (the scalar 1 is id 1): internally "t2"
+  const t2 = g.input("t2", [3]);
+  const c = g.input("c_i64_0", [3]);
+  const y = o.add(o.mul(o.reshape(o.mul(a, 2), [3, 1]), o.reshape(t2, [1, 3])), o.reshape(c, [3, 1]));
+  const rows = g.constant(HostTensor.int64([1]));
+  const outputs = { t1: o.sum(y, 1), zeros_0: o.scatterAdd(rows, o.reshape(xi, [1, 3]), [2, 3]) };
+  const r = await run(g, outputs, { x, t2: x, c_i64_0: x });
+  // a = x + 1 = [2, 3, 4]; y[i, j] = 2a[i]·x[j] + x[i]; Σⱼ y[i, j] = 12a[i] + 3x[i]
+  assert.deepEqual(r["t1"], [2 * 2 * 6 + 3 * 1, 2 * 3 * 6 + 3 * 2, 2 * 4 * 6 + 3 * 3]);
+  assert.deepEqual(r["zeros_0"], [0, 0, 0, 1, 2, 3]);
+});
+
+test("an output named like a graph input is refused with a clear message", async () => {
+  const g = new Graph();
+  const xi = g.input("x", [3]);
+  const w = g.input("w", [3]);
+  await assert.rejects(compileGraph(g, { w: o.mul(xi, w) }), /output "w" has the name of a graph input/);
+});

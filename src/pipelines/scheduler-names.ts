@@ -1,0 +1,83 @@
+/**
+ * Scheduler names people know (ddim, dpm++2m, euler-a, …) mapped onto diffusers scheduler classes,
+ * configured from the model's own scheduler config (its betas, prediction type, timestep count).
+ */
+import { Scheduler } from "../samplers/scheduler.ts";
+
+const SHORT: Record<string, { className: string; extra?: Record<string, unknown> }> = {
+  ddpm: { className: "DDPMScheduler" },
+  ddim: { className: "DDIMScheduler" },
+  "dpm++2m": { className: "DPMSolverMultistepScheduler", extra: { algorithm_type: "dpmsolver++" } },
+  "dpm++2m-sde": { className: "DPMSolverMultistepScheduler", extra: { algorithm_type: "sde-dpmsolver++" } },
+  euler: { className: "EulerDiscreteScheduler" },
+  "euler-a": { className: "EulerAncestralDiscreteScheduler" },
+  heun: { className: "HeunDiscreteScheduler" },
+  "flow-euler": { className: "FlowMatchEulerDiscreteScheduler" },
+  lcm: { className: "LCMScheduler" },
+};
+
+const CLASSES = [
+  "DDPMScheduler",
+  "DDIMScheduler",
+  "DPMSolverMultistepScheduler",
+  "EulerDiscreteScheduler",
+  "EulerAncestralDiscreteScheduler",
+  "HeunDiscreteScheduler",
+  "FlowMatchEulerDiscreteScheduler",
+  "LCMScheduler",
+];
+
+export const SCHEDULER_NAMES: readonly string[] = Object.keys(SHORT);
+
+export type SchedulerChoice = { name: string; karras?: boolean } | { config: Record<string, unknown> };
+
+/** Keys of the training schedule that every sampler must share with the model's scheduler config. */
+const SHARED = [
+  "num_train_timesteps",
+  "beta_start",
+  "beta_end",
+  "beta_schedule",
+  "trained_betas",
+  "prediction_type",
+  "rescale_betas_zero_snr",
+  "timestep_spacing",
+  "steps_offset",
+  "shift",
+];
+
+/** A Scheduler for a short name, a diffusers class name, or a whole scheduler config. */
+export function schedulerFor(
+  choice: SchedulerChoice,
+  modelConfig: Readonly<Record<string, unknown>>,
+): Scheduler {
+  if ("config" in choice) return Scheduler.fromConfig(choice.config);
+  const key = choice.name.toLowerCase();
+  const short = SHORT[key] ?? (CLASSES.includes(choice.name) ? { className: choice.name } : undefined);
+  if (!short) {
+    throw new Error(
+      `unknown scheduler "${choice.name}"; use one of ${SCHEDULER_NAMES.join(", ")} or a diffusers class name (${CLASSES.join(", ")})`,
+    );
+  }
+  const modelIsFlow = modelConfig["_class_name"] === "FlowMatchEulerDiscreteScheduler";
+  const wantsFlow = short.className === "FlowMatchEulerDiscreteScheduler";
+  if (modelIsFlow !== wantsFlow) {
+    throw new Error(
+      modelIsFlow
+        ? `this model was trained with flow matching; use --scheduler flow-euler, not ${choice.name}`
+        : `--scheduler ${choice.name} needs a flow-matching model; this one was trained as ${String(modelConfig["_class_name"])}`,
+    );
+  }
+  const cfg: Record<string, unknown> = { _class_name: short.className, ...short.extra };
+  for (const k of SHARED) if (k in modelConfig) cfg[k] = modelConfig[k];
+  if (choice.karras) {
+    if (
+      !["DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler"].includes(
+        short.className,
+      )
+    ) {
+      throw new Error(`--karras applies to dpm++2m, dpm++2m-sde, euler and heun, not ${choice.name}`);
+    }
+    cfg["use_karras_sigmas"] = true;
+  }
+  return Scheduler.fromConfig(cfg);
+}

@@ -1,0 +1,248 @@
+/**
+ * The training run config: one JSON file (configs/mnist.json is the default), defaults in this file,
+ * CLI flags overriding single fields (`--set training.lr=3e-4`), and the resolved config saved with
+ * the run. `model` is a diffusers UNet2DModel config and `scheduler` a diffusers scheduler config,
+ * so both travel to diffusers unchanged.
+ */
+import { readFileSync } from "node:fs";
+import type { DiffusersConfig } from "../models/unet/index.ts";
+
+export type LossWeightingName = "uniform" | "min-snr" | "edm";
+export type LrScheduleName = "constant" | "cosine" | "linear";
+
+export interface TrainConfig {
+  model: DiffusersConfig;
+  scheduler: Record<string, unknown>;
+  data: { dataset: "mnist" | "folder"; path: string | null; size: number; channels: number };
+  training: {
+    steps: number;
+    batch_size: number;
+    lr: number;
+    lr_schedule: LrScheduleName;
+    warmup_steps: number;
+    weight_decay: number;
+    adam_beta1: number;
+    adam_beta2: number;
+    adam_eps: number;
+    grad_clip: number | null;
+    ema_decay: number;
+    cond_dropout: number;
+    loss_weighting: LossWeightingName;
+    snr_gamma: number;
+    seed: number;
+    threads: number | null;
+  };
+  output: {
+    checkpoint_every: number;
+    sample_every: number;
+    log_every: number;
+    sample_steps: number;
+    sample_guidance: number;
+  };
+}
+
+export const DEFAULTS: Omit<TrainConfig, "model" | "scheduler"> = {
+  data: { dataset: "mnist", path: null, size: 32, channels: 1 },
+  training: {
+    steps: 6000,
+    batch_size: 64,
+    lr: 1e-3,
+    lr_schedule: "cosine",
+    warmup_steps: 200,
+    weight_decay: 0,
+    adam_beta1: 0.9,
+    adam_beta2: 0.999,
+    adam_eps: 1e-8,
+    grad_clip: 1,
+    ema_decay: 0.999,
+    cond_dropout: 0.1,
+    loss_weighting: "uniform",
+    snr_gamma: 5,
+    seed: 0,
+    threads: null,
+  },
+  output: { checkpoint_every: 500, sample_every: 1000, log_every: 10, sample_steps: 20, sample_guidance: 2 },
+};
+
+export class ConfigFieldError extends Error {
+  override name = "ConfigFieldError";
+}
+
+type Json = Record<string, unknown>;
+
+function isObj(v: unknown): v is Json {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Reads a config file; errors name the file. */
+export function readConfigFile(path: string): Json {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    throw new ConfigFieldError(`cannot read config file ${path}: does it exist? (pass --config <file.json>)`);
+  }
+  try {
+    const v: unknown = JSON.parse(text);
+    if (!isObj(v)) throw new Error("not an object");
+    return v;
+  } catch (e) {
+    throw new ConfigFieldError(`config file ${path} is not a JSON object: ${(e as Error).message}`);
+  }
+}
+
+/** Sets "a.b.c" = value (a JSON literal, or a plain string) in a copy of the object. */
+export function setField(cfg: Json, path: string, raw: string): Json {
+  const keys = path.split(".");
+  if (keys.some((k) => k === "")) throw new ConfigFieldError(`--set ${path}: empty key in the path`);
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    value = raw;
+  }
+  const out = structuredClone(cfg);
+  let at: Json = out;
+  for (const k of keys.slice(0, -1)) {
+    if (!isObj(at[k])) at[k] = {};
+    at = at[k] as Json;
+  }
+  at[keys[keys.length - 1]!] = value;
+  return out;
+}
+
+function section<T extends object>(name: string, given: unknown, defaults: T): T {
+  if (given === undefined) return { ...defaults };
+  if (!isObj(given)) throw new ConfigFieldError(`config field "${name}" must be an object`);
+  for (const k of Object.keys(given)) {
+    if (!(k in defaults)) {
+      throw new ConfigFieldError(
+        `unknown config field "${name}.${k}"; known fields: ${Object.keys(defaults).join(", ")}`,
+      );
+    }
+  }
+  return { ...defaults, ...(given as Partial<T>) };
+}
+
+function check(cond: boolean, field: string, want: string, got: unknown): void {
+  if (!cond)
+    throw new ConfigFieldError(`config field "${field}" must be ${want}, got ${JSON.stringify(got)}`);
+}
+
+const isInt = (v: unknown, min: number): boolean => typeof v === "number" && Number.isInteger(v) && v >= min;
+const isNum = (v: unknown, lo: number, hi: number): boolean =>
+  typeof v === "number" && Number.isFinite(v) && v >= lo && v <= hi;
+
+/** Fills defaults and validates every field; errors name the field, the allowed values and what was given. */
+export function resolveConfig(raw: Json): TrainConfig {
+  for (const k of Object.keys(raw)) {
+    if (!["model", "scheduler", "data", "training", "output"].includes(k)) {
+      throw new ConfigFieldError(
+        `unknown config section "${k}"; sections: model, scheduler, data, training, output`,
+      );
+    }
+  }
+  if (!isObj(raw["model"]))
+    throw new ConfigFieldError('config needs a "model" object (a diffusers UNet2DModel config)');
+  if (!isObj(raw["scheduler"])) {
+    throw new ConfigFieldError(
+      'config needs a "scheduler" object (a diffusers scheduler config, e.g. DDPMScheduler)',
+    );
+  }
+  const data = section("data", raw["data"], DEFAULTS.data);
+  const training = section("training", raw["training"], DEFAULTS.training);
+  const output = section("output", raw["output"], DEFAULTS.output);
+  const t = training;
+  check(
+    data.dataset === "mnist" || data.dataset === "folder",
+    "data.dataset",
+    '"mnist" or "folder"',
+    data.dataset,
+  );
+  check(
+    data.dataset !== "folder" || typeof data.path === "string",
+    "data.path",
+    "a folder path for dataset folder",
+    data.path,
+  );
+  check(isInt(data.size, 8), "data.size", "an integer ≥ 8", data.size);
+  check(data.channels === 1 || data.channels === 3, "data.channels", "1 or 3", data.channels);
+  check(isInt(t.steps, 1), "training.steps", "an integer ≥ 1", t.steps);
+  check(isInt(t.batch_size, 1), "training.batch_size", "an integer ≥ 1", t.batch_size);
+  check(isNum(t.lr, 0, 1), "training.lr", "a number in [0, 1]", t.lr);
+  check(
+    ["constant", "cosine", "linear"].includes(t.lr_schedule),
+    "training.lr_schedule",
+    '"constant", "cosine" or "linear"',
+    t.lr_schedule,
+  );
+  check(isInt(t.warmup_steps, 0), "training.warmup_steps", "an integer ≥ 0", t.warmup_steps);
+  check(isNum(t.weight_decay, 0, 1), "training.weight_decay", "a number in [0, 1]", t.weight_decay);
+  check(isNum(t.adam_beta1, 0, 0.999999), "training.adam_beta1", "a number in [0, 1)", t.adam_beta1);
+  check(isNum(t.adam_beta2, 0, 0.999999999), "training.adam_beta2", "a number in [0, 1)", t.adam_beta2);
+  check(isNum(t.adam_eps, 0, 1), "training.adam_eps", "a small positive number", t.adam_eps);
+  check(
+    t.grad_clip === null || isNum(t.grad_clip, 1e-9, 1e9),
+    "training.grad_clip",
+    "a positive number or null",
+    t.grad_clip,
+  );
+  check(isNum(t.ema_decay, 0, 0.999999), "training.ema_decay", "a number in [0, 1)", t.ema_decay);
+  check(isNum(t.cond_dropout, 0, 1), "training.cond_dropout", "a probability in [0, 1]", t.cond_dropout);
+  check(
+    ["uniform", "min-snr", "edm"].includes(t.loss_weighting),
+    "training.loss_weighting",
+    '"uniform", "min-snr" or "edm"',
+    t.loss_weighting,
+  );
+  check(isNum(t.snr_gamma, 0, 1e6), "training.snr_gamma", "a positive number", t.snr_gamma);
+  check(isInt(t.seed, 0), "training.seed", "an integer ≥ 0", t.seed);
+  check(
+    t.threads === null || isInt(t.threads, 1),
+    "training.threads",
+    "an integer ≥ 1 or null (all cores)",
+    t.threads,
+  );
+  check(
+    isInt(output.checkpoint_every, 1),
+    "output.checkpoint_every",
+    "an integer ≥ 1",
+    output.checkpoint_every,
+  );
+  check(
+    isInt(output.sample_every, 0),
+    "output.sample_every",
+    "an integer ≥ 0 (0: never)",
+    output.sample_every,
+  );
+  check(isInt(output.log_every, 1), "output.log_every", "an integer ≥ 1", output.log_every);
+  check(isInt(output.sample_steps, 1), "output.sample_steps", "an integer ≥ 1", output.sample_steps);
+  check(
+    isNum(output.sample_guidance, 0, 100),
+    "output.sample_guidance",
+    "a number in [0, 100]",
+    output.sample_guidance,
+  );
+  return {
+    model: raw["model"] as DiffusersConfig,
+    scheduler: raw["scheduler"] as Json,
+    data,
+    training,
+    output,
+  };
+}
+
+/** The learning rate at a step: linear warm-up, then constant, cosine or linear decay to 0. */
+export function learningRate(t: TrainConfig["training"], step: number): number {
+  if (step < t.warmup_steps) return (t.lr * (step + 1)) / t.warmup_steps;
+  const span = Math.max(1, t.steps - t.warmup_steps);
+  const p = Math.min(1, (step - t.warmup_steps) / span);
+  if (t.lr_schedule === "cosine") return t.lr * 0.5 * (1 + Math.cos(Math.PI * p));
+  if (t.lr_schedule === "linear") return t.lr * (1 - p);
+  return t.lr;
+}
+
+/** EMA decay with warm-up, as diffusers' EMAModel: min(decay, (1 + step) / (10 + step)). */
+export function emaDecayAt(decay: number, step: number): number {
+  return Math.min(decay, (1 + step) / (10 + step));
+}

@@ -207,6 +207,12 @@ export function parseSchedulerConfig(json: Json, className: SchedulerClass): Sch
   const r = new ConfigReader(json, className);
   switch (className) {
     case "DDPMScheduler": {
+      if (json["variance_type"] === "fixed_large_log") {
+        r.fail(
+          "variance_type",
+          'not "fixed_large_log" (diffusers takes √ of its log-variance: NaN); use "fixed_large"',
+        );
+      }
       const varianceType = r.oneOf(
         "variance_type",
         ["fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range"] as const,

@@ -45,7 +45,10 @@ describe("config validation", () => {
         /"prediction_type" must be one of epsilon, sample, v_prediction/,
       ],
       [{ _class_name: "DDIMScheduler", timestep_spacing: null }, /"timestep_spacing" must be one of/],
-      [{ _class_name: "DDPMScheduler", variance_type: "fixed_large_log" }, /"variance_type" must be one of/],
+      [
+        { _class_name: "DDPMScheduler", variance_type: "fixed_large_log" },
+        /"variance_type" must be not "fixed_large_log" .* use "fixed_large"/,
+      ],
       [
         { _class_name: "DDPMScheduler", trained_betas: [0.1, 0.2] },
         /"trained_betas" must be an array of num_train_timesteps \(1000\) betas/,

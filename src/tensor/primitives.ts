@@ -152,6 +152,8 @@ function unaryFloat(op: string, xs: readonly InputInfo[]): ShapeAndType {
 }
 
 function reduce(op: string, x: InputInfo, axes: readonly number[], keepDims: boolean): ShapeAndType {
+  // ONNX reduces over every axis when given none, so the empty list is refused (ops.sum returns x)
+  if (axes.length === 0) fail(op, `no axes given for ${formatShape(x.shape)} (reducing over none is x)`);
   const set = new Set(axes.map((a) => normAxis(op, a, x.shape.length)));
   if (set.size !== axes.length) fail(op, `repeated axes ${formatShape(axes)}`);
   const shape: number[] = [];

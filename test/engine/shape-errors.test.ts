@@ -120,3 +120,8 @@ test("reductions and softmax check their axes", () => {
   );
   throwsShapeError(() => o.softmax(input([2, 3]), 3), "softmax", "3", "2");
 });
+
+test("a reduction primitive over no axes is refused (ONNX would reduce over all of them)", () => {
+  throwsShapeError(() => graph.apply("sum", [input([2, 3])], { axes: [], keepDims: false }), "sum", "[2, 3]");
+  throwsShapeError(() => graph.apply("max", [input([2, 3])], { axes: [], keepDims: true }), "max", "[2, 3]");
+});

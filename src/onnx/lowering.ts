@@ -246,7 +246,8 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
       axes: ints(n.attrs.axes),
       keepdims: int(n.attrs.keepDims ? 1 : 0),
     }),
-  reshape: (n, c) => c.emit("Reshape", [c.ins[0]!, c.i64(n.attrs.shape)], [c.out]),
+  // allowzero: a 0 in the target is a 0, not ONNX's default "copy this dimension from the input"
+  reshape: (n, c) => c.emit("Reshape", [c.ins[0]!, c.i64(n.attrs.shape)], [c.out], { allowzero: int(1) }),
   transpose: (n, c) => c.emit("Transpose", c.ins, [c.out], { perm: ints(n.attrs.perm) }),
   expand: (n, c) => c.emit("Expand", [c.ins[0]!, c.i64(n.attrs.shape)], [c.out]),
   slice: (n, c) =>

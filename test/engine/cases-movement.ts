@@ -55,6 +55,8 @@ export const movementCases: { [K in MovementPrim]: OpCase[] } = {
     one("reshape", "scalar → [1,1,1]", arg([]), { shape: [1, 1, 1] }),
     one("reshape", "int64 [2,3] → [3,2]", arg([2, 3], undefined, "int64"), { shape: [3, 2] }),
     one("reshape", "bool [2,3] → [6]", arg([2, 3], "bool", "bool"), { shape: [6] }),
+    // a 0 in the target is a size, not ONNX's "copy the input's dimension"
+    one("reshape", "empty [2,0] → [0,5]", arg([2, 0]), { shape: [0, 5] }),
   ],
   transpose: [
     one("transpose", "[2,3]", arg([2, 3]), { perm: [1, 0] }),

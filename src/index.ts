@@ -1,3 +1,44 @@
 /** diffuse: diffusion models in TypeScript. Public API (re-exports only). */
+
+export { loadImageFolder } from "./data/image-folder.ts";
+export { DataLoader } from "./data/loader.ts";
+export { loadMnist } from "./data/mnist.ts";
+export { guidedNetwork, rescaleNoiseCfg } from "./diffusion/guidance.ts";
+// diffusion core and samplers
+export * as diffusion from "./diffusion/index.ts";
+export { encodeApng } from "./io/apng.ts";
+export { makeGrid } from "./io/grid.ts";
+export { encodePng, readPngText } from "./io/png.ts";
+// files and data
+export { readSafetensors, writeSafetensors } from "./io/safetensors.ts";
+// models and pipelines
+export { type DiffusersConfig, type UNet2DConfig, UNet2DModel, unetForward } from "./models/unet/index.ts";
+export * as nn from "./nn/index.ts";
+export { emitOnnx } from "./onnx/emit.ts";
+export { type GenerateOptions, generate } from "./pipelines/generate.ts";
+export { loadPipeline, savePipeline } from "./pipelines/pipeline-dir.ts";
+export { SCHEDULER_NAMES, schedulerFor } from "./pipelines/scheduler-names.ts";
+export { compile, compileGraph, evaluate, type InputSpec, trace } from "./runtime/compile.ts";
+export { CompiledGraph, type SessionOptions } from "./runtime/session.ts";
+export { runInWorker, type WorkerContext } from "./runtime/worker.ts";
+export * as samplers from "./samplers/index.ts";
+export { type SampleOptions, Scheduler } from "./samplers/scheduler.ts";
+// the engine: symbolic tensors, autodiff, parameters, compilation
+export { grad, valueAndGrad } from "./tensor/autodiff.ts";
+// host tensors, randomness
 export { type DType, HostTensor, sizeOf } from "./tensor/host.ts";
+export * as ops from "./tensor/ops.ts";
+export { countParams, init, initParams, ParamScope, type ParamSpec, type Params } from "./tensor/params.ts";
+export { ShapeError } from "./tensor/primitives.ts";
 export { Rng } from "./tensor/rng.ts";
+export { Graph, Tensor } from "./tensor/symbolic.ts";
+export { resolveConfig, type TrainConfig } from "./train/config.ts";
+// training
+export { type AdamWConfig, adamwUpdate, clipByGlobalNorm, emaUpdate, globalNorm } from "./train/optim.ts";
+export {
+  compileTrainStep,
+  type LossFn,
+  paramSpecsOf,
+  type TrainState,
+  TrainStep,
+} from "./train/train-step.ts";

@@ -200,3 +200,49 @@ describe("grad semantics", () => {
     assertAllclose(r["hb"]!, f32([0, 0, 1]), { atol: 0 });
   });
 });
+
+describe("composite ops against their definitions", () => {
+  test("gather along a middle axis: out[a, i, j, c] = x[a, idx[i, j], c]", async () => {
+    const xs = Array.from({ length: 2 * 4 * 3 }, (_, k) => k);
+    const idx = [3, 0, 3, 1];
+    const r = await run({ x: f32(xs, [2, 4, 3]), i: HostTensor.int64(idx, [2, 2]) }, ({ x, i }) => ({
+      y: o.gather(x!, i!, 1),
+    }));
+    const want: number[] = [];
+    for (let a = 0; a < 2; a++)
+      for (const row of idx) for (let c = 0; c < 3; c++) want.push(xs[(a * 4 + row) * 3 + c]!);
+    assertAllclose(r["y"]!, f32(want, [2, 2, 2, 3]), { atol: 0 });
+  });
+
+  test("gather along the last axis", async () => {
+    const r = await run(
+      { x: f32([1, 2, 3, 4, 5, 6], [2, 3]), i: HostTensor.int64([2, 2, 0]) },
+      ({ x, i }) => ({
+        y: o.gather(x!, i!, -1),
+      }),
+    );
+    assertAllclose(r["y"]!, f32([3, 3, 1, 6, 6, 4], [2, 3]), { atol: 0 });
+  });
+
+  test("mean, split, unbroadcast, rsqrt", async () => {
+    const r = await run({ x: f32([1, 2, 3, 4, 5, 6], [2, 3]) }, ({ x }) => {
+      const [a, b] = o.split(x!, 1, [1, 2]) as [Tensor, Tensor];
+      return {
+        mean1: o.mean(x!, 1),
+        meanAll: o.mean(x!),
+        a: a,
+        b: b,
+        unb: o.unbroadcast(x!, [1, 3]),
+        unbLead: o.unbroadcast(x!, [3]),
+        rs: o.rsqrt(o.mul(x!, x!)),
+      };
+    });
+    assertAllclose(r["mean1"]!, f32([2, 5]));
+    assertAllclose(r["meanAll"]!, f32([3.5], []));
+    assertAllclose(r["a"]!, f32([1, 4], [2, 1]), { atol: 0 });
+    assertAllclose(r["b"]!, f32([2, 3, 5, 6], [2, 2]), { atol: 0 });
+    assertAllclose(r["unb"]!, f32([5, 7, 9], [1, 3]), { atol: 0 });
+    assertAllclose(r["unbLead"]!, f32([5, 7, 9]), { atol: 0 });
+    assertAllclose(r["rs"]!, f32([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6], [2, 3]));
+  });
+});

@@ -277,7 +277,8 @@ export async function trainRun(
   }
   await checkpoint();
   const modelDir = await exportModel();
-  trainStep.dispose();
+  // the step's session stays in the runtime cache: a worker ends with its job, and a caller that
+  // trains again in the same thread (tests) reuses it
   ctx.post({ kind: "end", step: state.step, stopped, modelDir });
   return { step: state.step, modelDir };
 }

@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { readSafetensors } from "../../src/io/safetensors.ts";
+import { loadPipeline } from "../../src/pipelines/pipeline-dir.ts";
+import type { WorkerContext } from "../../src/runtime/worker.ts";
+import { resolveConfig } from "../../src/train/config.ts";
+import { type TrainEvent, trainRun } from "../../src/train/trainer.ts";
+
+const tmp = mkdtempSync(join(tmpdir(), "diffuse-train-"));
+after(() => rmSync(tmp, { recursive: true, force: true }));
+
+const tiny = {
+  model: {
+    _class_name: "UNet2DModel",
+    sample_size: 32,
+    in_channels: 1,
+    out_channels: 1,
+    block_out_channels: [8, 16],
+    layers_per_block: 1,
+    down_block_types: ["DownBlock2D", "AttnDownBlock2D"],
+    up_block_types: ["AttnUpBlock2D", "UpBlock2D"],
+    attention_head_dim: 8,
+    norm_num_groups: 4,
+    num_class_embeds: 11,
+  },
+  scheduler: { _class_name: "DDPMScheduler", num_train_timesteps: 1000, beta_schedule: "linear" },
+  data: { dataset: "mnist", size: 32 },
+  training: { steps: 6, batch_size: 8, lr: 1e-3, warmup_steps: 2, seed: 3, threads: 1 },
+  output: { checkpoint_every: 3, sample_every: 0, log_every: 1, sample_steps: 2 },
+};
+
+function ctx(events: TrainEvent[] = []): WorkerContext<TrainEvent> {
+  return { post: (e) => events.push(e), signal: new AbortController().signal };
+}
+
+function weights(dir: string): Map<string, Float32Array> {
+  const t = readSafetensors(join(dir, "checkpoint", "unet", "diffusion_pytorch_model.safetensors")).tensors;
+  return new Map([...t].map(([k, v]) => [k, v.data as Float32Array]));
+}
+
+test("a run stopped and resumed ends with the same weights as an uninterrupted run", async () => {
+  const a = join(tmp, "a");
+  const b = join(tmp, "b");
+  const ev: TrainEvent[] = [];
+  await trainRun({ config: tiny, outDir: a }, ctx(ev));
+  assert.equal(ev.filter((e) => e.kind === "log").length, 6);
+  const first = await trainRun({ config: tiny, outDir: b, stopAfter: 3 }, ctx());
+  assert.equal(first.step, 3);
+  const evB: TrainEvent[] = [];
+  const second = await trainRun({ config: tiny, outDir: b }, ctx(evB));
+  assert.equal(second.step, 6);
+  const start = evB.find((e) => e.kind === "start");
+  assert.ok(start && start.kind === "start" && start.resumed && start.step === 3);
+  const wa = weights(a);
+  const wb = weights(b);
+  assert.equal(wa.size, wb.size);
+  for (const [k, v] of wa) assert.deepEqual(wb.get(k), v, `weights of ${k} differ after resume`);
+  // the metrics log has one line per step, none repeated
+  const steps = readFileSync(join(b, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => (JSON.parse(l) as { step: number }).step);
+  assert.deepEqual(steps, [1, 2, 3, 4, 5, 6]);
+  // the exported model loads as a pipeline
+  const pipe = await loadPipeline(a);
+  assert.equal(pipe.info.numClasses, 10);
+  assert.ok(existsSync(join(a, "model", "scheduler", "scheduler_config.json")));
+});
+
+test("resuming with a different config is refused with a clear message", async () => {
+  const c = join(tmp, "c");
+  await trainRun({ config: { ...tiny, training: { ...tiny.training, steps: 3 } }, outDir: c }, ctx());
+  const changed = { ...tiny, training: { ...tiny.training, lr: 5e-4 } };
+  await assert.rejects(trainRun({ config: changed, outDir: c }, ctx()), /different config.*--out/);
+});
+
+test("a damaged checkpoint is reported, not loaded", async () => {
+  const d = join(tmp, "d");
+  await trainRun({ config: { ...tiny, training: { ...tiny.training, steps: 3 } }, outDir: d }, ctx());
+  writeFileSync(join(d, "checkpoint", "optimizer.safetensors"), "garbage");
+  await assert.rejects(trainRun({ config: tiny, outDir: d }, ctx()), /optimizer\.safetensors/);
+});
+
+test("config errors name the field and the allowed values", () => {
+  assert.throws(
+    () => resolveConfig({ ...tiny, training: { ...tiny.training, lr: -1 } }),
+    /training\.lr.*\[0, 1\]/,
+  );
+  assert.throws(
+    () => resolveConfig({ ...tiny, training: { ...tiny.training, bogus: 1 } }),
+    /unknown config field "training\.bogus"/,
+  );
+  assert.throws(
+    () => resolveConfig({ ...tiny, data: { dataset: "cifar" } }),
+    /data\.dataset.*"mnist" or "folder"/,
+  );
+  assert.throws(() => resolveConfig({ scheduler: {} }), /"model"/);
+});

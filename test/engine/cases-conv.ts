@@ -61,7 +61,13 @@ export const GEOMETRIES: readonly Geometry[] = [
   geo("3x1 kernel on a 1-wide image", [2, 2, 5, 1], [2, 2, 3, 1], { padding: [1, 0] }),
 ];
 
-export const STRATEGIES: readonly WeightGradStrategy[] = ["im2col-matmul", "conv-batch-transposed", "auto"];
+/** Every weight-gradient strategy (typed as a full record, so a new strategy must be listed here). */
+const ALL_STRATEGIES: { [K in WeightGradStrategy]: true } = {
+  auto: true,
+  "im2col-matmul": true,
+  "conv-batch-transposed": true,
+};
+export const STRATEGIES = Object.keys(ALL_STRATEGIES) as WeightGradStrategy[];
 
 /** Whether the convTranspose lowering takes its Conv fast path for this geometry (see lowering.ts). */
 export function convTransposeFastPath(g: Geometry): boolean {
@@ -87,10 +93,12 @@ export const convCases: { [K in ConvPrim]: OpCase[] } = {
     build: (t, gr) => gr.apply("convTranspose", [t["g"]!, t["w"]!], { ...g.a, outShape: g.x }),
   })),
   convWeightGrad: GEOMETRIES.flatMap((g) =>
-    STRATEGIES.map((strategy) => ({
+    STRATEGIES.map((strategy, i) => ({
       name: `convWeightGrad ${g.name} (${strategy})`,
       args: { x: { shape: g.x }, g: { shape: convOutShape(g.x, g.w, g.a) } },
       build: (t, gr) => gr.apply("convWeightGrad", [t["x"]!, t["g"]!], { ...g.a, wShape: g.w, strategy }),
+      // the gradient graph (conv, convTranspose) does not depend on the strategy: check it once
+      ...(i > 0 ? { wrt: [] } : {}),
     })),
   ),
 };

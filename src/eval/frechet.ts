@@ -52,15 +52,21 @@ export function gaussianStats(features: ArrayLike<number>, n: number, d: number)
 
 /**
  * Eigenvalues and eigenvectors of a symmetric matrix a [n, n] (row-major; not modified) by cyclic
- * Jacobi rotations: each rotation J zeroes one off-diagonal pair of A ← Jᵀ A J and V ← V J
- * accumulates them, until the off-diagonal mass is below round-off. Columns of `vectors` are the
- * eigenvectors: a = vectors · diag(values) · vectorsᵀ.
+ * Jacobi rotations: each rotation J zeroes one off-diagonal pair of A ← Jᵀ A J (Golub & Van Loan,
+ * Algorithm 8.5.2), and V ← V J accumulates them, until the off-diagonal mass is below round-off.
+ * A stays symmetric, so only rows p and q are read and the new values are mirrored into columns.
+ * `vectors` (omitted with `{ vectors: false }`) holds one eigenvector per ROW:
+ * a = vectorsᵀ · diag(values) · vectors.
  */
-export function symmetricEigen(a: Float64Array, n: number): { values: Float64Array; vectors: Float64Array } {
+export function symmetricEigen(
+  a: Float64Array,
+  n: number,
+  opts: { vectors?: boolean } = {},
+): { values: Float64Array; vectors: Float64Array | null } {
   if (a.length !== n * n) throw new Error(`symmetricEigen: ${a.length} values for a ${n} × ${n} matrix`);
   const m = Float64Array.from(a);
-  const v = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) v[i * n + i] = 1;
+  const v = opts.vectors === false ? null : new Float64Array(n * n);
+  if (v) for (let i = 0; i < n; i++) v[i * n + i] = 1;
   let total = 0;
   for (let i = 0; i < n * n; i++) total += m[i]! * m[i]!;
   const tol = 1e-30 * total;
@@ -72,32 +78,37 @@ export function symmetricEigen(a: Float64Array, n: number): { values: Float64Arr
       for (let q = p + 1; q < n; q++) {
         const apq = m[p * n + q]!;
         if (apq === 0) continue;
+        const app = m[p * n + p]!;
+        const aqq = m[q * n + q]!;
         // t = tan φ, the smaller root of t² + 2θt − 1 = 0, θ = (a_qq − a_pp) / (2 a_pq)
-        const theta = (m[q * n + q]! - m[p * n + p]!) / (2 * apq);
+        const theta = (aqq - app) / (2 * apq);
         const t = (theta >= 0 ? 1 : -1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
         const c = 1 / Math.sqrt(t * t + 1);
         const s = t * c;
+        const rp = p * n;
+        const rq = q * n;
         for (let k = 0; k < n; k++) {
-          // columns p, q of A J
-          const akp = m[k * n + p]!;
-          const akq = m[k * n + q]!;
-          m[k * n + p] = c * akp - s * akq;
-          m[k * n + q] = s * akp + c * akq;
+          if (k === p || k === q) continue;
+          const akp = m[rp + k]!;
+          const akq = m[rq + k]!;
+          const kp = c * akp - s * akq;
+          const kq = s * akp + c * akq;
+          m[rp + k] = kp;
+          m[k * n + p] = kp;
+          m[rq + k] = kq;
+          m[k * n + q] = kq;
         }
-        for (let k = 0; k < n; k++) {
-          // rows p, q of Jᵀ (A J)
-          const apk = m[p * n + k]!;
-          const aqk = m[q * n + k]!;
-          m[p * n + k] = c * apk - s * aqk;
-          m[q * n + k] = s * apk + c * aqk;
-        }
-        m[p * n + q] = 0;
-        m[q * n + p] = 0;
-        for (let k = 0; k < n; k++) {
-          const vkp = v[k * n + p]!;
-          const vkq = v[k * n + q]!;
-          v[k * n + p] = c * vkp - s * vkq;
-          v[k * n + q] = s * vkp + c * vkq;
+        m[rp + p] = app - t * apq;
+        m[rq + q] = aqq + t * apq;
+        m[rp + q] = 0;
+        m[rq + p] = 0;
+        if (v) {
+          for (let k = 0; k < n; k++) {
+            const vp = v[rp + k]!;
+            const vq = v[rq + k]!;
+            v[rp + k] = c * vp - s * vq;
+            v[rq + k] = s * vp + c * vq;
+          }
         }
       }
     }
@@ -114,10 +125,11 @@ export function sqrtPsd(a: Float64Array, n: number): Float64Array {
   for (let k = 0; k < n; k++) {
     const r = Math.sqrt(Math.max(values[k]!, 0));
     if (r === 0) continue;
+    const row = vectors!.subarray(k * n, (k + 1) * n); // eigenvector k
     for (let i = 0; i < n; i++) {
-      const vik = vectors[i * n + k]! * r;
-      if (vik === 0) continue;
-      for (let j = 0; j < n; j++) out[i * n + j]! += vik * vectors[j * n + k]!;
+      const vi = row[i]! * r;
+      if (vi === 0) continue;
+      for (let j = 0; j < n; j++) out[i * n + j]! += vi * row[j]!;
     }
   }
   return out;
@@ -136,15 +148,18 @@ function matmul(a: Float64Array, b: Float64Array, n: number): Float64Array {
   return c;
 }
 
-/** d² between two fitted Gaussians (see the file comment); never negative. */
-export function frechetDistance(g1: GaussianStats, g2: GaussianStats): number {
+/**
+ * d² between two fitted Gaussians (see the file comment); never negative. `sqrtCov1` may pass a
+ * precomputed Σ₁^½ (`sqrtPsd(g1.cov, d)`) when one reference is compared with many sets.
+ */
+export function frechetDistance(g1: GaussianStats, g2: GaussianStats, sqrtCov1?: Float64Array): number {
   const d = g1.dim;
   if (g2.dim !== d) throw new Error(`frechetDistance: dimensions differ (${d} vs ${g2.dim})`);
   let meanTerm = 0;
   for (let i = 0; i < d; i++) meanTerm += (g1.mean[i]! - g2.mean[i]!) ** 2;
   let trace = 0;
   for (let i = 0; i < d; i++) trace += g1.cov[i * d + i]! + g2.cov[i * d + i]!;
-  const s1h = sqrtPsd(g1.cov, d);
+  const s1h = sqrtCov1 ?? sqrtPsd(g1.cov, d);
   const cross = matmul(matmul(s1h, g2.cov, d), s1h, d);
   for (let i = 0; i < d; i++) {
     for (let j = i + 1; j < d; j++) {
@@ -154,7 +169,7 @@ export function frechetDistance(g1: GaussianStats, g2: GaussianStats): number {
     }
   }
   let trSqrt = 0;
-  for (const lambda of symmetricEigen(cross, d).values) trSqrt += Math.sqrt(Math.max(lambda, 0));
+  for (const lambda of symmetricEigen(cross, d, { vectors: false }).values) trSqrt += Math.sqrt(Math.max(lambda, 0));
   return Math.max(0, meanTerm + trace - 2 * trSqrt);
 }
 

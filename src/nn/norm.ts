@@ -6,8 +6,16 @@ import * as o from "../tensor/ops.ts";
 import { init, type ParamScope } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
 
-/** Normalizes `x` over `axes` to zero mean and unit (biased) variance. */
+/**
+ * Normalizes `x` over `axes` to zero mean and unit (biased) variance. Trailing axes (the case of
+ * group and layer norm) use the fused `standardize` primitive: one LayerNormalization pass forward
+ * and a short gradient; other axes are composed from reductions.
+ */
 export function standardize(x: Tensor, axes: readonly number[], eps: number): Tensor {
+  const sorted = axes.map((a) => (a < 0 ? a + x.rank : a)).sort((p, q) => p - q);
+  if (sorted.length > 0 && sorted.every((a, i) => a === x.rank - sorted.length + i)) {
+    return o.standardize(x, sorted[0]!, eps);
+  }
   const mu = o.mean(x, axes, true);
   const xc = o.sub(x, mu);
   const variance = o.mean(o.square(xc), axes, true);

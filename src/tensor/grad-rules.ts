@@ -176,6 +176,15 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     const y = n.output;
     return [o.mul(y, o.sub(g, o.sum(o.mul(g, y), n.attrs.axis, true)))];
   },
+  standardize: (n, g) => {
+    // y = (x − μ)·r, r = 1/√(var + ε):  dx = r·(g − mean(g) − y·mean(g·y))
+    const x = n.inputs[0]!;
+    const y = n.output;
+    const axes = x.shape.map((_, i) => i).filter((i) => i >= n.attrs.axis);
+    const r = o.rsqrt(o.add(o.mean(o.square(o.sub(x, o.mean(x, axes, true))), axes, true), n.attrs.eps));
+    const inner = o.sub(o.sub(g, o.mean(g, axes, true)), o.mul(y, o.mean(o.mul(g, y), axes, true)));
+    return [o.mul(r, inner)];
+  },
 };
 
 /** The gradient of x[start:end:step]: g scattered back to its positions, zeros elsewhere. */

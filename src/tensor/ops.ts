@@ -230,6 +230,10 @@ export const convWeightGrad = (
 export const softmax = (x: Tensor, axis = -1): Tensor =>
   x.graph.apply("softmax", [x], { axis: normAxis("softmax", axis, x.rank) });
 
+/** (x − mean) / √(var + eps) over the axes from `axis` to the last (biased variance). */
+export const standardize = (x: Tensor, axis: number, eps: number): Tensor =>
+  x.graph.apply("standardize", [x], { axis: normAxis("standardize", axis, x.rank), eps });
+
 /** Sums `g` over the axes that broadcasting stretched, so it has `shape` again. */
 export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {
   const lead = g.rank - shape.length;

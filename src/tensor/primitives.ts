@@ -72,6 +72,8 @@ export interface PrimAttrs {
   convWeightGrad: ConvAttrs & { wShape: readonly number[]; strategy: WeightGradStrategy };
   // fused
   softmax: { axis: number };
+  /** (x − mean) / √(var + eps) over the axes from `axis` to the last (fused: ONNX LayerNormalization). */
+  standardize: { axis: number; eps: number };
 }
 
 export type PrimName = keyof PrimAttrs;
@@ -372,6 +374,13 @@ export const shapeRules: {
     const x = xs[0]!;
     floating("softmax", x);
     normAxis("softmax", a.axis, x.shape.length);
+    return { shape: [...x.shape], dtype: x.dtype };
+  },
+  standardize: (xs, a) => {
+    const x = xs[0]!;
+    floating("standardize", x);
+    if (normAxis("standardize", a.axis, x.shape.length) !== a.axis) fail("standardize", `axis must be non-negative, got ${a.axis}`);
+    if (!(a.eps >= 0)) fail("standardize", `eps must be >= 0, got ${a.eps}`);
     return { shape: [...x.shape], dtype: x.dtype };
   },
 };

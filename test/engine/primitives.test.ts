@@ -17,8 +17,14 @@ import { checkGrad, checkRoundTrip, describeCase, type OpCase } from "../support
 import { convCases } from "./cases-conv.ts";
 import { elementwiseCases } from "./cases-elementwise.ts";
 import { movementCases } from "./cases-movement.ts";
+import { normCases } from "./cases-norm.ts";
 
-const cases: { [K in PrimName]: readonly OpCase[] } = { ...elementwiseCases, ...movementCases, ...convCases };
+const cases: { [K in PrimName]: readonly OpCase[] } = {
+  ...elementwiseCases,
+  ...movementCases,
+  ...convCases,
+  ...normCases,
+};
 
 /** Primitives whose outputs carry no gradient (bool results). */
 const NO_GRADIENT = new Set<PrimName>(["less", "greater", "equal"]);

@@ -319,6 +319,21 @@ export const refPrims: { [K in PrimName]: RefPrim<K> } = {
     const s = reduce(e, [a.axis], true, 0, (p, v) => p + v);
     return elementwise([e, s], x.dtype, (v) => v[0]! / v[1]!);
   },
+  standardize: (xs, a) => {
+    // (x − mean) / √(var + eps) over the axes from a.axis on, biased variance
+    const x = xs[0]!;
+    const axes = x.shape.map((_, i) => i).filter((i) => i >= a.axis);
+    const n = axes.reduce((p, i) => p * x.shape[i]!, 1);
+    const sum = (t: RefTensor) => reduce(t, axes, true, 0, (p, v) => p + v);
+    const mu = elementwise([sum(x)], x.dtype, (v) => v[0]! / n);
+    const xc = elementwise([x, mu], x.dtype, (v) => v[0]! - v[1]!);
+    const variance = elementwise(
+      [sum(elementwise([xc], x.dtype, (v) => v[0]! * v[0]!))],
+      x.dtype,
+      (v) => v[0]! / n,
+    );
+    return elementwise([xc, variance], x.dtype, (v) => v[0]! / Math.sqrt(v[1]! + a.eps));
+  },
 };
 
 /** Applies one primitive to reference values. */

@@ -169,7 +169,8 @@ export function frechetDistance(g1: GaussianStats, g2: GaussianStats, sqrtCov1?:
     }
   }
   let trSqrt = 0;
-  for (const lambda of symmetricEigen(cross, d, { vectors: false }).values) trSqrt += Math.sqrt(Math.max(lambda, 0));
+  for (const lambda of symmetricEigen(cross, d, { vectors: false }).values)
+    trSqrt += Math.sqrt(Math.max(lambda, 0));
   return Math.max(0, meanTerm + trace - 2 * trSqrt);
 }
 

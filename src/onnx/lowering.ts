@@ -283,7 +283,10 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
     // LayerNormalization with unit scale and no bias: one fused pass instead of five
     const ones = c.tmp("ones");
     c.emit("ConstantOfShape", [c.i64(n.inputs[0]!.shape.slice(n.attrs.axis))], [ones], {
-      value: { kind: "tensor", value: { name: "one", dtype: "float32", dims: [1], data: Float32Array.of(1) } },
+      value: {
+        kind: "tensor",
+        value: { name: "one", dtype: "float32", dims: [1], data: Float32Array.of(1) },
+      },
     });
     c.emit("LayerNormalization", [c.ins[0]!, ones], [c.out], {
       axis: int(n.attrs.axis),

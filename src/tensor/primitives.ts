@@ -379,7 +379,8 @@ export const shapeRules: {
   standardize: (xs, a) => {
     const x = xs[0]!;
     floating("standardize", x);
-    if (normAxis("standardize", a.axis, x.shape.length) !== a.axis) fail("standardize", `axis must be non-negative, got ${a.axis}`);
+    if (normAxis("standardize", a.axis, x.shape.length) !== a.axis)
+      fail("standardize", `axis must be non-negative, got ${a.axis}`);
     if (!(a.eps >= 0)) fail("standardize", `eps must be >= 0, got ${a.eps}`);
     return { shape: [...x.shape], dtype: x.dtype };
   },

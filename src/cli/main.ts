@@ -13,6 +13,7 @@ interface Command {
 const commands: Record<string, Command> = {
   train: { summary: "train a diffusion model from a JSON config", load: () => import("./train.ts") },
   sample: { summary: "generate images with a model and a sampler", load: () => import("./sample.ts") },
+  serve: { summary: "open the studio (live sampling, training runs)", load: () => import("./serve.ts") },
 };
 
 function usage(): string {

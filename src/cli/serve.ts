@@ -1,0 +1,91 @@
+/**
+ * `diffuse serve`: the studio, a local web page to sample models step by step (live x_t and x̂0),
+ * keep a gallery of the session's generations, and follow training runs (loss curve, sample grids)
+ * as they train. Binds 127.0.0.1 unless told otherwise.
+ */
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { isLoopback, startStudio } from "../web/server.ts";
+import { bool, num, parseFlags, str, UsageError } from "./args.ts";
+
+const HELP = `usage: diffuse serve [--model DIR|NAME ...] [--runs DIR ...] [--host H] [--port P] [--open]
+
+Serves the studio: pick a model, sampler, steps, guidance and seed, and watch the images emerge from
+noise step by step; browse this session's generations; follow training runs live.
+
+flags:
+  --model DIR|NAME   a model to offer (repeatable): a model folder, a run's folder, or a bundled
+                     model (default: the bundled models)
+  --runs DIR         a training run (diffuse train --out DIR) or a folder of runs (repeatable;
+                     default: runs/ when it exists). Their loss curves and sample grids update live,
+                     and each run's exported model joins the model list
+  --host H           address to listen on (default 127.0.0.1: this machine only)
+  --port P           port (default 7860; 0 picks a free one)
+  --queue N          generations that may wait behind the running one (default 8)
+  --open             open the page in the default browser
+`;
+
+function openBrowser(url: string): void {
+  const [cmd, args] =
+    process.platform === "darwin"
+      ? ["open", [url]]
+      : process.platform === "win32"
+        ? ["cmd", ["/c", "start", "", url]]
+        : ["xdg-open", [url]];
+  try {
+    const child = spawn(cmd, args, { stdio: "ignore", detached: true });
+    child.on("error", () => console.log(`(could not open a browser: open ${url} yourself)`));
+    child.unref();
+  } catch {
+    console.log(`(could not open a browser: open ${url} yourself)`);
+  }
+}
+
+export async function run(argv: readonly string[]): Promise<void> {
+  const p = parseFlags("serve", argv, {
+    model: { type: "string", multiple: true },
+    runs: { type: "string", multiple: true },
+    host: { type: "string" },
+    port: { type: "string" },
+    queue: { type: "string" },
+    open: { type: "boolean" },
+  });
+  if (bool(p, "help")) {
+    console.log(HELP);
+    return;
+  }
+  if (p.positionals.length) throw new UsageError(`unexpected argument "${p.positionals[0]}"`);
+  const host = str(p, "host") ?? "127.0.0.1";
+  const port = num(p, "port", { min: 0, max: 65535, integer: true }) ?? 7860;
+  const queueCapacity = num(p, "queue", { min: 0, max: 1000, integer: true }) ?? 8;
+  const models = (p.values["model"] as string[] | undefined) ?? [];
+  const runs = (p.values["runs"] as string[] | undefined) ?? (existsSync("runs") ? ["runs"] : []);
+
+  const studio = await startStudio({ models, runs, host, port, queueCapacity });
+  const served = await studio.catalog.models();
+  if (!isLoopback(host)) {
+    console.warn(
+      `warning: listening on ${host}, so other machines can reach the studio and run jobs on this one; use --host 127.0.0.1 to keep it local`,
+    );
+  }
+  if (served.length === 0) {
+    console.warn(
+      "warning: no models to sample: pass --model DIR (a model folder or a training run's folder)",
+    );
+  }
+  const names = served.map((m) => m.id).join(", ") || "none";
+  const runCount = studio.catalog.runs().length;
+  console.log(`diffuse studio on ${studio.url}  (models: ${names}; runs: ${runCount}; Ctrl-C to stop)`);
+  if (bool(p, "open")) openBrowser(studio.url);
+
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      console.log("stopping the studio…");
+      studio.close().then(resolve, resolve);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
+}

@@ -1,0 +1,183 @@
+/**
+ * What the studio serves: models (bundled ones, folders given on the command line, and the exported
+ * model/ of every training run) and training runs (a run folder, or a folder of runs, rescanned on
+ * each request so a run started after the server appears). Requests name models and runs by id
+ * only; folders never come from a request, so a request cannot reach a path the user did not serve.
+ */
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { bundledModels, loadPipeline, resolveModelDir } from "../pipelines/pipeline-dir.ts";
+import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
+
+export interface ModelInfo {
+  id: string;
+  /** Where it comes from: a bundled model, a folder from --model, or a training run's export. */
+  source: "bundled" | "folder" | "run";
+  dir: string;
+  /** Changes when the model's files change (a training run re-exports its model). */
+  stamp: string;
+  numClasses: number | null;
+  channels: number;
+  sampleSize: number;
+  /** Sizes must be multiples of this (the U-Net halves the image once per extra level). */
+  sizeMultiple: number;
+  /** The model's own scheduler class (its training schedule). */
+  schedulerClass: string;
+  /** Sampler short names this model can use (flow-matching models take flow-euler only). */
+  schedulers: string[];
+  defaultScheduler: string;
+  dataset: string | null;
+  trainedSteps: number | null;
+}
+
+export interface RunInfo {
+  id: string;
+  dir: string;
+}
+
+export interface CatalogOptions {
+  /** Model folders or bundled model names (resolved now: a bad one fails at startup). */
+  models?: readonly string[];
+  /** Run folders, or folders holding runs. */
+  runs?: readonly string[];
+}
+
+const isRunDir = (dir: string) =>
+  existsSync(join(dir, "metrics.jsonl")) ||
+  (existsSync(join(dir, "config.json")) && existsSync(join(dir, "checkpoint")));
+
+/** Unique, URL-safe ids from names: "model", "model-2", … */
+function uniqueId(name: string, taken: Set<string>): string {
+  const base = name.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[.-]+/, "") || "model";
+  let id = base;
+  for (let k = 2; taken.has(id); k++) id = `${base}-${k}`;
+  taken.add(id);
+  return id;
+}
+
+/** Newest modification time and total size of a model folder's files (two levels deep). */
+function stampOf(dir: string): string {
+  let newest = 0;
+  let bytes = 0;
+  const visit = (d: string, depth: number) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory() && depth > 0) visit(p, depth - 1);
+      else if (e.isFile()) {
+        const s = statSync(p);
+        newest = Math.max(newest, s.mtimeMs);
+        bytes += s.size;
+      }
+    }
+  };
+  visit(dir, 1);
+  return `${newest}-${bytes}`;
+}
+
+export class Catalog {
+  private readonly fixed: { id: string; dir: string; source: "bundled" | "folder" }[] = [];
+  private readonly runRoots: string[];
+  private readonly infoCache = new Map<string, { stamp: string; info: Promise<ModelInfo> }>();
+
+  constructor(opts: CatalogOptions = {}) {
+    const taken = new Set<string>();
+    const given = opts.models ?? [];
+    const names = given.length ? given : bundledModels();
+    for (const name of names) {
+      const dir = resolve(resolveModelDir(name));
+      const bundled = !existsSync(name) && /^[a-z0-9-]+$/.test(name);
+      const label = basename(dir) === "model" ? basename(dirname(dir)) : basename(dir);
+      this.fixed.push({
+        id: uniqueId(bundled ? name : label, taken),
+        dir,
+        source: bundled ? "bundled" : "folder",
+      });
+    }
+    this.runRoots = (opts.runs ?? []).map((r) => {
+      if (!existsSync(r) || !statSync(r).isDirectory()) {
+        throw new Error(
+          `--runs ${r}: no such folder; pass a training run's folder (from diffuse train --out) or a folder of runs`,
+        );
+      }
+      return resolve(r);
+    });
+  }
+
+  /** The runs, rescanned: each root that is a run, else its subfolders that are. */
+  runs(): RunInfo[] {
+    const taken = new Set<string>();
+    const out: RunInfo[] = [];
+    for (const root of this.runRoots) {
+      if (!existsSync(root)) continue;
+      const dirs = isRunDir(root)
+        ? [root]
+        : readdirSync(root, { withFileTypes: true })
+            .filter((e) => e.isDirectory())
+            .map((e) => join(root, e.name))
+            .filter(isRunDir)
+            .sort();
+      for (const dir of dirs) out.push({ id: uniqueId(basename(dir), taken), dir });
+    }
+    return out;
+  }
+
+  run(id: string): RunInfo | undefined {
+    return this.runs().find((r) => r.id === id);
+  }
+
+  /** Every model that loads; models that fail to load (a run mid-export) are left out. */
+  async models(): Promise<ModelInfo[]> {
+    const candidates: { id: string; dir: string; source: ModelInfo["source"] }[] = [...this.fixed];
+    const ids = new Set(this.fixed.map((m) => m.id));
+    for (const r of this.runs()) {
+      if (existsSync(join(r.dir, "model", "model_index.json"))) {
+        candidates.push({ id: uniqueId(`run-${r.id}`, ids), dir: join(r.dir, "model"), source: "run" });
+      }
+    }
+    const settled = await Promise.allSettled(candidates.map((c) => this.info(c.id, c.dir, c.source)));
+    return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  }
+
+  async model(id: string): Promise<ModelInfo | undefined> {
+    return (await this.models()).find((m) => m.id === id);
+  }
+
+  /** A model's metadata, read once per version of its files (the weights are loaded, then dropped). */
+  private info(id: string, dir: string, source: ModelInfo["source"]): Promise<ModelInfo> {
+    const stamp = stampOf(dir);
+    const hit = this.infoCache.get(dir);
+    if (hit && hit.stamp === stamp) return hit.info.then((m) => ({ ...m, id }));
+    const info = (async (): Promise<ModelInfo> => {
+      const pipe = await loadPipeline(dir);
+      const cfg = pipe.unet.typedConfig;
+      const schedulers = SCHEDULER_NAMES.filter((name) => {
+        try {
+          schedulerFor({ name }, pipe.schedulerConfig);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      const sampleSize = typeof cfg.sampleSize === "number" ? cfg.sampleSize : (cfg.sampleSize?.[0] ?? 32);
+      const trained = pipe.info["trainedSteps"];
+      return {
+        id,
+        source,
+        dir,
+        stamp,
+        numClasses: pipe.info.numClasses,
+        channels: cfg.inChannels,
+        sampleSize,
+        sizeMultiple: 2 ** (cfg.blockOutChannels.length - 1),
+        schedulerClass: String(pipe.schedulerConfig["_class_name"] ?? "DDPMScheduler"),
+        schedulers,
+        defaultScheduler: schedulers.includes("dpm++2m") ? "dpm++2m" : (schedulers[0] ?? "ddpm"),
+        dataset: typeof pipe.info.dataset === "string" ? pipe.info.dataset : null,
+        trainedSteps: typeof trained === "number" ? trained : null,
+      };
+    })();
+    info.catch(() => this.infoCache.delete(dir));
+    this.infoCache.set(dir, { stamp, info });
+    return info;
+  }
+}

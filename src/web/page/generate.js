@@ -1,0 +1,246 @@
+// diffuse studio: the Generate view. The form posts to /api/generate and follows the event stream:
+// each step replaces the x_t and x̂0 images and advances the counter; at the end the result shows
+// the grid, its parameters, downloads and the animated trajectory, and the gallery gains a card.
+import { readEvents } from "./sse.js";
+
+const $ = (id) => document.getElementById(id);
+
+let models = [];
+let running = null; // { controller, jobId }
+
+function modelById(id) {
+  return models.find((m) => m.id === id);
+}
+
+/** Fills the class and sampler menus for the chosen model. */
+function onModelChange() {
+  const m = modelById($("model").value);
+  if (!m) return;
+  const label = $("label");
+  label.replaceChildren();
+  if (m.numClasses === null) {
+    label.append(new Option("unconditional", "none"));
+    label.disabled = true;
+  } else {
+    label.disabled = false;
+    label.append(new Option(`all classes (0–${m.numClasses - 1})`, "all"));
+    for (let c = 0; c < m.numClasses; c++) label.append(new Option(`class ${c}`, String(c)));
+  }
+  const sched = $("scheduler");
+  const previous = sched.value;
+  sched.replaceChildren(...m.schedulers.map((s) => new Option(s, s)));
+  sched.value = m.schedulers.includes(previous) ? previous : m.defaultScheduler;
+  const bits = [
+    m.dataset && `trained on ${m.dataset}`,
+    m.trainedSteps && `${m.trainedSteps} steps`,
+    `${m.sampleSize}×${m.sampleSize}`,
+    m.source === "run" ? "from a training run" : m.source,
+  ].filter(Boolean);
+  $("model-note").textContent = bits.join(" · ");
+}
+
+function readForm() {
+  const m = modelById($("model").value);
+  const label = $("label").value;
+  return {
+    model: $("model").value,
+    ...(m && m.numClasses !== null ? { label: label === "all" ? "all" : Number(label) } : {}),
+    scheduler: $("scheduler").value,
+    karras: $("karras").checked,
+    steps: Number($("steps").value),
+    guidance: Number($("guidance").value),
+    seed: Number($("seed").value),
+    count: Number($("count").value),
+  };
+}
+
+/** Puts parameters (from the gallery) back into the form. */
+function fillForm(p) {
+  if (modelById(p.model)) {
+    $("model").value = p.model;
+    onModelChange();
+  }
+  $("label").value = p.label === null ? "none" : String(p.label);
+  $("scheduler").value = p.scheduler;
+  $("karras").checked = p.karras;
+  $("steps").value = String(p.steps);
+  $("guidance").value = String(p.guidance);
+  $("seed").value = String(p.seed);
+  $("count").value = String(p.count);
+  showSliders();
+}
+
+function showSliders() {
+  $("steps-out").textContent = $("steps").value;
+  $("guidance-out").textContent = $("guidance").value;
+}
+
+function setBusy(busy) {
+  $("generate").disabled = busy;
+  $("cancel").disabled = !busy;
+}
+
+function describeParams(p) {
+  return [
+    ["model", p.model],
+    ["class", p.label === null ? "none" : p.label],
+    ["sampler", p.scheduler + (p.karras ? " (Karras)" : "")],
+    ["steps", p.steps],
+    ["guidance", p.guidance],
+    ["seed", p.seed],
+    ["images", p.count],
+    ["size", `${p.size}×${p.size}`],
+  ];
+}
+
+let shown = null;
+
+function showResult(entry) {
+  shown = entry;
+  $("result").hidden = false;
+  $("result-image").src = entry.image;
+  $("result-anim").src = entry.animation;
+  $("result-time").textContent = `${(entry.ms / 1000).toFixed(1)} s`;
+  $("download-png").href = `${entry.image}?download=1`;
+  $("download-anim").href = `${entry.animation}?download=1`;
+  const dl = $("result-params");
+  dl.replaceChildren();
+  for (const [k, v] of describeParams(entry.params)) {
+    const div = document.createElement("div");
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = k;
+    dd.textContent = String(v);
+    div.append(dt, dd);
+    dl.append(div);
+  }
+  for (const card of document.querySelectorAll(".card")) {
+    card.classList.toggle("selected", card.dataset.id === entry.id);
+  }
+}
+
+function addCard(entry, { prepend = true } = {}) {
+  $("gallery-empty").hidden = true;
+  const card = document.createElement("article");
+  card.className = "card";
+  card.dataset.id = entry.id;
+  const img = document.createElement("img");
+  img.src = entry.image;
+  img.alt = `generation ${entry.id}`;
+  const p = document.createElement("p");
+  const q = entry.params;
+  p.textContent = `${q.model} · class ${q.label ?? "none"} · ${q.scheduler} · ${q.steps} steps · w ${q.guidance} · seed ${q.seed}`;
+  const rerun = document.createElement("button");
+  rerun.type = "button";
+  rerun.textContent = "Re-run";
+  rerun.title = "run again with the same parameters and seed";
+  rerun.addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    fillForm(q);
+    void generate();
+  });
+  card.append(img, p, rerun);
+  card.addEventListener("click", () => showResult(entry));
+  if (prepend) $("gallery").prepend(card);
+  else $("gallery").append(card);
+}
+
+async function generate() {
+  if (running) return;
+  $("gen-error").textContent = "";
+  const params = readForm();
+  const controller = new AbortController();
+  running = { controller, jobId: null };
+  setBusy(true);
+  $("step-counter").textContent = "sending…";
+  $("step-t").textContent = "";
+  $("step-progress").value = 0;
+  try {
+    const res = await fetch("/api/generate", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(params),
+      signal: controller.signal,
+    });
+    if (!res.ok) {
+      const body = await res.json().catch(() => ({ error: res.statusText }));
+      throw new Error(body.error);
+    }
+    for await (const { event, data } of readEvents(res)) {
+      if (event === "queued") {
+        running.jobId = data.id;
+        $("step-counter").textContent =
+          data.position > 1 ? `waiting: place ${data.position} in line` : "starting…";
+      } else if (event === "start") {
+        $("step-counter").textContent = "loading the model…";
+      } else if (event === "step") {
+        $("live-x").src = data.x;
+        $("live-x0").src = data.x0;
+        $("step-counter").textContent = `step ${data.i + 1} / ${data.steps}`;
+        $("step-t").textContent = `t = ${Math.round(data.t)}`;
+        $("step-progress").value = (data.i + 1) / data.steps;
+      } else if (event === "done") {
+        $("step-counter").textContent = `done: step ${params.steps} / ${params.steps}`;
+        $("step-progress").value = 1;
+        addCard(data);
+        showResult(data);
+      } else if (event === "cancelled") {
+        $("step-counter").textContent = "cancelled";
+      } else if (event === "error") {
+        throw new Error(data.message);
+      }
+    }
+  } catch (e) {
+    if (e.name === "AbortError") $("step-counter").textContent = "cancelled";
+    else {
+      $("gen-error").textContent = e.message;
+      $("step-counter").textContent = "failed";
+    }
+  } finally {
+    running = null;
+    setBusy(false);
+  }
+}
+
+async function cancel() {
+  if (!running) return;
+  const { controller, jobId } = running;
+  $("step-counter").textContent = "cancelling…";
+  if (jobId) {
+    // the server confirms with a "cancelled" event; closing the stream would cancel too
+    const res = await fetch(`/api/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" }).catch(() => null);
+    if (res?.ok) return;
+  }
+  controller.abort();
+}
+
+export async function initGenerate(info) {
+  models = info.models;
+  const select = $("model");
+  select.replaceChildren(...models.map((m) => new Option(m.id, m.id)));
+  if (models.length === 0) {
+    $("gen-error").textContent = "No models are served: start the studio with --model DIR.";
+    $("generate").disabled = true;
+  } else onModelChange();
+  $("steps").max = String(Math.min(info.limits.steps.max, 100));
+  $("count").max = String(info.limits.count.max);
+  select.addEventListener("change", onModelChange);
+  $("steps").addEventListener("input", showSliders);
+  $("guidance").addEventListener("input", showSliders);
+  $("seed-random").addEventListener("click", () => {
+    $("seed").value = String(Math.floor(Math.random() * 2 ** 31));
+  });
+  $("gen-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    void generate();
+  });
+  $("cancel").addEventListener("click", () => void cancel());
+  $("result-rerun").addEventListener("click", () => {
+    if (!shown) return;
+    fillForm(shown.params);
+    void generate();
+  });
+  showSliders();
+  const gallery = await (await fetch("/api/gallery")).json();
+  for (const entry of gallery.entries) addCard(entry, { prepend: false });
+}

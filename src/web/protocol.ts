@@ -1,0 +1,51 @@
+/**
+ * What the studio's server and its sampling worker say to each other. The server sends jobs and
+ * cancellations over a named BroadcastChannel (runInWorker's context only carries messages out of
+ * the worker); the worker answers through the context's `post`. Images cross as PNG bytes, encoded
+ * in the worker so the server's thread only forwards them.
+ */
+
+/** A validated generation request, resolved against a model folder. */
+export interface SampleSpec {
+  /** The model folder and a stamp of its files (a training run re-exports its model: a new stamp reloads it). */
+  dir: string;
+  stamp: string;
+  scheduler: string;
+  karras: boolean;
+  steps: number;
+  guidance: number;
+  guidanceRescale: number;
+  eta: number;
+  seed: number;
+  /** One label per image, or null for an unconditional model (then `count` images). */
+  labels: number[] | null;
+  count: number;
+  numClasses: number | null;
+  size: number;
+  /** Images per grid row. */
+  nrow: number;
+  /** Written into the PNG's `parameters` text chunk. */
+  parameters: string;
+}
+
+export type ToWorker =
+  | { kind: "job"; id: string; spec: SampleSpec }
+  | { kind: "cancel"; id: string }
+  | { kind: "stop" };
+
+export type FromWorker =
+  | { kind: "ready" }
+  | { kind: "start"; id: string }
+  | {
+      kind: "step";
+      id: string;
+      /** 0-based step index and the number of steps. */
+      i: number;
+      steps: number;
+      t: number;
+      /** PNG grids of the current sample x_t and of the model's clean-image estimate x̂0. */
+      x: Uint8Array;
+      x0: Uint8Array;
+    }
+  | { kind: "done"; id: string; png: Uint8Array; apng: Uint8Array; ms: number }
+  | { kind: "failed"; id: string; message: string; cancelled: boolean };

@@ -1,0 +1,145 @@
+/**
+ * The studio's sampling worker (runs in a worker thread through runInWorker, so ONNX Runtime's
+ * blocking runs never stall the server). It keeps its models and their compiled graphs between
+ * jobs, runs one job at a time, and streams every denoising step: the current sample x_t and the
+ * network's clean-image estimate x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, as PNG grids. At the end it encodes
+ * the final grid (generation parameters in its text chunk) and the trajectory as an animated PNG.
+ */
+import { BroadcastChannel } from "node:worker_threads";
+import { encodeApng } from "../io/apng.ts";
+import { makeGrid } from "../io/grid.ts";
+import { encodePng } from "../io/png.ts";
+import type { Raster } from "../io/raster.ts";
+import { CancelledError, generate, toUnitRange } from "../pipelines/generate.ts";
+import { type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
+import { schedulerFor } from "../pipelines/scheduler-names.ts";
+import type { WorkerContext } from "../runtime/worker.ts";
+import type { FromWorker, SampleSpec, ToWorker } from "./protocol.ts";
+
+/** At most this many frames in a trajectory animation (long runs keep every k-th step). */
+const MAX_FRAMES = 48;
+/** Models kept loaded (a training run's re-exported model replaces its older copy). */
+const MAX_MODELS = 2;
+
+const models = new Map<string, Promise<LoadedPipeline>>();
+
+function modelFor(spec: SampleSpec): Promise<LoadedPipeline> {
+  const key = `${spec.dir}\0${spec.stamp}`;
+  let m = models.get(key);
+  if (!m) {
+    for (const k of models.keys()) if (k.startsWith(`${spec.dir}\0`)) models.delete(k);
+    while (models.size >= MAX_MODELS) models.delete(models.keys().next().value as string);
+    m = loadPipeline(spec.dir);
+    m.catch(() => models.delete(key));
+    models.set(key, m);
+  }
+  return m;
+}
+
+async function runJob(
+  id: string,
+  spec: SampleSpec,
+  signal: AbortSignal,
+  post: (m: FromWorker) => void,
+): Promise<void> {
+  const t0 = performance.now();
+  const pipe = await modelFor(spec);
+  const scheduler = schedulerFor({ name: spec.scheduler, karras: spec.karras }, pipe.schedulerConfig);
+  const grid = (x: { data: Float32Array; shape: readonly number[] }): Raster =>
+    makeGrid(x, { nrow: spec.nrow, padValue: 0.15 });
+  const every = Math.max(1, Math.ceil(spec.steps / MAX_FRAMES));
+  const frames: Raster[] = [];
+  post({ kind: "start", id });
+  const images = await generate(pipe.unet, scheduler, {
+    labels: spec.labels ?? spec.count,
+    numClasses: spec.numClasses,
+    steps: spec.steps,
+    guidance: spec.guidance,
+    guidanceRescale: spec.guidanceRescale,
+    eta: spec.eta,
+    seed: spec.seed,
+    size: spec.size,
+    signal,
+    onStep: ({ i, t, x, x0 }) => {
+      const gx = grid(toUnitRange(x));
+      const gx0 = grid(toUnitRange(x0));
+      if (i % every === 0) frames.push(gx);
+      post({
+        kind: "step",
+        id,
+        i,
+        steps: spec.steps,
+        t,
+        x: encodePng(gx, { level: 1 }),
+        x0: encodePng(gx0, { level: 1 }),
+      });
+    },
+  });
+  const final = grid(images);
+  const text = { parameters: spec.parameters, Software: "diffuse studio" };
+  frames.push(final);
+  const delays = frames.map((_, k) => (k === frames.length - 1 ? 2000 : 80));
+  post({
+    kind: "done",
+    id,
+    png: encodePng(final, { text }),
+    apng: encodeApng(frames, { delayMs: delays, text }),
+    ms: performance.now() - t0,
+  });
+}
+
+/**
+ * The worker's job: serves sampling jobs from the named channel until told to stop (or until the
+ * runInWorker signal aborts). Jobs run one after another; a cancel aborts the named job.
+ */
+export async function serveSampling(
+  args: { channel: string },
+  ctx: WorkerContext<FromWorker>,
+): Promise<void> {
+  const channel = new BroadcastChannel(args.channel);
+  const queue: { id: string; spec: SampleSpec }[] = [];
+  const cancels = new Map<string, AbortController>();
+  let wake: (() => void) | null = null;
+  let stopping = false;
+  const stop = () => {
+    stopping = true;
+    for (const ac of cancels.values()) ac.abort();
+    wake?.();
+  };
+  ctx.signal.addEventListener("abort", stop, { once: true });
+  channel.onmessage = (ev: unknown) => {
+    const m = (ev as { data: ToWorker }).data;
+    if (m.kind === "job") {
+      cancels.set(m.id, new AbortController());
+      queue.push({ id: m.id, spec: m.spec });
+      wake?.();
+    } else if (m.kind === "cancel") cancels.get(m.id)?.abort();
+    else stop();
+  };
+  ctx.post({ kind: "ready" });
+  try {
+    while (!stopping) {
+      const job = queue.shift();
+      if (!job) {
+        await new Promise<void>((r) => {
+          wake = r;
+        });
+        wake = null;
+        continue;
+      }
+      const ac = cancels.get(job.id)!;
+      try {
+        if (ac.signal.aborted) throw new CancelledError();
+        await runJob(job.id, job.spec, ac.signal, (m) => ctx.post(m));
+      } catch (e) {
+        const cancelled = e instanceof CancelledError;
+        const message = cancelled ? "generation was cancelled" : (e as Error).message;
+        ctx.post({ kind: "failed", id: job.id, message, cancelled });
+      } finally {
+        cancels.delete(job.id);
+      }
+    }
+  } finally {
+    channel.close();
+  }
+}

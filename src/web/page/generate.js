@@ -37,6 +37,10 @@ function onModelChange() {
     m.source === "run" ? "from a training run" : m.source,
   ].filter(Boolean);
   $("model-note").textContent = bits.join(" · ");
+  const size = $("size");
+  size.step = String(m.sizeMultiple);
+  size.min = String(Math.max(8, m.sizeMultiple));
+  size.value = String(m.sampleSize);
 }
 
 function readForm() {
@@ -51,6 +55,7 @@ function readForm() {
     guidance: Number($("guidance").value),
     seed: Number($("seed").value),
     count: Number($("count").value),
+    size: Number($("size").value),
   };
 }
 
@@ -67,6 +72,7 @@ function fillForm(p) {
   $("guidance").value = String(p.guidance);
   $("seed").value = String(p.seed);
   $("count").value = String(p.count);
+  $("size").value = String(p.size);
   showSliders();
 }
 
@@ -224,6 +230,7 @@ export async function initGenerate(info) {
   } else onModelChange();
   $("steps").max = String(Math.min(info.limits.steps.max, 100));
   $("count").max = String(info.limits.count.max);
+  $("size").max = String(info.limits.size.max);
   select.addEventListener("change", onModelChange);
   $("steps").addEventListener("input", showSliders);
   $("guidance").addEventListener("input", showSliders);

@@ -64,7 +64,8 @@ test("generate: the step counter and live images follow every step, then the res
     const w = window as unknown as { counterTexts: string[] };
     w.counterTexts = [];
     new MutationObserver((records) => {
-      for (const r of records) for (const n of r.addedNodes) w.counterTexts.push(n.textContent ?? "");
+      for (const r of records)
+        for (const n of Array.from(r.addedNodes)) w.counterTexts.push(n.textContent ?? "");
     }).observe(document.getElementById("step-counter")!, { childList: true });
   });
   await page.locator("#steps").fill("12");

@@ -21,7 +21,13 @@ export interface ConvAttrs {
 }
 
 /** Which graph computes a convolution's weight gradient; `auto` picks the measured-fastest for the shape. */
-export type WeightGradStrategy = "auto" | "conv-batch-transposed" | "im2col-matmul";
+export type WeightGradStrategy =
+  | "auto"
+  | "conv-batch-transposed"
+  | "im2col-matmul"
+  | "gather-matmul"
+  | "gather-gemm"
+  | "split-gather";
 
 export interface PrimAttrs {
   // elementwise, broadcasting

@@ -66,6 +66,9 @@ const ALL_STRATEGIES: { [K in WeightGradStrategy]: true } = {
   auto: true,
   "im2col-matmul": true,
   "conv-batch-transposed": true,
+  "gather-matmul": true,
+  "gather-gemm": true,
+  "split-gather": true,
 };
 export const STRATEGIES = Object.keys(ALL_STRATEGIES) as WeightGradStrategy[];
 
@@ -78,7 +81,13 @@ export function convTransposeFastPath(g: Geometry): boolean {
     full[0]! - g.a.pads[2],
     full[1]! - g.a.pads[3],
   ];
-  return g.a.strides[0] === 1 && g.a.strides[1] === 1 && g.a.group === 1 && flipped.every((p) => p >= 0);
+  return (
+    g.a.strides[0] === 1 &&
+    g.a.strides[1] === 1 &&
+    g.a.group === 1 &&
+    g.x[1]! >= 8 &&
+    flipped.every((p) => p >= 0)
+  );
 }
 
 export const convCases: { [K in ConvPrim]: OpCase[] } = {

@@ -1,0 +1,30 @@
+/**
+ * `npm run bench -- <name> [args…]`: runs the benchmark bench/<name>.ts. Each benchmark module
+ * exports `main(args)`; add a new one as one row of the table below.
+ */
+const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
+  engine: { file: "./engine.ts", what: "conv / matmul / attention / group norm vs PyTorch eager" },
+  "conv-grad": { file: "./conv-grad.ts", what: "each convolution-gradient strategy per U-Net shape" },
+};
+
+interface BenchModule {
+  main(args: readonly string[]): Promise<void>;
+}
+
+function usage(): string {
+  const rows = Object.entries(BENCHMARKS).map(([name, b]) => `  ${name.padEnd(12)} ${b.what}`);
+  return `usage: npm run bench -- <name> [options]\nbenchmarks:\n${rows.join("\n")}`;
+}
+
+const [name, ...args] = process.argv.slice(2);
+if (name === undefined || name === "--help" || name === "-h") {
+  console.log(usage());
+  process.exit(name === undefined ? 1 : 0);
+}
+const entry = BENCHMARKS[name];
+if (!entry) {
+  console.error(`unknown benchmark "${name}"\n${usage()}`);
+  process.exit(1);
+}
+const mod = (await import(entry.file)) as BenchModule;
+await mod.main(args);

@@ -1,0 +1,371 @@
+/**
+ * ONNX lowerings of the two convolution gradients, for y = conv(x, W) with g = ∂L/∂y:
+ *
+ *   dx = convᵀ(g, W)              (the input gradient; primitive `convTranspose`)
+ *   dW[o, c, i, j] = Σ_{n, h, w} g[n, o, h, w] · x̃[n, c, h·sh + i·dh, w·sw + j·dw]
+ *                                 (the weight gradient; primitive `convWeightGrad`, x̃ = padded x)
+ *
+ * dx at stride 1 is one Conv of g with the flipped, transposed kernel (faster in ONNX Runtime than
+ * ConvTranspose, which stays for strides > 1, groups and images of fewer than 8 channels).
+ *
+ * ONNX has no weight-gradient operator. dW is a matrix product over K = N·Ho·Wo once the kh·kw
+ * shifted views of x̃ (the "im2col" columns) are laid out; the strategies differ in how the columns
+ * are built and in the shape of the product, which matters as much: ONNX Runtime's GEMM packs its
+ * right operand, so a product whose right operand is the large column matrix and whose left one has
+ * few rows (O) runs ~25% below the GEMM's speed with the roles swapped.
+ *
+ * - `im2col-matmul`: NCHW columns [N, C·kk, Ho·Wo] from kk Slices and a Concat, one MatMul per
+ *   sample with g [N, O, Ho·Wo], ReduceSum over N.
+ * - `conv-batch-transposed`: a Conv over batch-transposed tensors (x [C, N, H, W] convolved with
+ *   g [O, N, Ho, Wo] as the kernel, the batch as the reduction): no columns, but the Conv's inner
+ *   GEMM then has only kh·kw output columns and runs far from peak.
+ * - `gather-matmul`: NHWC columns [N, Ho·Wo, kk·C] from ONE Gather of C-float rows of the padded
+ *   NHWC image (instead of kk Slices and a Concat, which copy the columns twice), one MatMul per
+ *   sample, ReduceSum over N.
+ * - `gather-gemm`: the same columns as one [N·Ho·Wo, kk·C] matrix against g transposed to
+ *   [O, N·Ho·Wo]: one product with K = N·Ho·Wo (better than per-sample products when Ho·Wo is small).
+ * - `split-gather`: the taps split between the operands — row shifts gathered from x, column shifts
+ *   from g — so each operand is only kh (kw) times its tensor and the product is [C·kh, K] · [K, kw·O]:
+ *   the fastest when O is small or below C.
+ *
+ * `weightGradStrategy` picks one per shape ("auto"); the measurements behind it are in its comment.
+ */
+import type { ConvAttrs, PrimAttrs, WeightGradStrategy } from "../tensor/primitives.ts";
+import type { Node } from "../tensor/symbolic.ts";
+import type { LowerCtx } from "./lowering.ts";
+import type { OnnxAttr } from "./proto.ts";
+
+const ints = (value: readonly number[]): OnnxAttr => ({ kind: "ints", value });
+const int = (value: number): OnnxAttr => ({ kind: "int", value });
+
+export type ConcreteWeightGrad = Exclude<WeightGradStrategy, "auto">;
+
+/** Input gradient of a convolution: dx for y = conv(x, w), given g = dy. */
+export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void {
+  const a = n.attrs;
+  const [g, w] = c.ins as [string, string];
+  const wShape = n.inputs[1]!.shape as [number, number, number, number];
+  const [kh, kw] = [wShape[2], wShape[3]];
+  const [H, W] = [a.outShape[2]!, a.outShape[3]!];
+  const [Ho, Wo] = [n.inputs[0]!.shape[2]!, n.inputs[0]!.shape[3]!];
+  const fullH = a.dilations[0] * (kh - 1);
+  const fullW = a.dilations[1] * (kw - 1);
+  const flippedPads = [fullH - a.pads[0], fullW - a.pads[1], fullH - a.pads[2], fullW - a.pads[3]];
+  const C = a.outShape[1]!;
+  const stride1 = a.strides[0] === 1 && a.strides[1] === 1;
+  if (stride1 && a.group === 1 && C >= 8 && flippedPads.every((p) => p >= 0)) {
+    // stride 1: dx = conv(g, flip(wᵀ)) with "full" padding — one Conv, faster than ConvTranspose
+    // unless it has fewer than 8 output channels (ONNX Runtime's blocked Conv kernels want 8)
+    const wt = c.tmp("wT");
+    c.emit("Transpose", [w], [wt], { perm: ints([1, 0, 2, 3]) });
+    const wf = c.tmp("wflip");
+    c.emit(
+      "Slice",
+      [wt, c.i64([-1, -1]), c.i64([-(kh + 1), -(kw + 1)]), c.i64([2, 3]), c.i64([-1, -1])],
+      [wf],
+    );
+    c.emit("Conv", [g, wf], [c.out], {
+      strides: ints([1, 1]),
+      pads: ints(flippedPads),
+      dilations: ints(a.dilations),
+      group: int(1),
+    });
+    return;
+  }
+  const natH = (Ho - 1) * a.strides[0] + fullH + 1 - a.pads[0] - a.pads[2];
+  const natW = (Wo - 1) * a.strides[1] + fullW + 1 - a.pads[1] - a.pads[3];
+  c.emit("ConvTranspose", [g, w], [c.out], {
+    strides: ints(a.strides),
+    pads: ints(a.pads),
+    dilations: ints(a.dilations),
+    group: int(a.group),
+    output_padding: ints([H - natH, W - natW]),
+  });
+}
+
+/**
+ * The weight-gradient graph for a shape. Measured with `npm run bench -- conv-grad` (2 threads, batch
+ * 64, CPU milliseconds of the process per dW, minimum of 18 runs; docs/benchmarks.md):
+ *
+ *   conv (C→O @ H)     im2col-matmul  gather-matmul  gather-gemm  split-gather   picked
+ *   3x3 1→32 @32             2.4            7.3           9.0         15.2     im2col-matmul
+ *   3x3 3→64 @32             7.3           11.1          15.0         33.0     im2col-matmul
+ *   3x3 32→32 @32           53.9           42.0          45.9         37.9     split-gather
+ *   3x3 64→64 @32          140.0          113.0         124.3        123.2     gather-matmul
+ *   3x3 32→64 @16           18.5           16.6          16.0         18.7     gather-matmul
+ *   3x3 64→64 @16           36.2           29.1          29.0         28.6     gather-matmul
+ *   3x3 64→128 @16          60.5           46.2          49.7         52.4     gather-matmul
+ *   3x3 128→128 @16        106.6           87.1          88.4         90.9     gather-matmul
+ *   3x3 64→64 @8            10.9            8.4           7.0          8.5     gather-gemm
+ *   3x3 128→128 @8          32.4           26.0          22.7         26.9     gather-gemm
+ *   3x3 192→64 @16         116.1           91.3          88.7         71.8     split-gather
+ *   3x3 96→32 @32          154.4          124.3         130.5         88.3     split-gather
+ *   3x3 32→1 @32            34.3           20.9          24.5         11.5     split-gather
+ *   3x3/2 32→32 @32         35.6           17.4          19.9         25.9     gather-matmul
+ *   3x3/2 64→64 @32         67.5           40.1          36.7         57.8     gather-matmul
+ *   3x3/2 64→64 @16         16.2           10.4           8.8         16.8     gather-gemm
+ *   1x1 128→128 @8           2.9            3.6           2.9          4.8     im2col-matmul
+ *   1x1 192→64 @16          10.5           14.1          13.6         15.5     im2col-matmul
+ *
+ * (conv-batch-transposed was slower than im2col-matmul on all but the strided shapes, never the
+ * fastest.) Hence: 1×1 kernels and few input channels (C·kh·kw < 32) keep the plain per-sample
+ * product; stride-1 convolutions with few (≤ 32) or shrinking (O < C) output channels split the taps;
+ * the rest gather the columns, as one product when the output image is small (Ho·Wo < 256).
+ */
+export function weightGradStrategy(
+  a: PrimAttrs["convWeightGrad"],
+  xShape: readonly number[],
+): ConcreteWeightGrad {
+  if (a.strategy !== "auto") return a.strategy;
+  const [O, C, kh, kw] = a.wShape as [number, number, number, number];
+  const og = O / a.group;
+  const [H, W] = [xShape[2]!, xShape[3]!];
+  const Ho = Math.floor((H + a.pads[0] + a.pads[2] - a.dilations[0] * (kh - 1) - 1) / a.strides[0]) + 1;
+  const Wo = Math.floor((W + a.pads[1] + a.pads[3] - a.dilations[1] * (kw - 1) - 1) / a.strides[1]) + 1;
+  if (kh * kw === 1 || C * kh * kw < 32) return "im2col-matmul";
+  const stride1 = a.strides[0] === 1 && a.strides[1] === 1;
+  if (stride1 && (og <= 32 || og < C)) return "split-gather";
+  return Ho * Wo < 256 ? "gather-gemm" : "gather-matmul";
+}
+
+/** Shapes of one group's weight gradient: x [N, C, H, W], g [N, O, Ho, Wo], kernel kh × kw. */
+interface Dims {
+  N: number;
+  C: number;
+  H: number;
+  W: number;
+  O: number;
+  Ho: number;
+  Wo: number;
+  kh: number;
+  kw: number;
+}
+
+/** Zero-pads the two spatial axes (at positions `hw` of a rank-4 tensor) by the conv's pads. */
+function padSpatial(c: LowerCtx, x: string, a: ConvAttrs, hw: readonly [number, number]): string {
+  if (a.pads.every((p) => p === 0)) return x;
+  const pads = new Array<number>(8).fill(0);
+  pads[hw[0]] = a.pads[0];
+  pads[hw[1]] = a.pads[1];
+  pads[4 + hw[0]] = a.pads[2];
+  pads[4 + hw[1]] = a.pads[3];
+  const xp = c.tmp("xpad");
+  c.emit("Pad", [x, c.i64(pads)], [xp], { mode: { kind: "string", value: "constant" } });
+  return xp;
+}
+
+/** The kh·kw shifted (strided, dilated) Ho × Wo views of the padded x, row-major over (i, j). */
+function shiftedViews(
+  c: LowerCtx,
+  xp: string,
+  d: Dims,
+  a: ConvAttrs,
+  hw: readonly [number, number],
+): string[] {
+  const views: string[] = [];
+  for (let i = 0; i < d.kh; i++) {
+    for (let j = 0; j < d.kw; j++) {
+      const h0 = i * a.dilations[0];
+      const w0 = j * a.dilations[1];
+      const s = c.tmp("shift");
+      c.emit(
+        "Slice",
+        [
+          xp,
+          c.i64([h0, w0]),
+          c.i64([h0 + a.strides[0] * (d.Ho - 1) + 1, w0 + a.strides[1] * (d.Wo - 1) + 1]),
+          c.i64([hw[0], hw[1]]),
+          c.i64([a.strides[0], a.strides[1]]),
+        ],
+        [s],
+      );
+      views.push(s);
+    }
+  }
+  return views;
+}
+
+/** Concat that tolerates a single piece. */
+function concat(c: LowerCtx, pieces: readonly string[], axis: number, hint: string): string {
+  if (pieces.length === 1) return pieces[0]!;
+  const out = c.tmp(hint);
+  c.emit("Concat", pieces, [out], { axis: int(axis) });
+  return out;
+}
+
+function reshape(c: LowerCtx, x: string, shape: readonly number[], hint: string, out?: string): string {
+  const r = out ?? c.tmp(hint);
+  c.emit("Reshape", [x, c.i64(shape)], [r]);
+  return r;
+}
+
+function transpose(c: LowerCtx, x: string, perm: readonly number[], hint: string, out?: string): string {
+  const r = out ?? c.tmp(hint);
+  c.emit("Transpose", [x], [r], { perm: ints(perm) });
+  return r;
+}
+
+/** NCHW columns [N, C·kk, Ho·Wo] → per-sample MatMul with g [N, O, Ho·Wo] → ReduceSum over N. */
+function im2colMatmul(c: LowerCtx, x: string, g: string, d: Dims, a: ConvAttrs, out: string): void {
+  const hw = d.Ho * d.Wo;
+  const kk = d.kh * d.kw;
+  const views = shiftedViews(c, padSpatial(c, x, a, [2, 3]), d, a, [2, 3]).map((v) =>
+    reshape(c, v, [d.N, d.C, 1, hw], "colr"),
+  );
+  const cols = reshape(c, concat(c, views, 2, "cols"), [d.N, d.C * kk, hw], "cols3");
+  const colsT = transpose(c, cols, [0, 2, 1], "colsT");
+  const prod = c.tmp("dWn");
+  c.emit("MatMul", [reshape(c, g, [d.N, d.O, hw], "g3"), colsT], [prod]);
+  const dw = c.tmp("dW2");
+  c.emit("ReduceSum", [prod, c.i64([0])], [dw], { keepdims: int(0) });
+  reshape(c, dw, [d.O, d.C, d.kh, d.kw], "dW", out);
+}
+
+/** A Conv over batch-transposed tensors: the batch becomes the reduction axis of the Conv. */
+function batchConv(c: LowerCtx, x: string, g: string, d: Dims, a: ConvAttrs, out: string): void {
+  const r = c.tmp("dWT");
+  c.emit("Conv", [transpose(c, x, [1, 0, 2, 3], "xT"), transpose(c, g, [1, 0, 2, 3], "gT")], [r], {
+    strides: ints(a.dilations),
+    dilations: ints(a.strides),
+    pads: ints(a.pads),
+    group: int(1),
+  });
+  // the Conv may produce more taps than the kernel has when the strides leave spare rows
+  const fh = Math.floor((d.H + a.pads[0] + a.pads[2] - a.strides[0] * (d.Ho - 1) - 1) / a.dilations[0]) + 1;
+  const fw = Math.floor((d.W + a.pads[1] + a.pads[3] - a.strides[1] * (d.Wo - 1) - 1) / a.dilations[1]) + 1;
+  let rr = r;
+  if (fh !== d.kh || fw !== d.kw) {
+    rr = c.tmp("dWTs");
+    c.emit("Slice", [r, c.i64([0, 0]), c.i64([d.kh, d.kw]), c.i64([2, 3])], [rr]);
+  }
+  transpose(c, rr, [1, 0, 2, 3], "dW", out);
+}
+
+/** [O, kh, kw, C] (the NHWC column order) → [O, C, kh, kw]. */
+function fromOkkC(c: LowerCtx, dw: string, d: Dims, out: string): void {
+  transpose(c, reshape(c, dw, [d.O, d.kh, d.kw, d.C], "dWk"), [0, 3, 1, 2], "dW", out);
+}
+
+/**
+ * NHWC columns [N, Ho·Wo, kk·C] by ONE Gather along the flattened padded image (rows of C floats),
+ * instead of kk Slices and a Concat that copy the columns twice.
+ */
+function gatherColumns(c: LowerCtx, x: string, d: Dims, a: ConvAttrs): string {
+  const xp = padSpatial(c, transpose(c, x, [0, 2, 3, 1], "xNHWC"), a, [1, 2]); // [N, H', W', C]
+  const Hp = d.H + a.pads[0] + a.pads[2];
+  const Wp = d.W + a.pads[1] + a.pads[3];
+  const rows = reshape(c, xp, [d.N, Hp * Wp, d.C], "xrows");
+  const idx: number[] = [];
+  for (let h = 0; h < d.Ho; h++) {
+    for (let w = 0; w < d.Wo; w++) {
+      for (let i = 0; i < d.kh; i++) {
+        for (let j = 0; j < d.kw; j++) {
+          idx.push((h * a.strides[0] + i * a.dilations[0]) * Wp + w * a.strides[1] + j * a.dilations[1]);
+        }
+      }
+    }
+  }
+  const cols = c.tmp("cols");
+  c.emit("Gather", [rows, c.i64(idx)], [cols], { axis: int(1) }); // [N, Ho·Wo·kk, C]
+  return reshape(c, cols, [d.N, d.Ho * d.Wo, d.kh * d.kw * d.C], "cols3");
+}
+
+/** Gathered NHWC columns; per-sample MatMul with g [N, O, Ho·Wo]; ReduceSum over N. */
+function gatherMatmul(c: LowerCtx, x: string, g: string, d: Dims, a: ConvAttrs, out: string): void {
+  const prod = c.tmp("dWn");
+  c.emit("MatMul", [reshape(c, g, [d.N, d.O, d.Ho * d.Wo], "g3"), gatherColumns(c, x, d, a)], [prod]);
+  const dw = c.tmp("dW2");
+  c.emit("ReduceSum", [prod, c.i64([0])], [dw], { keepdims: int(0) });
+  fromOkkC(c, dw, d, out);
+}
+
+/** Gathered NHWC columns as one [N·Ho·Wo, kk·C] matrix; one MatMul with g transposed to [O, N·Ho·Wo]. */
+function gatherGemm(c: LowerCtx, x: string, g: string, d: Dims, a: ConvAttrs, out: string): void {
+  const K = d.N * d.Ho * d.Wo;
+  const cols = reshape(c, gatherColumns(c, x, d, a), [K, d.kh * d.kw * d.C], "cols2");
+  const gT = reshape(c, transpose(c, g, [1, 0, 2, 3], "gT"), [d.O, K], "gT2");
+  const dw = c.tmp("dW2");
+  c.emit("MatMul", [gT, cols], [dw]);
+  fromOkkC(c, dw, d, out);
+}
+
+/**
+ * The taps split between the two operands of ONE MatMul: the kh row shifts are gathered from x, the
+ * kw column shifts from g, over K = (Ho, N, W') with W' the padded width:
+ *
+ *   A[(c, i), (h, n, w')] = x̃[n, c, h·sh + i·dh, w']                       [C·kh, Ho·N·W']
+ *   B[(h, n, w'), (j, o)] = g[n, o, h, (w' − j·dw)/sw]  (0 where not a tap) [Ho·N·W', kw·O]
+ *   (A·B)[(c, i), (j, o)] = dW[o, c, i, j]
+ *
+ * Each operand is kh (kw) times its tensor instead of kh·kw times, both come from one Gather of long
+ * rows, and the product is square-ish; the price is the W'/Wo extra columns of K (zeros of B).
+ */
+function splitGather(c: LowerCtx, x: string, g: string, d: Dims, a: ConvAttrs, out: string): void {
+  const Hp = d.H + a.pads[0] + a.pads[2];
+  const Wp = d.W + a.pads[1] + a.pads[3];
+  const xp = padSpatial(c, transpose(c, x, [1, 2, 0, 3], "xT"), a, [1, 3]); // [C, H', N, W']
+  const rowsIdx: number[] = [];
+  for (let i = 0; i < d.kh; i++)
+    for (let h = 0; h < d.Ho; h++) rowsIdx.push(h * a.strides[0] + i * a.dilations[0]);
+  const A3 = c.tmp("A3");
+  c.emit("Gather", [reshape(c, xp, [d.C, Hp, d.N * Wp], "xrows"), c.i64(rowsIdx)], [A3], { axis: int(1) });
+  const A = reshape(c, A3, [d.C * d.kh, d.Ho * d.N * Wp], "A"); // [C·kh, Ho·N·W']
+  // g as [Ho·N, Wo + 1, O] with a zero column at Wo, then column w' of tap j picks (w' − j·dw)/sw or zero
+  // [N, O, Ho, Wo] → [Ho, N, Wo, O] in two moves ONNX Runtime copies fast (one axis, then whole rows)
+  const gNhwc = reshape(c, transpose(c, g, [0, 2, 3, 1], "gNHWC"), [d.N, d.Ho, d.Wo * d.O], "gN3");
+  const gT = reshape(c, transpose(c, gNhwc, [1, 0, 2], "gT"), [d.Ho * d.N, d.Wo, d.O], "gT3");
+  const gz = c.tmp("gz");
+  c.emit("Pad", [gT, c.i64([0, 0, 0, 0, 1, 0])], [gz], { mode: { kind: "string", value: "constant" } });
+  const colsIdx: number[] = [];
+  for (let w = 0; w < Wp; w++) {
+    for (let j = 0; j < d.kw; j++) {
+      const q = w - j * a.dilations[1];
+      const ok = q >= 0 && q % a.strides[1] === 0 && q / a.strides[1] < d.Wo;
+      colsIdx.push(ok ? q / a.strides[1] : d.Wo);
+    }
+  }
+  const B3 = c.tmp("B3");
+  c.emit("Gather", [gz, c.i64(colsIdx)], [B3], { axis: int(1) }); // [Ho·N, W'·kw, O]
+  const B = reshape(c, B3, [d.Ho * d.N * Wp, d.kw * d.O], "B");
+  const P = c.tmp("P");
+  c.emit("MatMul", [A, B], [P]); // [C·kh, kw·O]
+  transpose(c, reshape(c, P, [d.C, d.kh, d.kw, d.O], "P4"), [3, 0, 1, 2], "dW", out);
+}
+
+const STRATEGIES: Record<
+  ConcreteWeightGrad,
+  (c: LowerCtx, x: string, g: string, d: Dims, a: ConvAttrs, out: string) => void
+> = {
+  "im2col-matmul": im2colMatmul,
+  "conv-batch-transposed": batchConv,
+  "gather-matmul": gatherMatmul,
+  "gather-gemm": gatherGemm,
+  "split-gather": splitGather,
+};
+
+/** Weight gradient of a convolution; grouped convolutions run one product per group. */
+export function lowerWeightGrad(n: Node<"convWeightGrad">, c: LowerCtx): void {
+  const a = n.attrs;
+  const lower = STRATEGIES[weightGradStrategy(a, n.inputs[0]!.shape)];
+  const [N, C, H, W] = n.inputs[0]!.shape as [number, number, number, number];
+  const [, O, Ho, Wo] = n.inputs[1]!.shape as [number, number, number, number];
+  const [, , kh, kw] = a.wShape as [number, number, number, number];
+  const G = a.group;
+  const d: Dims = { N, C: C / G, H, W, O: O / G, Ho, Wo, kh, kw };
+  const [x, g] = c.ins as [string, string];
+  if (G === 1) {
+    lower(c, x, g, d, a, c.out);
+    return;
+  }
+  const parts: string[] = [];
+  for (let k = 0; k < G; k++) {
+    const xs = c.tmp("xg");
+    c.emit("Slice", [x, c.i64([k * d.C]), c.i64([(k + 1) * d.C]), c.i64([1])], [xs]);
+    const gs = c.tmp("gg");
+    c.emit("Slice", [g, c.i64([k * d.O]), c.i64([(k + 1) * d.O]), c.i64([1])], [gs]);
+    const p = c.tmp("dWg");
+    lower(c, xs, gs, d, a, p);
+    parts.push(p);
+  }
+  c.emit("Concat", parts, [c.out], { axis: int(0) });
+}

@@ -5,6 +5,7 @@
 const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
   engine: { file: "./engine.ts", what: "conv / matmul / attention / group norm vs PyTorch eager" },
   "conv-grad": { file: "./conv-grad.ts", what: "each convolution-gradient strategy per U-Net shape" },
+  mnist: { file: "./mnist.ts", what: "MNIST U-Net train step, CFG sampling and peak RSS vs PyTorch" },
 };
 
 interface BenchModule {

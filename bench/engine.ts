@@ -21,7 +21,7 @@
  *
  * options: --iters N (20) --warmup N (3) --threads N (2) --repeats R (1) --only SUBSTRING
  *          --no-peer --wait-idle MAX_S (first wait until other processes leave the CPU idle)
- *          --json FILE (write every figure)
+ *          --json FILE (write every figure) --spin (ONNX Runtime's intra-op threads busy-wait)
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
@@ -31,7 +31,7 @@ import { multiHeadAttention } from "../src/nn/attention.ts";
 import { conv2d } from "../src/nn/linear.ts";
 import { groupNorm } from "../src/nn/norm.ts";
 import { compileGraph, trace } from "../src/runtime/compile.ts";
-import type { CompiledGraph } from "../src/runtime/session.ts";
+import type { CompiledGraph, SessionOptions } from "../src/runtime/session.ts";
 import { grad } from "../src/tensor/autodiff.ts";
 import { HostTensor } from "../src/tensor/host.ts";
 import * as o from "../src/tensor/ops.ts";
@@ -145,7 +145,7 @@ function randomHost(shape: readonly number[], rng: Rng): HostTensor {
 }
 
 /** Both sessions of a case, with their feeds. */
-async function build(c: Case, threads: number): Promise<Built> {
+async function build(c: Case, opts: SessionOptions): Promise<Built> {
   const rng = new Rng(7);
   const fwdTrace = trace({}, (_t, g) => ({ y: forward(c, g, ParamScope.root(g)) }));
   let specs: ParamSpec[] = [];
@@ -167,8 +167,8 @@ async function build(c: Case, threads: number): Promise<Built> {
   }
   const pick = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, feeds[n]!]));
   return {
-    fwd: await compileGraph(fwdTrace.graph, fwdTrace.outputs, { threads }),
-    fwdBwd: await compileGraph(bwdTrace.graph, bwdTrace.outputs, { threads }),
+    fwd: await compileGraph(fwdTrace.graph, fwdTrace.outputs, opts),
+    fwdBwd: await compileGraph(bwdTrace.graph, bwdTrace.outputs, opts),
     fwdFeeds: pick(fwdTrace.graph.inputs.map((t) => t.inputName!)),
     fwdBwdFeeds: pick(bwdTrace.graph.inputs.map((t) => t.inputName!)),
   };
@@ -183,12 +183,12 @@ interface SideResult {
   otherCores: number;
 }
 
-async function runOurs(cases: readonly Case[], threads: number, warmup: number, iters: number) {
+async function runOurs(cases: readonly Case[], opts: SessionOptions, warmup: number, iters: number) {
   const ms: Record<string, Record<Mode, number>> = {};
   const mon = new LoadMonitor();
   const others: number[] = [];
   for (const c of cases) {
-    const b = await build(c, threads);
+    const b = await build(c, opts);
     mon.start();
     const fwd = await timeRuns(() => b.fwd.run(b.fwdFeeds), warmup, iters);
     const bwd = await timeRuns(() => b.fwdBwd.run(b.fwdBwdFeeds), warmup, iters);
@@ -296,6 +296,7 @@ export async function main(args: readonly string[]): Promise<void> {
   const only = flag(args, "only", "");
   const jsonFile = flag(args, "json", "");
   const waitS = Number(flag(args, "wait-idle", "0"));
+  const spin = args.includes("--spin");
   const cases = CASES.filter((c) => c.name.includes(only));
   const missing = args.includes("--no-peer") ? "--no-peer" : peerMissing();
 
@@ -305,7 +306,7 @@ export async function main(args: readonly string[]): Promise<void> {
   }
   const startLoad = load1();
   console.log(
-    `engine bench: ${threads} threads, warm-up ${warmup}, median of ${iters}, ${repeats} repeat(s); load average ${startLoad.toFixed(2)}`,
+    `engine bench: ${threads} threads${spin ? " (spinning)" : ""}, warm-up ${warmup}, median of ${iters}, ${repeats} repeat(s); load average ${startLoad.toFixed(2)}`,
   );
   if (missing) console.log(`PyTorch peer not run: ${missing}. diffuse's figures alone.`);
 
@@ -314,7 +315,7 @@ export async function main(args: readonly string[]): Promise<void> {
   const tuned: SideResult[] = [];
   let torchVersion = "";
   for (let r = 0; r < repeats; r++) {
-    ours.push(await runOurs(cases, threads, warmup, iters));
+    ours.push(await runOurs(cases, { threads, ...(spin ? { spin } : {}) }, warmup, iters));
     if (!missing) {
       const d = runPeer(cases, {}, threads, warmup, iters);
       torchVersion = d.torch;

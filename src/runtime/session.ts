@@ -20,6 +20,12 @@ export interface SessionOptions {
   executionProviders?: readonly ExecutionProvider[];
   /** ONNX Runtime graph optimizations (default "all"). */
   optimization?: "disabled" | "basic" | "extended" | "all";
+  /**
+   * Whether idle intra-op threads busy-wait for work (ONNX Runtime's `session.intra_op.allow_spinning`).
+   * Default false: on a machine shared with other work, spinning threads take the cores that the
+   * other threads of the same run need (measured with `npm run bench -- engine`, docs/benchmarks.md).
+   */
+  spin?: boolean;
 }
 
 export type Feeds = Readonly<Record<string, HostTensor>>;
@@ -124,6 +130,7 @@ function cacheKey(bytes: Uint8Array, opts: SessionOptions): string {
       opts.threads ?? defaultThreads(),
       opts.executionProviders ?? ["cpu"],
       opts.optimization ?? "all",
+      opts.spin ?? false,
     ]),
   );
   return h.digest("hex");
@@ -150,6 +157,7 @@ export async function loadGraph(
     executionProviders: [...(opts.executionProviders ?? ["cpu"])],
     enableCpuMemArena: true,
     enableMemPattern: true,
+    extra: { session: { intra_op: { allow_spinning: opts.spin ? "1" : "0" } } },
   }).then((session) => {
     const g = new CompiledGraph(session, inputs, outputs, key);
     cache.set(key, g);

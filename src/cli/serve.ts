@@ -4,7 +4,6 @@
  * as they train. Binds 127.0.0.1 unless told otherwise.
  */
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { isLoopback, startStudio } from "../web/server.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 
@@ -17,7 +16,7 @@ flags:
   --model DIR|NAME   a model to offer (repeatable): a model folder, a run's folder, or a bundled
                      model (default: the bundled models)
   --runs DIR         a training run (diffuse train --out DIR) or a folder of runs (repeatable;
-                     default: runs/ when it exists). Their loss curves and sample grids update live,
+                     default: ./runs, where diffuse train writes). Their loss curves and grids update live,
                      and each run's exported model joins the model list
   --host H           address to listen on (default 127.0.0.1: this machine only)
   --port P           port (default 7860; 0 picks a free one)
@@ -59,9 +58,22 @@ export async function run(argv: readonly string[]): Promise<void> {
   const port = num(p, "port", { min: 0, max: 65535, integer: true }) ?? 7860;
   const queueCapacity = num(p, "queue", { min: 0, max: 1000, integer: true }) ?? 8;
   const models = (p.values["model"] as string[] | undefined) ?? [];
-  const runs = (p.values["runs"] as string[] | undefined) ?? (existsSync("runs") ? ["runs"] : []);
+  const runs = (p.values["runs"] as string[] | undefined) ?? [];
+  // without --runs, serve ./runs (where diffuse train writes by default), even if it appears later
+  const optionalRuns = runs.length ? [] : ["runs"];
 
-  const studio = await startStudio({ models, runs, host, port, queueCapacity });
+  const studio = await startStudio({ models, runs, optionalRuns, host, port, queueCapacity });
+  // Ctrl-C handling is in place before the URL is printed: whoever sees the URL may stop the studio
+  const stopped = new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      console.log("stopping the studio…");
+      studio.close().then(resolve, resolve);
+    };
+    process.on("SIGINT", stop);
+    process.on("SIGTERM", stop);
+  });
   const served = await studio.catalog.models();
   if (!isLoopback(host)) {
     console.warn(
@@ -78,14 +90,5 @@ export async function run(argv: readonly string[]): Promise<void> {
   console.log(`diffuse studio on ${studio.url}  (models: ${names}; runs: ${runCount}; Ctrl-C to stop)`);
   if (bool(p, "open")) openBrowser(studio.url);
 
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-      console.log("stopping the studio…");
-      studio.close().then(resolve, resolve);
-    };
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-  });
+  await stopped;
 }

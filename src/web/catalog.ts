@@ -40,6 +40,8 @@ export interface CatalogOptions {
   models?: readonly string[];
   /** Run folders, or folders holding runs. */
   runs?: readonly string[];
+  /** Like `runs`, but they may not exist yet (`runs/` before the first `diffuse train`). */
+  optionalRuns?: readonly string[];
 }
 
 const isRunDir = (dir: string) =>
@@ -101,6 +103,7 @@ export class Catalog {
       }
       return resolve(r);
     });
+    for (const r of opts.optionalRuns ?? []) this.runRoots.push(resolve(r));
   }
 
   /** The runs, rescanned: each root that is a run, else its subfolders that are. */
@@ -108,7 +111,7 @@ export class Catalog {
     const taken = new Set<string>();
     const out: RunInfo[] = [];
     for (const root of this.runRoots) {
-      if (!existsSync(root)) continue;
+      if (!existsSync(root) || !statSync(root).isDirectory()) continue;
       const dirs = isRunDir(root)
         ? [root]
         : readdirSync(root, { withFileTypes: true })

@@ -16,7 +16,10 @@ after(() => rmSync(fx.root, { recursive: true, force: true }));
 
 /** Starts `diffuse serve ARGS` and resolves once it prints its URL. */
 function serve(args: string[]): Promise<{ child: ChildProcess; url: string; out: () => string }> {
-  const child = spawn(process.execPath, [bin, "serve", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [bin, "serve", ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    cwd: fx.root, // its runs/ is the default --runs
+  });
   let out = "";
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no URL within 30 s:\n${out}`)), 30_000);
@@ -59,6 +62,7 @@ test("diffuse serve prints its URL on loopback, serves the page and stops cleanl
 test("binding beyond loopback prints a warning", { timeout: 60_000 }, async () => {
   const { child, out } = await serve(["--model", fx.modelDir, "--host", "0.0.0.0", "--port", "0"]);
   assert.match(out(), /warning: listening on 0\.0\.0\.0, so other machines can reach the studio/);
+  assert.match(out(), /runs: 1/, "without --runs it serves ./runs");
   const code = exited(child);
   child.kill("SIGINT");
   assert.equal(await code, 0);
@@ -66,7 +70,7 @@ test("binding beyond loopback prints a warning", { timeout: 60_000 }, async () =
 
 test("bad flags and models fail with a clear message", () => {
   const run = (...args: string[]) =>
-    spawnSync(process.execPath, [bin, "serve", ...args], { encoding: "utf8" });
+    spawnSync(process.execPath, [bin, "serve", ...args], { encoding: "utf8", cwd: fx.root });
   const port = run("--port", "70000");
   assert.equal(port.status, 2);
   assert.match(port.stderr, /--port must be an integer from 0 to 65535, got "70000"/);

@@ -1,6 +1,6 @@
 // diffuse studio: the page's entry point. Loads what the server offers (/api/info), wires the two
 // views (Generate, Training) and switches between them with the tabs or the URL hash (#training).
-import { initGenerate } from "./generate.js";
+import { initGenerate, refreshModels } from "./generate.js";
 import { initTraining } from "./training.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +20,7 @@ async function main() {
     tab.addEventListener("click", () => {
       history.replaceState(null, "", tab.dataset.view === "generate" ? "#" : `#${tab.dataset.view}`);
       show(tab.dataset.view);
+      if (tab.dataset.view === "generate") void refreshModels();
     });
   }
   show(location.hash === "#training" ? "training" : "generate");

@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 
 let models = [];
 let running = null; // { controller, jobId }
+let shownModel = null; // the model the form was last set up for
 
 function modelById(id) {
   return models.find((m) => m.id === id);
@@ -17,6 +18,7 @@ function onModelChange() {
   const m = modelById($("model").value);
   if (!m) return;
   const label = $("label");
+  const previousLabel = label.value;
   label.replaceChildren();
   if (m.numClasses === null) {
     label.append(new Option("unconditional", "none"));
@@ -25,6 +27,7 @@ function onModelChange() {
     label.disabled = false;
     label.append(new Option(`all classes (0–${m.numClasses - 1})`, "all"));
     for (let c = 0; c < m.numClasses; c++) label.append(new Option(`class ${c}`, String(c)));
+    if ([...label.options].some((o) => o.value === previousLabel)) label.value = previousLabel;
   }
   const sched = $("scheduler");
   const previous = sched.value;
@@ -40,7 +43,8 @@ function onModelChange() {
   const size = $("size");
   size.step = String(m.sizeMultiple);
   size.min = String(Math.max(8, m.sizeMultiple));
-  size.value = String(m.sampleSize);
+  if (m.id !== shownModel) size.value = String(m.sampleSize);
+  shownModel = m.id;
 }
 
 function readForm() {
@@ -79,6 +83,12 @@ function fillForm(p) {
 function showSliders() {
   $("steps-out").textContent = $("steps").value;
   $("guidance-out").textContent = $("guidance").value;
+}
+
+/** Wide grids (a row per sample of every class) read better one above the other than side by side. */
+function fitLayout(img) {
+  const wide = img.naturalWidth > 2.2 * img.naturalHeight;
+  for (const pair of document.querySelectorAll(".pair")) pair.classList.toggle("stacked", wide);
 }
 
 function setBusy(busy) {
@@ -220,14 +230,31 @@ async function cancel() {
   controller.abort();
 }
 
-export async function initGenerate(info) {
-  models = info.models;
+/** Shows the served models; keeps the choice when it is still there. */
+function setModels(list, force = false) {
   const select = $("model");
+  const keep = select.value;
+  const changed = list.map((m) => m.id + m.stamp).join() !== models.map((m) => m.id + m.stamp).join();
+  models = list;
+  if (!changed && !force) return;
   select.replaceChildren(...models.map((m) => new Option(m.id, m.id)));
-  if (models.length === 0) {
-    $("gen-error").textContent = "No models are served: start the studio with --model DIR.";
-    $("generate").disabled = true;
-  } else onModelChange();
+  if (modelById(keep)) select.value = keep;
+  const none = models.length === 0;
+  $("gen-error").textContent = none ? "No models are served: start the studio with --model DIR." : "";
+  if (!running) $("generate").disabled = none;
+  if (!none) onModelChange();
+}
+
+/** Training runs export their model as they go: pick up new and updated models. */
+export async function refreshModels() {
+  const info = await (await fetch("/api/info")).json();
+  setModels(info.models);
+}
+
+export async function initGenerate(info) {
+  const select = $("model");
+  setModels(info.models, true);
+  select.addEventListener("focus", () => void refreshModels());
   $("steps").max = String(Math.min(info.limits.steps.max, 100));
   $("count").max = String(info.limits.count.max);
   $("size").max = String(info.limits.size.max);
@@ -248,6 +275,8 @@ export async function initGenerate(info) {
     void generate();
   });
   showSliders();
+  $("live-x").addEventListener("load", (ev) => fitLayout(ev.target));
+  $("result-image").addEventListener("load", (ev) => fitLayout(ev.target));
   const gallery = await (await fetch("/api/gallery")).json();
   for (const entry of gallery.entries) addCard(entry, { prepend: false });
 }

@@ -43,15 +43,19 @@ export function logTicks(lo, hi) {
 const fmtStep = (v) => (v >= 1000 ? `${Number((v / 1000).toPrecision(3))}k` : String(v));
 const fmtLoss = (v) => (v >= 0.01 && v < 1000 ? String(Number(v.toPrecision(3))) : v.toExponential(0));
 
-/** Exponential moving average, as TensorBoard's smoothing slider does (debiased at the start). */
-export function smooth(values, weight = 0.9) {
-  const out = [];
-  let last = 0;
-  for (let i = 0; i < values.length; i++) {
-    last = last * weight + (1 - weight) * values[i];
-    out.push(last / (1 - weight ** (i + 1)));
-  }
-  return out;
+/**
+ * A centred moving average over about 1/15 of the points (at least 3): no lag, unlike an EMA,
+ * so the smoothed curve stays on the raw one where the loss drops fast early on.
+ */
+export function smooth(values) {
+  const k = Math.max(1, Math.round(values.length / 30));
+  const prefix = [0];
+  for (const v of values) prefix.push(prefix[prefix.length - 1] + v);
+  return values.map((_, i) => {
+    const lo = Math.max(0, i - k);
+    const hi = Math.min(values.length, i + k + 1);
+    return (prefix[hi] - prefix[lo]) / (hi - lo);
+  });
 }
 
 /**

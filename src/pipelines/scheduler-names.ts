@@ -2,6 +2,7 @@
  * Scheduler names people know (ddim, dpm++2m, euler-a, …) mapped onto diffusers scheduler classes,
  * configured from the model's own scheduler config (its betas, prediction type, timestep count).
  */
+import { SCHEDULER_CLASSES } from "../samplers/diffusers-config.ts";
 import { Scheduler } from "../samplers/scheduler.ts";
 
 const SHORT: Record<string, { className: string; extra?: Record<string, unknown> }> = {
@@ -16,16 +17,7 @@ const SHORT: Record<string, { className: string; extra?: Record<string, unknown>
   lcm: { className: "LCMScheduler" },
 };
 
-const CLASSES = [
-  "DDPMScheduler",
-  "DDIMScheduler",
-  "DPMSolverMultistepScheduler",
-  "EulerDiscreteScheduler",
-  "EulerAncestralDiscreteScheduler",
-  "HeunDiscreteScheduler",
-  "FlowMatchEulerDiscreteScheduler",
-  "LCMScheduler",
-];
+const CLASSES: readonly string[] = SCHEDULER_CLASSES;
 
 export const SCHEDULER_NAMES: readonly string[] = Object.keys(SHORT);
 

@@ -12,8 +12,8 @@
  *   x_s = (1 − s)·x0 + s·ε with s uniform in (0, 1), regress u = ε − x0, the network seeing t = 1000·s
  *   as diffusers' FlowMatchEulerDiscreteScheduler feeds it.
  * - The sliced Wasserstein distance (Rabin et al. 2011; Bonneel et al. 2015) is
- *   SW₂(P, Q) = (E_θ W₂²(θᵀP, θᵀQ))^½ over directions θ on the circle, each 1-D W₂ exact from sorted
- *   projections of two equal-size sets.
+ *   SW_p(P, Q) = (E_θ W_pᵖ(θᵀP, θᵀQ))^(1/p) over directions θ on the circle, each 1-D W_p exact from
+ *   the sorted projections (the benchmark uses p = 1).
  */
 import { addFlowNoise, addNoise, flowVelocity, noiseSchedule } from "../src/diffusion/index.ts";
 import { linear, mse, silu, timestepEmbedding } from "../src/nn/index.ts";
@@ -285,45 +285,88 @@ export class ToyNetwork {
 
 // ------------------------------------------------------------------------------------------- metrics
 
-/** One 1-D W_pᵖ between equal-size samples: the mean of |a₍ᵢ₎ − b₍ᵢ₎|ᵖ over the sorted values. */
-function wpPower1d(a: Float64Array, b: Float64Array, p: number): number {
-  a.sort();
-  b.sort();
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += Math.abs(a[i]! - b[i]!) ** p;
-  return s / a.length;
+export interface SlicedOptions {
+  /** Number of directions θ (default 256). */
+  projections?: number;
+  /** The order p of W_p (default 1). */
+  p?: number;
+  /** Seed of the random offset of the directions (default 0). */
+  seed?: number;
 }
 
 /**
- * SW_p between two point sets [n, 2] of the same size over `projections` directions θ equally spaced
- * on the half circle with one random offset (a stratified estimate of E_θ; θ and −θ give the same W).
+ * W_pᵖ between two empirical measures on the line given as sorted values, any sizes: ∫₀¹ |F⁻¹(u) − G⁻¹(u)|ᵖ du,
+ * exact, over the merged breakpoints of the two piecewise-constant quantile functions.
  */
-export function slicedWasserstein(
-  a: Float32Array,
-  b: Float32Array,
-  opts: { projections?: number; p?: number; seed?: number } = {},
-): number {
-  const projections = opts.projections ?? 256;
-  const p = opts.p ?? 1;
-  if (a.length !== b.length || a.length % 2 !== 0) {
+function wpPower1d(a: Float64Array, b: Float64Array, p: number): number {
+  const n = a.length;
+  const m = b.length;
+  let i = 0;
+  let j = 0;
+  let u = 0;
+  let s = 0;
+  while (i < n && j < m) {
+    const ua = (i + 1) / n;
+    const ub = (j + 1) / m;
+    const next = Math.min(ua, ub);
+    s += (next - u) * Math.abs(a[i]! - b[j]!) ** p;
+    u = next;
+    if (ua <= next) i++;
+    if (ub <= next) j++;
+  }
+  return s;
+}
+
+/** Points [n, 2] projected on direction (c, s), sorted. */
+function projectSorted(points: Float32Array, c: number, s: number): Float64Array {
+  const n = points.length / 2;
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = c * points[2 * i]! + s * points[2 * i + 1]!;
+  return out.sort();
+}
+
+/**
+ * SW_p to a fixed reference point set [m, 2], for many point sets [n, 2] of any size: the directions θ
+ * are equally spaced on the half circle with one random offset (a stratified estimate of E_θ; θ and
+ * −θ give the same W), and the reference's sorted projections are computed once.
+ */
+export class SlicedWasserstein {
+  private readonly dirs: readonly (readonly [number, number])[];
+  private readonly sortedRef: readonly Float64Array[];
+  private readonly p: number;
+
+  constructor(reference: Float32Array, opts: SlicedOptions = {}) {
+    const projections = opts.projections ?? 256;
+    this.p = opts.p ?? 1;
+    checkPoints(reference, "reference");
+    const offset = new Rng(opts.seed ?? 0).nextUniform();
+    this.dirs = Array.from({ length: projections }, (_, k) => {
+      const th = (Math.PI * (k + offset)) / projections;
+      return [Math.cos(th), Math.sin(th)] as const;
+    });
+    this.sortedRef = this.dirs.map(([c, s]) => projectSorted(reference, c, s));
+  }
+
+  /** SW_p(points, reference). */
+  to(points: Float32Array): number {
+    checkPoints(points, "points");
+    let total = 0;
+    this.dirs.forEach(([c, s], k) => {
+      total += wpPower1d(projectSorted(points, c, s), this.sortedRef[k]!, this.p);
+    });
+    return (total / this.dirs.length) ** (1 / this.p);
+  }
+}
+
+function checkPoints(x: Float32Array, what: string): void {
+  if (x.length === 0 || x.length % 2 !== 0) {
     throw new Error(
-      `slicedWasserstein: needs two [n, 2] sets of one size, got ${a.length / 2} and ${b.length / 2} points`,
+      `sliced Wasserstein: ${what} must be a non-empty [n, 2] point set, got ${x.length} values`,
     );
   }
-  const n = a.length / 2;
-  const offset = new Rng(opts.seed ?? 0).nextUniform();
-  const pa = new Float64Array(n);
-  const pb = new Float64Array(n);
-  let total = 0;
-  for (let k = 0; k < projections; k++) {
-    const th = (Math.PI * (k + offset)) / projections;
-    const c = Math.cos(th);
-    const s = Math.sin(th);
-    for (let i = 0; i < n; i++) {
-      pa[i] = c * a[2 * i]! + s * a[2 * i + 1]!;
-      pb[i] = c * b[2 * i]! + s * b[2 * i + 1]!;
-    }
-    total += wpPower1d(pa, pb, p);
-  }
-  return (total / projections) ** (1 / p);
+}
+
+/** SW_p between two point sets [n, 2] and [m, 2] (see `SlicedWasserstein`). */
+export function slicedWasserstein(a: Float32Array, b: Float32Array, opts: SlicedOptions = {}): number {
+  return new SlicedWasserstein(b, opts).to(a);
 }

@@ -36,6 +36,14 @@ test("sliced Wasserstein: zero for one set, symmetric, grows with a shift", () =
   // shifting every point by (d, 0) moves each projection by d·cos θ: SW₁ = d·E|cos θ| = 2d/π
   const shifted = a.map((v, i) => (i % 2 === 0 ? v + 1 : v));
   assert.ok(Math.abs(slicedWasserstein(a, shifted) - 2 / Math.PI) < 1e-3);
+  // sizes may differ: a set repeated twice is the same measure
+  const twice = new Float32Array([...a, ...a]);
+  assert.ok(slicedWasserstein(a, twice) < 1e-12);
+  assert.ok(Math.abs(slicedWasserstein(b, twice) - slicedWasserstein(b, a)) < 1e-12);
+  // one point at 0 against two at ±1 on the x axis: W₁ of the projections is E|cos θ| = 2/π
+  const one = new Float32Array([0, 0]);
+  const two = new Float32Array([-1, 0, 1, 0]);
+  assert.ok(Math.abs(slicedWasserstein(one, two) - 2 / Math.PI) < 1e-3);
 });
 
 test("toy 2-D: a short DDIM run of a trained MLP lands near 8 Gaussians", async () => {

@@ -4,7 +4,7 @@
  * Wasserstein distance that scores samples against held-out data.
  *
  * - Datasets follow the toy densities of FFJORD (Grathwohl et al. 2019) and scikit-learn's
- *   `make_moons`, scaled to about unit spread so that diffusers' DDPM linear schedule fits them.
+ *   `make_moons`, scaled to about unit spread (within ±2.5).
  * - The network is a residual SiLU MLP over Fourier features of x (Tancik et al. 2020) and a sinusoidal
  *   embedding of t; the features let a small network draw the checkerboard's sharp edges.
  * - Training is DDPM's L_simple (Ho et al. 2020): x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε with t uniform in

@@ -18,6 +18,7 @@ import { encodePng } from "../io/png.ts";
 import { classConditioning, initUNet, resolveUNetConfig, UNet2DModel } from "../models/unet/index.ts";
 import { generate } from "../pipelines/generate.ts";
 import { savePipeline } from "../pipelines/pipeline-dir.ts";
+import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
 import { Scheduler } from "../samplers/scheduler.ts";
 import type { HostTensor } from "../tensor/host.ts";
@@ -115,7 +116,9 @@ async function writeSamples(
     cfg.training.threads ? { session: { threads: cfg.training.threads } } : {},
   );
   const labels = numClasses ? Array.from({ length: 2 * numClasses }, (_, i) => i % numClasses) : 16;
-  const images = await generate(unet, scheduler, {
+  // preview grids use DPM-Solver++ (good in few steps) with the run's training schedule
+  const preview = schedulerFor({ name: scheduler.alphasCumprod ? "dpm++2m" : "flow-euler" }, cfg.scheduler);
+  const images = await generate(unet, preview, {
     labels,
     numClasses,
     steps: cfg.output.sample_steps,

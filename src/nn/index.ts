@@ -14,6 +14,6 @@ export {
   timestepFrequencies,
 } from "./embedding.ts";
 export { type Conv2dLayerOptions, conv2d, type LinearOptions, linear } from "./linear.ts";
-export { mse, msePerSample, weightedMse } from "./losses.ts";
+export { crossEntropy, logSoftmax, mse, msePerSample, weightedMse } from "./losses.ts";
 export { groupNorm, layerNorm, standardize } from "./norm.ts";
 export { upsampleNearest } from "./resample.ts";

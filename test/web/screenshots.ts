@@ -2,7 +2,8 @@
  * Takes the studio's screenshots for docs/ (not a test): mid-generation, the finished result with a
  * gallery, and the training view.
  *
- *   node --import tsx test/web/screenshots.ts --model DIR|NAME [--runs DIR] [--out docs] [--steps 40]
+ *   node --import tsx test/web/screenshots.ts --model DIR|NAME [--runs DIR] [--out docs]
+ *     [--steps 40] [--seed 7] [--scheduler dpm++2m] [--guidance 3]
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -17,6 +18,8 @@ const { values } = parseArgs({
     out: { type: "string", default: "docs" },
     steps: { type: "string", default: "40" },
     seed: { type: "string", default: "7" },
+    scheduler: { type: "string", default: "dpm++2m" },
+    guidance: { type: "string", default: "3" },
   },
 });
 const out = values.out!;
@@ -36,7 +39,8 @@ try {
   await page.click("#generate");
   await page.waitForSelector(".card", { timeout: 600_000 });
   // the shown one: catch it halfway
-  await page.locator("#scheduler").selectOption("dpm++2m");
+  await page.locator("#scheduler").selectOption(values.scheduler!);
+  await page.locator("#guidance").fill(values.guidance!);
   await page.locator("#seed").fill(values.seed!);
   await page.click("#generate");
   const half = `step ${Math.ceil(steps / 3)} / ${steps}`;

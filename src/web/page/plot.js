@@ -44,17 +44,19 @@ const fmtStep = (v) => (v >= 1000 ? `${Number((v / 1000).toPrecision(3))}k` : St
 const fmtLoss = (v) => (v >= 0.01 && v < 1000 ? String(Number(v.toPrecision(3))) : v.toExponential(0));
 
 /**
- * A centred moving average over about 1/15 of the points (at least 3): no lag, unlike an EMA,
- * so the smoothed curve stays on the raw one where the loss drops fast early on.
+ * A centred moving average over about 1/15 of the points: no lag, unlike an EMA. The window
+ * shrinks symmetrically near the ends, so the first points are not pulled towards later ones
+ * (the loss falls by orders of magnitude early on). `log` averages log-losses (for a log axis).
  */
-export function smooth(values) {
+export function smooth(values, log = false) {
   const k = Math.max(1, Math.round(values.length / 30));
+  const v = log ? values.map(Math.log) : values;
   const prefix = [0];
-  for (const v of values) prefix.push(prefix[prefix.length - 1] + v);
-  return values.map((_, i) => {
-    const lo = Math.max(0, i - k);
-    const hi = Math.min(values.length, i + k + 1);
-    return (prefix[hi] - prefix[lo]) / (hi - lo);
+  for (const x of v) prefix.push(prefix[prefix.length - 1] + x);
+  return v.map((_, i) => {
+    const half = Math.min(k, i, v.length - 1 - i);
+    const mean = (prefix[i + half + 1] - prefix[i - half]) / (2 * half + 1);
+    return log ? Math.exp(mean) : mean;
   });
 }
 
@@ -121,5 +123,5 @@ export function drawLossPlot(svg, rows, { log = true, totalSteps = null } = {}) 
   const path = (ys) =>
     ys.map((y, i) => `${i ? "L" : "M"}${sx(steps[i]).toFixed(1)},${sy(y).toFixed(1)}`).join("");
   svg.append(el("path", { d: path(losses), class: "raw" }));
-  svg.append(el("path", { d: path(smooth(losses)), class: "smooth" }));
+  svg.append(el("path", { d: path(smooth(losses, log)), class: "smooth" }));
 }

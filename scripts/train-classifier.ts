@@ -4,7 +4,7 @@
  * The accuracy recorded in config.json is measured on the held-out test split with the weights
  * exactly as stored (after rounding to F16, if that is the storage dtype).
  *
- *   npx tsx scripts/train-classifier.ts [--steps 1500] [--seed 0] [--dtype F16] [--out assets/mnist-classifier]
+ *   npx tsx scripts/train-classifier.ts [--steps 3000] [--seed 0] [--dtype F16] [--out assets/mnist-classifier]
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -19,7 +19,7 @@ import type { Params } from "../src/tensor/params.ts";
 
 const { values } = parseArgs({
   options: {
-    steps: { type: "string", default: "1500" },
+    steps: { type: "string", default: "3000" },
     seed: { type: "string", default: "0" },
     batch: { type: "string", default: "128" },
     lr: { type: "string", default: "0.002" },

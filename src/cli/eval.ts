@@ -1,0 +1,132 @@
+/**
+ * `diffuse eval`: scores MNIST samples with the bundled digit classifier (src/eval/mnist-eval.ts):
+ * conditional accuracy, mean confidence, and the Fréchet distance in the classifier's feature space
+ * next to the real-vs-real distance. Reads `images` F32 [N, 1, H, W] in [0, 1] and `labels` I64 [N]
+ * from a safetensors file, as `diffuse sample` writes them.
+ */
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { DigitClassifier } from "../eval/classify.ts";
+import { evaluateMnist, type MnistEvalResult } from "../eval/mnist-eval.ts";
+import { readSafetensors } from "../io/safetensors.ts";
+import type { HostTensor } from "../tensor/host.ts";
+import { bool, parseFlags, str, UsageError } from "./args.ts";
+
+const HELP = `usage: diffuse eval --samples <dir | file.safetensors> [--json]
+
+Scores generated MNIST digits with a classifier trained on the MNIST training split.
+
+flags:
+  --samples <path>     samples.safetensors, or a directory holding one, with "images"
+                       F32 [N, 1, 32, 32] (or 28×28) in [0, 1] and "labels" I64 [N]
+                       (the requested digits; without them only the Fréchet distance is judged)
+  --classifier <dir>   another classifier (config.json + model.safetensors; default: the bundled one)
+  --json               print the figures as JSON
+
+figures:
+  accuracy             share of samples the classifier reads as the requested digit
+  confidence           mean probability the classifier gives the requested digit
+  Fréchet distance     FD in the classifier's feature space to 500 held-out real digits,
+                       next to the FD of as many other held-out real digits (same sample size)`;
+
+const FLAGS = {
+  samples: { type: "string" },
+  classifier: { type: "string" },
+  json: { type: "boolean" },
+} as const;
+
+/** The samples file: the path itself, or samples.safetensors inside a directory. */
+export function samplesFile(path: string): string {
+  if (!existsSync(path)) throw new Error(`${path} does not exist; pass the output of \`diffuse sample\``);
+  if (statSync(path).isDirectory()) {
+    const file = join(path, "samples.safetensors");
+    if (!existsSync(file)) {
+      throw new Error(
+        `${path} holds no samples.safetensors; pass the file itself or the directory \`diffuse sample\` wrote`,
+      );
+    }
+    return file;
+  }
+  return path;
+}
+
+/** Reads and checks `images` and `labels` from a samples file. */
+export function readSamples(file: string): { images: HostTensor; labels: HostTensor | null } {
+  const st = readSafetensors(file);
+  const images = st.tensors.get("images");
+  const names = [...st.tensors.keys()].map((k) => `"${k}"`).join(", ") || "none";
+  if (!images)
+    throw new Error(`${file} has no "images" tensor (it has ${names}); expected images F32 [N, 1, 32, 32]`);
+  if (images.dtype !== "float32") {
+    throw new Error(
+      `${file}: "images" is ${st.dtypes.get("images")}; expected a float tensor (F32) with values in [0, 1]`,
+    );
+  }
+  const s = images.shape;
+  if (s.length !== 4 || s[1] !== 1 || s[2] !== s[3] || (s[2] !== 32 && s[2] !== 28)) {
+    throw new Error(
+      `${file}: "images" has shape [${s}]; expected [N, 1, 32, 32] or [N, 1, 28, 28] greyscale MNIST digits`,
+    );
+  }
+  const labels = st.tensors.get("labels") ?? null;
+  if (labels) {
+    if (labels.dtype !== "int64" && labels.dtype !== "int32") {
+      throw new Error(
+        `${file}: "labels" is ${st.dtypes.get("labels")}; expected integer class indices (I64)`,
+      );
+    }
+    if (labels.shape.length !== 1 || labels.shape[0] !== s[0]) {
+      throw new Error(`${file}: "labels" has shape [${labels.shape}]; expected [${s[0]}], one per image`);
+    }
+  }
+  return { images, labels };
+}
+
+const pct = (v: number | null) => (v === null ? "—" : `${(100 * v).toFixed(1)}%`);
+
+/** The figures as a small table. */
+export function formatReport(r: MnistEvalResult, source: string): string {
+  const row = (name: string, a: string, b: string) =>
+    `  ${name.padEnd(22)}${a.padStart(10)}${b.padStart(14)}`;
+  const lines = [
+    `MNIST judge: ${r.n} samples from ${source}`,
+    row("", "samples", "real digits"),
+    row("conditional accuracy", pct(r.accuracy), pct(r.real.accuracy)),
+    row("mean confidence", r.meanConfidence.toFixed(3), r.real.meanConfidence.toFixed(3)),
+    row("Fréchet distance", r.frechet.toFixed(3), r.frechetRealVsReal.toFixed(3)),
+    `  ratio to real-vs-real: ${r.frechetRatio.toFixed(2)}× (FD over ${r.frechetSize} images vs 500 held-out digits${
+      r.frechetSets > 1 ? `, mean of ${r.frechetSets} disjoint sets of samples` : ""
+    })`,
+  ];
+  if (r.perClassAccuracy) {
+    lines.push(`  per class: ${r.perClassAccuracy.map((a, c) => `${c}: ${pct(a)}`).join("  ")}`);
+  } else {
+    lines.push("  no labels: unconditional samples, accuracy not judged");
+  }
+  lines.push(`  predicted: ${r.predictedCounts.map((k, c) => `${c}: ${k}`).join("  ")}`);
+  return lines.join("\n");
+}
+
+export async function run(argv: readonly string[]): Promise<void> {
+  const p = parseFlags("eval", argv, FLAGS);
+  if (bool(p, "help")) {
+    console.log(HELP);
+    return;
+  }
+  if (p.positionals.length > 0) {
+    throw new UsageError(`unexpected argument "${p.positionals[0]}"; pass the samples with --samples <path>`);
+  }
+  const path = str(p, "samples");
+  if (path === undefined)
+    throw new UsageError(`--samples is required: a samples.safetensors file or its directory`);
+  const file = samplesFile(path);
+  const { images, labels } = readSamples(file);
+  const dir = str(p, "classifier");
+  const classifier = dir === undefined ? await DigitClassifier.load() : await DigitClassifier.load(dir);
+  try {
+    const r = await evaluateMnist(images, labels === null ? null : labels.toArray(), { classifier });
+    console.log(bool(p, "json") ? JSON.stringify({ source: file, ...r }, null, 2) : formatReport(r, file));
+  } finally {
+    classifier.dispose();
+  }
+}

@@ -13,6 +13,10 @@ interface Command {
 const commands: Record<string, Command> = {
   train: { summary: "train a diffusion model from a JSON config", load: () => import("./train.ts") },
   sample: { summary: "generate images with a model and a sampler", load: () => import("./sample.ts") },
+  eval: {
+    summary: "score MNIST samples: accuracy, confidence, Fréchet distance",
+    load: () => import("./eval.ts"),
+  },
   serve: { summary: "open the studio (live sampling, training runs)", load: () => import("./serve.ts") },
 };
 

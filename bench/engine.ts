@@ -175,16 +175,21 @@ async function build(c: Case, opts: SessionOptions): Promise<Built> {
 }
 
 type Mode = "fwd" | "fwd_bwd";
+/** Milliseconds by case name and mode. */
+type PerCase = Record<string, Record<Mode, number>>;
 const MODES: readonly Mode[] = ["fwd", "fwd_bwd"];
 
 /** Median milliseconds per case and mode, plus the cores other processes used meanwhile. */
 interface SideResult {
-  ms: Record<string, Record<Mode, number>>;
+  ms: PerCase;
+  /** Median CPU milliseconds of the process per run (all threads). */
+  cpuMs: PerCase;
   otherCores: number;
 }
 
 async function runOurs(cases: readonly Case[], opts: SessionOptions, warmup: number, iters: number) {
-  const ms: Record<string, Record<Mode, number>> = {};
+  const ms: PerCase = {};
+  const cpuMs: PerCase = {};
   const mon = new LoadMonitor();
   const others: number[] = [];
   for (const c of cases) {
@@ -196,8 +201,9 @@ async function runOurs(cases: readonly Case[], opts: SessionOptions, warmup: num
     b.fwd.dispose();
     b.fwdBwd.dispose();
     ms[c.name] = { fwd: fwd.medianMs, fwd_bwd: bwd.medianMs };
+    cpuMs[c.name] = { fwd: median(fwd.cpuMs), fwd_bwd: median(bwd.cpuMs) };
   }
-  return { ms, otherCores: Math.max(...others) } satisfies SideResult;
+  return { ms, cpuMs, otherCores: Math.max(...others) } satisfies SideResult;
 }
 
 const PYTHON = "/usr/bin/python3";
@@ -212,7 +218,12 @@ const TUNED_ENV = {
 interface PeerOutput {
   torch: string;
   threads: number;
-  cases: { name: string; fwd: { median_s: number }; fwd_bwd: { median_s: number }; other_cores: number }[];
+  cases: {
+    name: string;
+    fwd: { median_s: number; cpu_median_s: number };
+    fwd_bwd: { median_s: number; cpu_median_s: number };
+    other_cores: number;
+  }[];
 }
 
 /** Why the peer cannot run, or null when python3-torch imports. */
@@ -238,35 +249,62 @@ function runPeer(
   if (/cannot be preloaded/.test(r.stderr))
     throw new Error(`${JEMALLOC} could not be preloaded:\n${r.stderr}`);
   const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as PeerOutput;
-  const ms: Record<string, Record<Mode, number>> = {};
-  for (const c of out.cases) ms[c.name] = { fwd: c.fwd.median_s * 1e3, fwd_bwd: c.fwd_bwd.median_s * 1e3 };
-  return { ms, otherCores: Math.max(...out.cases.map((c) => c.other_cores)), torch: out.torch };
+  const ms: PerCase = {};
+  const cpuMs: PerCase = {};
+  for (const c of out.cases) {
+    ms[c.name] = { fwd: c.fwd.median_s * 1e3, fwd_bwd: c.fwd_bwd.median_s * 1e3 };
+    cpuMs[c.name] = { fwd: c.fwd.cpu_median_s * 1e3, fwd_bwd: c.fwd_bwd.cpu_median_s * 1e3 };
+  }
+  return { ms, cpuMs, otherCores: Math.max(...out.cases.map((c) => c.other_cores)), torch: out.torch };
 }
 
 /** Per case and mode, the median over repeats. */
-function medianOver(
-  results: readonly SideResult[],
-  cases: readonly Case[],
-): Record<string, Record<Mode, number>> {
-  const out: Record<string, Record<Mode, number>> = {};
+/** Per case and mode, the median over repeats of wall (`ms`) or CPU (`cpuMs`) milliseconds. */
+function medianOver(results: readonly SideResult[], cases: readonly Case[], key: "ms" | "cpuMs"): PerCase {
+  const out: PerCase = {};
   for (const c of cases) {
     out[c.name] = {
-      fwd: median(results.map((r) => r.ms[c.name]!.fwd)),
-      fwd_bwd: median(results.map((r) => r.ms[c.name]!.fwd_bwd)),
+      fwd: median(results.map((r) => r[key][c.name]!.fwd)),
+      fwd_bwd: median(results.map((r) => r[key][c.name]!.fwd_bwd)),
     };
   }
   return out;
+}
+
+/** Prints ours, the default peer and the tuned peer side by side (GFLOP/s for wall times). */
+function printTable(
+  cases: readonly Case[],
+  unit: string,
+  o: PerCase,
+  d: PerCase | null,
+  t: PerCase | null,
+): void {
+  const flops = unit === "ms";
+  const header = ["case", "mode", `diffuse ${unit}`, ...(flops ? ["GFLOP/s"] : [])];
+  if (d) header.push(`torch ${unit}`, ...(flops ? ["GFLOP/s"] : []), "×torch");
+  if (t) header.push(`tuned ${unit}`, ...(flops ? ["GFLOP/s"] : []), "×tuned");
+  const rows: string[][] = [header];
+  for (const c of cases) {
+    for (const m of MODES) {
+      const flop = forwardFlop(c) * (m === "fwd" ? 1 : 3);
+      const cell = (v: number) => [fmt(v), ...(flops ? [fmt(flop / v / 1e6, 1)] : [])];
+      const ours = o[c.name]![m];
+      const row = [c.name, m === "fwd" ? "fwd" : "fwd+bwd", ...cell(ours)];
+      for (const p of [d, t]) if (p) row.push(...cell(p[c.name]![m]), fmt(p[c.name]![m] / ours));
+      rows.push(row);
+    }
+  }
+  const widths = header.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  console.log("");
+  for (const r of rows)
+    console.log(r.map((v, i) => (i < 2 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join("  "));
 }
 
 const geomean = (xs: readonly number[]): number =>
   Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
 
 /** The summary ratios (peer time / our time; above 1 = diffuse is faster). */
-export function summary(
-  cases: readonly Case[],
-  ours: Record<string, Record<Mode, number>>,
-  peer: Record<string, Record<Mode, number>>,
-): Record<string, number> {
+export function summary(cases: readonly Case[], ours: PerCase, peer: PerCase): Record<string, number> {
   const ratio = (c: Case, m: Mode) => peer[c.name]![m] / ours[c.name]![m];
   const of = (kind: Case["kind"], m: Mode) => {
     const rs = cases.filter((c) => c.kind === kind).map((c) => ratio(c, m));
@@ -328,29 +366,20 @@ export async function main(args: readonly string[]): Promise<void> {
     );
   }
 
-  const o = medianOver(ours, cases);
-  const d = missing ? null : medianOver(dflt, cases);
-  const t = missing ? null : medianOver(tuned, cases);
-  const header = ["case", "mode", "diffuse ms", "GFLOP/s"];
-  if (d) header.push("torch ms", "GFLOP/s", "×torch", "tuned ms", "GFLOP/s", "×tuned");
-  const rows: string[][] = [header];
-  for (const c of cases) {
-    for (const m of MODES) {
-      const flop = forwardFlop(c) * (m === "fwd" ? 1 : 3);
-      const gf = (ms: number) => fmt(flop / ms / 1e6, 1);
-      const row = [c.name, m === "fwd" ? "fwd" : "fwd+bwd", fmt(o[c.name]![m]), gf(o[c.name]![m])];
-      if (d && t) {
-        const dm = d[c.name]![m];
-        const tm = t[c.name]![m];
-        row.push(fmt(dm), gf(dm), fmt(dm / o[c.name]![m]), fmt(tm), gf(tm), fmt(tm / o[c.name]![m]));
-      }
-      rows.push(row);
-    }
-  }
-  const widths = header.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  console.log("");
-  for (const r of rows)
-    console.log(r.map((v, i) => (i < 2 ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join("  "));
+  const o = medianOver(ours, cases, "ms");
+  const d = missing ? null : medianOver(dflt, cases, "ms");
+  const t = missing ? null : medianOver(tuned, cases, "ms");
+  printTable(cases, "ms", o, d, t);
+  console.log(
+    "\nCPU time of each process per run (all its threads; steadier than wall time on a busy machine):",
+  );
+  printTable(
+    cases,
+    "cpu ms",
+    medianOver(ours, cases, "cpuMs"),
+    missing ? null : medianOver(dflt, cases, "cpuMs"),
+    missing ? null : medianOver(tuned, cases, "cpuMs"),
+  );
   console.log(`\nload average ${startLoad.toFixed(2)} at the start, ${load1().toFixed(2)} at the end`);
   if (jsonFile) {
     const result = {

@@ -10,7 +10,8 @@ Each case is timed two ways, as engine.ts does:
   fwd      the forward pass under no_grad
   fwd_bwd  y = f(inputs); (y * R).sum().backward() with every float input requiring grad
            (grads are reset to None before each iteration, as zero_grad(set_to_none=True) does)
-Reported per case and mode: median seconds and all times, and per case the cores other processes
+Reported per case and mode: median seconds and all times, the median CPU seconds of this process per
+iteration (all threads: less disturbed by other processes than wall time), and per case the cores other processes
 kept busy meanwhile (/proc/stat minus our own CPU time). Prints ONE JSON line on stdout:
   {"torch": "<version>", "threads": N, "cases": [{"name", "fwd": {...}, "fwd_bwd": {...}, "other_cores"}]}
 The script itself does not change the allocator; run it under LD_PRELOAD=libjemalloc.so.2 etc. for the
@@ -93,12 +94,19 @@ def own_cpu_s():
 def timed(step, warmup, iters):
     for _ in range(warmup):
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(iters):
+        c0 = own_cpu_s()
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times}
+        cpu.append(own_cpu_s() - c0)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "times_s": times,
+        "cpu_median_s": statistics.median(cpu),
+    }
 
 
 def run_case(c, warmup, iters):

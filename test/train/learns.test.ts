@@ -66,9 +66,3 @@ test(`${STEPS} training steps lower the loss; the exported model samples`, async
   assert.deepEqual(images.shape, [4, 1, 32, 32]);
   assert.ok(images.data.every((v) => v >= 0 && v <= 1));
 });
-  const r = await evaluateMnist(images, labels);
-  assert.ok(
-    r.accuracy !== null && r.accuracy > 0.3,
-    `classifier accuracy of samples ${r.accuracy} (chance 0.1)`,
-  );
-});

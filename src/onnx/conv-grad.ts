@@ -6,7 +6,7 @@
  *                                 (the weight gradient; primitive `convWeightGrad`, x̃ = padded x)
  *
  * dx at stride 1 is one Conv of g with the flipped, transposed kernel (faster in ONNX Runtime than
- * ConvTranspose, which stays for strides > 1, groups and images of fewer than 8 channels).
+ * ConvTranspose, which stays for strides > 1, groups and inputs of fewer than 8 channels).
  *
  * ONNX has no weight-gradient operator. dW is a matrix product over K = N·Ho·Wo once the kh·kw
  * shifted views of x̃ (the "im2col" columns) are laid out; the strategies differ in how the columns
@@ -55,7 +55,7 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
   const stride1 = a.strides[0] === 1 && a.strides[1] === 1;
   if (stride1 && a.group === 1 && C >= 8 && flippedPads.every((p) => p >= 0)) {
     // stride 1: dx = conv(g, flip(wᵀ)) with "full" padding — one Conv, faster than ConvTranspose
-    // unless it has fewer than 8 output channels (ONNX Runtime's blocked Conv kernels want 8)
+    // unless x has few channels: they are the rows of that Conv's GEMM (1 or 3 rows: 2–3× slower)
     const wt = c.tmp("wT");
     c.emit("Transpose", [w], [wt], { perm: ints([1, 0, 2, 3]) });
     const wf = c.tmp("wflip");
@@ -84,32 +84,34 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
 }
 
 /**
- * The weight-gradient graph for a shape. Measured with `npm run bench -- conv-grad` (2 threads, batch
- * 64, CPU milliseconds of the process per dW, minimum of 18 runs; docs/benchmarks.md):
+ * The weight-gradient graph for a shape. Measured with `npm run bench -- conv-grad` on the 2-core
+ * machine of docs/benchmarks.md while it was otherwise idle (2 threads, batch 64, fastest of 12 runs
+ * interleaved with the other variants, milliseconds per dW):
  *
  *   conv (C→O @ H)     im2col-matmul  gather-matmul  gather-gemm  split-gather   picked
- *   3x3 1→32 @32             2.4            7.3           9.0         15.2     im2col-matmul
- *   3x3 3→64 @32             7.3           11.1          15.0         33.0     im2col-matmul
- *   3x3 32→32 @32           53.9           42.0          45.9         37.9     split-gather
- *   3x3 64→64 @32          140.0          113.0         124.3        123.2     gather-matmul
- *   3x3 32→64 @16           18.5           16.6          16.0         18.7     gather-matmul
- *   3x3 64→64 @16           36.2           29.1          29.0         28.6     gather-matmul
- *   3x3 64→128 @16          60.5           46.2          49.7         52.4     gather-matmul
- *   3x3 128→128 @16        106.6           87.1          88.4         90.9     gather-matmul
- *   3x3 64→64 @8            10.9            8.4           7.0          8.5     gather-gemm
- *   3x3 128→128 @8          32.4           26.0          22.7         26.9     gather-gemm
- *   3x3 192→64 @16         116.1           91.3          88.7         71.8     split-gather
- *   3x3 96→32 @32          154.4          124.3         130.5         88.3     split-gather
- *   3x3 32→1 @32            34.3           20.9          24.5         11.5     split-gather
- *   3x3/2 32→32 @32         35.6           17.4          19.9         25.9     gather-matmul
- *   3x3/2 64→64 @32         67.5           40.1          36.7         57.8     gather-matmul
- *   3x3/2 64→64 @16         16.2           10.4           8.8         16.8     gather-gemm
- *   1x1 128→128 @8           2.9            3.6           2.9          4.8     im2col-matmul
- *   1x1 192→64 @16          10.5           14.1          13.6         15.5     im2col-matmul
+ *   3x3 1→32 @32                 1.5            4.0          4.8          11.2     im2col-matmul
+ *   3x3 3→64 @32                 4.7            6.1          8.2          22.8     im2col-matmul
+ *   3x3 32→32 @32               33.3           25.8         27.7          22.8     split-gather
+ *   3x3 64→64 @32              103.2           71.0         76.0          66.9     split-gather
+ *   3x3/2 32→32 @32             26.8           10.9         10.5          15.6     gather-matmul
+ *   3x3/2 64→64 @32             48.5           26.8         25.7          42.9     gather-matmul
+ *   3x3 32→64 @16               11.7            8.5          9.5          11.2     gather-matmul
+ *   3x3 64→64 @16               24.5           18.3         19.3          18.2     split-gather
+ *   3x3 64→128 @16              37.1           26.7         29.3          35.3     gather-matmul
+ *   3x3 128→128 @16             64.3           51.5         55.6          56.0     gather-matmul
+ *   3x3 64→64 @8                 6.9            5.7          4.7           5.3     gather-gemm
+ *   3x3 128→128 @8              20.2           16.5         13.5          14.9     gather-gemm
+ *   3x3/2 64→64 @16             12.5            6.2          6.7          11.6     gather-gemm
+ *   1x1 128→128 @8               1.6            2.2          2.0           3.5     im2col-matmul
+ *   3x3 192→64 @16              76.5           51.6         56.4          47.3     split-gather
+ *   3x3 96→32 @32              113.8           76.6         79.3          53.6     split-gather
+ *   1x1 192→64 @16               5.4            8.0          7.7          10.5     im2col-matmul
+ *   3x3 32→1 @32                25.4           13.2         14.3           8.3     split-gather
  *
- * (conv-batch-transposed was slower than im2col-matmul on all but the strided shapes, never the
- * fastest.) Hence: 1×1 kernels and few input channels (C·kh·kw < 32) keep the plain per-sample
- * product; stride-1 convolutions with few (≤ 32) or shrinking (O < C) output channels split the taps;
+ * conv-batch-transposed (1.5–5× slower than the best here) and seven more graphs tried and dropped
+ * (docs/benchmarks.md) were never clearly the fastest. Hence: 1×1 kernels and few input channels
+ * (C·kh·kw < 32) keep the plain per-sample product; stride-1 convolutions whose output channels are
+ * few (≤ 32), fewer than the input's, or equal to them at ≤ 64 on images of ≥ 16×16 split the taps;
  * the rest gather the columns, as one product when the output image is small (Ho·Wo < 256).
  */
 export function weightGradStrategy(
@@ -124,7 +126,7 @@ export function weightGradStrategy(
   const Wo = Math.floor((W + a.pads[1] + a.pads[3] - a.dilations[1] * (kw - 1) - 1) / a.strides[1]) + 1;
   if (kh * kw === 1 || C * kh * kw < 32) return "im2col-matmul";
   const stride1 = a.strides[0] === 1 && a.strides[1] === 1;
-  if (stride1 && (og <= 32 || og < C)) return "split-gather";
+  if (stride1 && (og <= 32 || og < C || (og <= 64 && og === C && Ho * Wo >= 256))) return "split-gather";
   return Ho * Wo < 256 ? "gather-gemm" : "gather-matmul";
 }
 

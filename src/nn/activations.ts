@@ -3,7 +3,7 @@ import * as o from "../tensor/ops.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
 
 /** x·σ(x) */
-export const silu = (x: Tensor): Tensor => o.mul(x, o.sigmoid(x));
+export const silu = (x: Tensor): Tensor => o.silu(x);
 
 /** x·Φ(x) = ½x(1 + erf(x/√2)) */
 export const gelu = (x: Tensor): Tensor => o.mul(o.mul(x, 0.5), o.add(o.erf(o.mul(x, Math.SQRT1_2)), 1));

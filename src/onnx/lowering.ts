@@ -65,6 +65,12 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
   sqrt: simple("Sqrt"),
   tanh: simple("Tanh"),
   sigmoid: simple("Sigmoid"),
+  silu: (_n, c) => {
+    // ONNX Runtime fuses the pair into one kernel (QuickGelu) where the sigmoid has no other use
+    const s = c.tmp("sigmoid");
+    c.emit("Sigmoid", [c.ins[0]!], [s]);
+    c.emit("Mul", [c.ins[0]!, s], [c.out]);
+  },
   erf: simple("Erf"),
   sin: simple("Sin"),
   cos: simple("Cos"),
@@ -112,18 +118,32 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
   convTranspose: lowerConvTranspose,
   convWeightGrad: lowerWeightGrad,
   softmax: (n, c) => c.emit("Softmax", c.ins, [c.out], { axis: int(n.attrs.axis) }),
-  standardize: (n, c) => {
-    // LayerNormalization with unit scale and no bias: one fused pass instead of five
-    const ones = c.tmp("ones");
-    c.emit("ConstantOfShape", [c.i64(n.inputs[0]!.shape.slice(n.attrs.axis))], [ones], {
-      value: {
-        kind: "tensor",
-        value: { name: "one", dtype: "float32", dims: [1], data: Float32Array.of(1) },
-      },
-    });
-    c.emit("LayerNormalization", [c.ins[0]!, ones], [c.out], {
-      axis: int(n.attrs.axis),
-      epsilon: { kind: "float", value: n.attrs.eps },
+  // LayerNormalization with unit scale and no bias: one fused pass instead of five
+  // (both emit the same three-output node, so ONNX Runtime's common subexpression elimination
+  // computes a standardize and its gradient's invStdDev in one pass)
+  standardize: (n, c) => layerNorm(n, c, [c.out, "", c.tmp("inv_std")]),
+  invStdDev: (n, c) => layerNorm(n, c, [c.tmp("standardized"), "", c.out]),
+  upsampleNearest: (n, c) => {
+    const [b, ch, h, w] = n.inputs[0]!.shape as [number, number, number, number];
+    const s = n.attrs.scale;
+    c.emit("Resize", [c.ins[0]!, "", "", c.i64([b, ch, h * s, w * s])], [c.out], {
+      mode: { kind: "string", value: "nearest" },
+      coordinate_transformation_mode: { kind: "string", value: "asymmetric" },
+      nearest_mode: { kind: "string", value: "floor" },
     });
   },
 };
+
+function layerNorm(n: Node<"standardize" | "invStdDev">, c: LowerCtx, outs: readonly string[]): void {
+  const ones = c.tmp("ones");
+  c.emit("ConstantOfShape", [c.i64(n.inputs[0]!.shape.slice(n.attrs.axis))], [ones], {
+    value: {
+      kind: "tensor",
+      value: { name: "one", dtype: "float32", dims: [1], data: Float32Array.of(1) },
+    },
+  });
+  c.emit("LayerNormalization", [c.ins[0]!, ones], outs, {
+    axis: int(n.attrs.axis),
+    epsilon: { kind: "float", value: n.attrs.eps },
+  });
+}

@@ -81,6 +81,12 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
   sqrt: (n, g) => [o.div(o.mul(g, 0.5), n.output)],
   tanh: (n, g) => [o.mul(g, o.sub(1, o.square(n.output)))],
   sigmoid: (n, g) => [o.mul(g, o.mul(n.output, o.sub(1, n.output)))],
+  // y = x·s, s = sigmoid(x):  dy/dx = s + x·s·(1 − s) = s + y·(1 − s); s is the forward's own
+  // Sigmoid node again (ONNX Runtime merges the two), so four passes instead of six
+  silu: (n, g) => {
+    const s = o.sigmoid(n.inputs[0]!);
+    return [o.mul(g, o.add(s, o.mul(n.output, o.sub(1, s))))];
+  },
   // d/dx erf(x) = 2/√π · exp(−x²)
   erf: (n, g) => [o.mul(g, o.mul(o.exp(o.neg(o.square(n.inputs[0]!))), 2 / Math.sqrt(Math.PI)))],
   sin: (n, g) => [o.mul(g, o.cos(n.inputs[0]!))],
@@ -181,9 +187,24 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     const x = n.inputs[0]!;
     const y = n.output;
     const axes = x.shape.map((_, i) => i).filter((i) => i >= n.attrs.axis);
-    const r = o.rsqrt(o.add(o.mean(o.square(o.sub(x, o.mean(x, axes, true))), axes, true), n.attrs.eps));
+    const r = o.invStdDev(x, n.attrs.axis, n.attrs.eps);
     const inner = o.sub(o.sub(g, o.mean(g, axes, true)), o.mul(y, o.mean(o.mul(g, y), axes, true)));
     return [o.mul(r, inner)];
+  },
+  invStdDev: (n, g) => {
+    // r = (var + ε)^(−1/2), dvar/dx = 2(x − μ)/N:  dr/dx = −r³·(x − μ)/N
+    const x = n.inputs[0]!;
+    const axes = x.shape.map((_, i) => i).filter((i) => i >= n.attrs.axis);
+    const count = axes.reduce((p, i) => p * x.shape[i]!, 1);
+    const r = n.output;
+    const scale = o.mul(g, o.mul(o.mul(r, o.mul(r, r)), -1 / count));
+    return [o.mul(scale, o.sub(x, o.mean(x, axes, true)))];
+  },
+  upsampleNearest: (n, g) => {
+    // every input pixel was copied to an s×s block: its gradient is the block's sum
+    const [b, c, h, w] = n.inputs[0]!.shape as [number, number, number, number];
+    const s = n.attrs.scale;
+    return [o.sum(o.reshape(g, [b, c, h, s, w, s]), [3, 5])];
   },
 };
 

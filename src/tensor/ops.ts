@@ -65,6 +65,8 @@ export const log = (x: Tensor): Tensor => x.graph.apply("log", [x], {});
 export const sqrt = (x: Tensor): Tensor => x.graph.apply("sqrt", [x], {});
 export const tanh = (x: Tensor): Tensor => x.graph.apply("tanh", [x], {});
 export const sigmoid = (x: Tensor): Tensor => x.graph.apply("sigmoid", [x], {});
+/** x·sigmoid(x), one primitive: its gradient needs fewer passes than the composite's. */
+export const silu = (x: Tensor): Tensor => x.graph.apply("silu", [x], {});
 export const erf = (x: Tensor): Tensor => x.graph.apply("erf", [x], {});
 export const sin = (x: Tensor): Tensor => x.graph.apply("sin", [x], {});
 export const cos = (x: Tensor): Tensor => x.graph.apply("cos", [x], {});
@@ -233,6 +235,14 @@ export const softmax = (x: Tensor, axis = -1): Tensor =>
 /** (x − mean) / √(var + eps) over the axes from `axis` to the last (biased variance). */
 export const standardize = (x: Tensor, axis: number, eps: number): Tensor =>
   x.graph.apply("standardize", [x], { axis: normAxis("standardize", axis, x.rank), eps });
+
+/** 1/√(var + eps) over the axes from `axis` to the last, those axes kept with size 1. */
+export const invStdDev = (x: Tensor, axis: number, eps: number): Tensor =>
+  x.graph.apply("invStdDev", [x], { axis: normAxis("invStdDev", axis, x.rank), eps });
+
+/** Nearest-neighbour upsampling of [N, C, H, W] by an integer factor. */
+export const upsampleNearest = (x: Tensor, scale: number): Tensor =>
+  x.graph.apply("upsampleNearest", [x], { scale });
 
 /** Sums `g` over the axes that broadcasting stretched, so it has `shape` again. */
 export function unbroadcast(g: Tensor, shape: readonly number[]): Tensor {

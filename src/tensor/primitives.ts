@@ -48,6 +48,8 @@ export interface PrimAttrs {
   sqrt: Empty;
   tanh: Empty;
   sigmoid: Empty;
+  /** x·sigmoid(x) (fused: its gradient reuses the forward values). */
+  silu: Empty;
   erf: Empty;
   sin: Empty;
   cos: Empty;
@@ -80,6 +82,10 @@ export interface PrimAttrs {
   softmax: { axis: number };
   /** (x − mean) / √(var + eps) over the axes from `axis` to the last (fused: ONNX LayerNormalization). */
   standardize: { axis: number; eps: number };
+  /** 1/√(var + eps) over the axes from `axis` on, kept as size-1 axes (standardize's scale factor). */
+  invStdDev: { axis: number; eps: number };
+  /** Nearest-neighbour upsampling of an [N, C, H, W] tensor by an integer factor (ONNX Resize). */
+  upsampleNearest: { scale: number };
 }
 
 export type PrimName = keyof PrimAttrs;
@@ -220,6 +226,7 @@ export const shapeRules: {
   sqrt: (xs) => unaryFloat("sqrt", xs),
   tanh: (xs) => unaryFloat("tanh", xs),
   sigmoid: (xs) => unaryFloat("sigmoid", xs),
+  silu: (xs) => unaryFloat("silu", xs),
   erf: (xs) => unaryFloat("erf", xs),
   sin: (xs) => unaryFloat("sin", xs),
   cos: (xs) => unaryFloat("cos", xs),
@@ -389,5 +396,23 @@ export const shapeRules: {
       fail("standardize", `axis must be non-negative, got ${a.axis}`);
     if (!(a.eps >= 0)) fail("standardize", `eps must be >= 0, got ${a.eps}`);
     return { shape: [...x.shape], dtype: x.dtype };
+  },
+  invStdDev: (xs, a) => {
+    const x = xs[0]!;
+    floating("invStdDev", x);
+    if (normAxis("invStdDev", a.axis, x.shape.length) !== a.axis)
+      fail("invStdDev", `axis must be non-negative, got ${a.axis}`);
+    if (!(a.eps >= 0)) fail("invStdDev", `eps must be >= 0, got ${a.eps}`);
+    return { shape: x.shape.map((d, i) => (i < a.axis ? d : 1)), dtype: x.dtype };
+  },
+  upsampleNearest: (xs, a) => {
+    const x = xs[0]!;
+    floating("upsampleNearest", x);
+    if (x.shape.length !== 4)
+      fail("upsampleNearest", `expects an [N, C, H, W] tensor, got ${formatShape(x.shape)}`);
+    if (!Number.isInteger(a.scale) || a.scale < 1)
+      fail("upsampleNearest", `scale must be a positive integer, got ${a.scale}`);
+    const [n, c, h, w] = x.shape as [number, number, number, number];
+    return { shape: [n, c, h * a.scale, w * a.scale], dtype: x.dtype };
   },
 };

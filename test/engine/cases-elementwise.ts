@@ -23,6 +23,7 @@ export type ElementwisePrim =
   | "sqrt"
   | "tanh"
   | "sigmoid"
+  | "silu"
   | "erf"
   | "sin"
   | "cos"
@@ -81,7 +82,7 @@ function binaryCases(
 }
 
 function unaryCases(
-  prim: "neg" | "exp" | "log" | "sqrt" | "tanh" | "sigmoid" | "erf" | "sin" | "cos" | "abs",
+  prim: "neg" | "exp" | "log" | "sqrt" | "tanh" | "sigmoid" | "silu" | "erf" | "sin" | "cos" | "abs",
   init: Init,
 ): OpCase[] {
   const build: Build = (t, g) => g.apply(prim, [t["x"]!], {});
@@ -195,6 +196,7 @@ export const elementwiseCases: { [K in ElementwisePrim]: OpCase[] } = {
   sqrt: unaryCases("sqrt", "positive"),
   tanh: unaryCases("tanh", "normal"),
   sigmoid: unaryCases("sigmoid", "normal"),
+  silu: unaryCases("silu", "normal"),
   erf: unaryCases("erf", "normal"),
   sin: unaryCases("sin", "normal"),
   cos: unaryCases("cos", "normal"),

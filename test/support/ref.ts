@@ -190,6 +190,7 @@ export const refPrims: { [K in PrimName]: RefPrim<K> } = {
   sqrt: unary(Math.sqrt),
   tanh: unary(Math.tanh),
   sigmoid: unary((a) => 1 / (1 + Math.exp(-a))),
+  silu: unary((a) => a / (1 + Math.exp(-a))),
   erf: unary(erf),
   sin: unary(Math.sin),
   cos: unary(Math.cos),
@@ -333,6 +334,26 @@ export const refPrims: { [K in PrimName]: RefPrim<K> } = {
       (v) => v[0]! / n,
     );
     return elementwise([xc, variance], x.dtype, (v) => v[0]! / Math.sqrt(v[1]! + a.eps));
+  },
+  invStdDev: (xs, a) => {
+    const x = xs[0]!;
+    const axes = x.shape.map((_, i) => i).filter((i) => i >= a.axis);
+    const n = axes.reduce((p, i) => p * x.shape[i]!, 1);
+    const sum = (t: RefTensor) => reduce(t, axes, true, 0, (p, v) => p + v);
+    const mu = elementwise([sum(x)], x.dtype, (v) => v[0]! / n);
+    const sq = elementwise([x, mu], x.dtype, (v) => (v[0]! - v[1]!) ** 2);
+    return elementwise([sum(sq)], x.dtype, (v) => 1 / Math.sqrt(v[0]! / n + a.eps));
+  },
+  upsampleNearest: (xs, a) => {
+    const x = xs[0]!;
+    const [b, c, h, w] = x.shape as [number, number, number, number];
+    const s = a.scale;
+    const out = refZeros([b, c, h * s, w * s], x.dtype);
+    forEachIndex(out.shape, (idx, k) => {
+      const [i, j, y, z] = idx as [number, number, number, number];
+      out.data[k] = x.data[((i * c + j) * h + Math.floor(y / s)) * w + Math.floor(z / s)]!;
+    });
+    return out;
   },
 };
 

@@ -21,7 +21,7 @@
  *
  * options: --iters N (20) --warmup N (3) --threads N (2) --repeats R (1) --only SUBSTRING
  *          --no-peer --wait-idle MAX_S (first wait until other processes leave the CPU idle)
- *          --json FILE (write every figure) --spin (ONNX Runtime's intra-op threads busy-wait)
+ *          --json FILE (write every figure) --no-spin (ONNX Runtime's idle intra-op threads sleep)
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, writeFileSync } from "node:fs";
@@ -334,7 +334,7 @@ export async function main(args: readonly string[]): Promise<void> {
   const only = flag(args, "only", "");
   const jsonFile = flag(args, "json", "");
   const waitS = Number(flag(args, "wait-idle", "0"));
-  const spin = args.includes("--spin");
+  const spin = !args.includes("--no-spin");
   const cases = CASES.filter((c) => c.name.includes(only));
   const missing = args.includes("--no-peer") ? "--no-peer" : peerMissing();
 
@@ -344,7 +344,7 @@ export async function main(args: readonly string[]): Promise<void> {
   }
   const startLoad = load1();
   console.log(
-    `engine bench: ${threads} threads${spin ? " (spinning)" : ""}, warm-up ${warmup}, median of ${iters}, ${repeats} repeat(s); load average ${startLoad.toFixed(2)}`,
+    `engine bench: ${threads} threads${spin ? "" : " (not spinning)"}, warm-up ${warmup}, median of ${iters}, ${repeats} repeat(s); load average ${startLoad.toFixed(2)}`,
   );
   if (missing) console.log(`PyTorch peer not run: ${missing}. diffuse's figures alone.`);
 
@@ -353,7 +353,7 @@ export async function main(args: readonly string[]): Promise<void> {
   const tuned: SideResult[] = [];
   let torchVersion = "";
   for (let r = 0; r < repeats; r++) {
-    ours.push(await runOurs(cases, { threads, ...(spin ? { spin } : {}) }, warmup, iters));
+    ours.push(await runOurs(cases, { threads, spin }, warmup, iters));
     if (!missing) {
       const d = runPeer(cases, {}, threads, warmup, iters);
       torchVersion = d.torch;

@@ -22,10 +22,16 @@ export interface SessionOptions {
   optimization?: "disabled" | "basic" | "extended" | "all";
   /**
    * Whether idle intra-op threads busy-wait for work (ONNX Runtime's `session.intra_op.allow_spinning`).
-   * Default false: on a machine shared with other work, spinning threads take the cores that the
-   * other threads of the same run need (measured with `npm run bench -- engine`, docs/benchmarks.md).
+   * Default: true (ONNX Runtime's own default), or DIFFUSE_SPIN=0|1. Spinning steadies a run on an
+   * idle machine (U-Net forward at batch 128: 1.20 ± 0.02 s against 1.17–1.79 s without); on a
+   * machine shared with other work, spinning threads take cores the other threads need: set 0 there.
    */
   spin?: boolean;
+  /**
+   * Whether the session joins the process-wide cache (default true). Graphs with embedded weights
+   * that will be replaced pass false and dispose their session themselves.
+   */
+  cache?: boolean;
 }
 
 export type Feeds = Readonly<Record<string, HostTensor>>;
@@ -39,6 +45,13 @@ export function defaultThreads(): number {
     return n;
   }
   return availableParallelism();
+}
+
+export function defaultSpin(): boolean {
+  const env = process.env["DIFFUSE_SPIN"];
+  if (env === undefined) return true;
+  if (env !== "0" && env !== "1") throw new Error(`DIFFUSE_SPIN must be 0 or 1, got "${env}"`);
+  return env === "1";
 }
 
 function toOrt(t: HostTensor): ort.Tensor {
@@ -130,7 +143,7 @@ function cacheKey(bytes: Uint8Array, opts: SessionOptions): string {
       opts.threads ?? defaultThreads(),
       opts.executionProviders ?? ["cpu"],
       opts.optimization ?? "all",
-      opts.spin ?? false,
+      opts.spin ?? defaultSpin(),
     ]),
   );
   return h.digest("hex");
@@ -144,24 +157,12 @@ export async function loadGraph(
   opts: SessionOptions = {},
 ): Promise<CompiledGraph> {
   const key = cacheKey(bytes, opts);
+  if (opts.cache === false) return openSession(bytes, inputs, outputs, opts, key);
   const hit = cache.get(key);
   if (hit) return hit;
   const waiting = pending.get(key);
   if (waiting) return waiting;
-  const threads = opts.threads ?? defaultThreads();
-  const p = ort.InferenceSession.create(bytes, {
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    executionMode: "sequential",
-    graphOptimizationLevel: opts.optimization ?? "all",
-    executionProviders: [...(opts.executionProviders ?? ["cpu"])],
-    enableCpuMemArena: true,
-    // Memory patterns pre-plan one block for every intermediate of a run; for a U-Net train step it
-    // doubled peak RSS (2.8 GB against 1.5 GB with the arena's own reuse) at the same speed.
-    enableMemPattern: false,
-    extra: { session: { intra_op: { allow_spinning: opts.spin ? "1" : "0" } } },
-  }).then((session) => {
-    const g = new CompiledGraph(session, inputs, outputs, key);
+  const p = openSession(bytes, inputs, outputs, opts, key).then((g) => {
     cache.set(key, g);
     pending.delete(key);
     return g;
@@ -171,6 +172,33 @@ export async function loadGraph(
     return await p;
   } catch (e) {
     pending.delete(key);
+    throw e;
+  }
+}
+
+async function openSession(
+  bytes: Uint8Array,
+  inputs: readonly ValueSpec[],
+  outputs: readonly ValueSpec[],
+  opts: SessionOptions,
+  key: string,
+): Promise<CompiledGraph> {
+  const threads = opts.threads ?? defaultThreads();
+  try {
+    const session = await ort.InferenceSession.create(bytes, {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: "sequential",
+      graphOptimizationLevel: opts.optimization ?? "all",
+      executionProviders: [...(opts.executionProviders ?? ["cpu"])],
+      enableCpuMemArena: true,
+      // Memory patterns pre-plan one block for every intermediate of a run; for a U-Net train step it
+      // doubled peak RSS (2.8 GB against 1.5 GB with the arena's own reuse) at the same speed.
+      enableMemPattern: false,
+      extra: { session: { intra_op: { allow_spinning: (opts.spin ?? defaultSpin()) ? "1" : "0" } } },
+    });
+    return new CompiledGraph(session, inputs, outputs, key);
+  } catch (e) {
     throw new Error(`ONNX Runtime could not load the graph: ${(e as Error).message}`);
   }
 }

@@ -5,7 +5,9 @@
  *
  * A model is a function over a scope: `unet(scope, x, t)`. Each `scope.param(...)` becomes a graph
  * input with the parameter's name, so the same traced graph serves for any weights, and a training
- * step can take parameters in and hand updated ones out.
+ * step can take parameters in and hand updated ones out. A scope made with `ParamScope.frozen(graph,
+ * values)` embeds the given values as constants instead: a graph for fixed weights, which ONNX
+ * Runtime can pre-pack (e.g. convolution weights in its blocked NCHWc layout).
  */
 import { formatShape, HostTensor, sizeOf } from "./host.ts";
 import type { Rng } from "./rng.ts";
@@ -44,15 +46,21 @@ export class ParamScope {
     readonly graph: Graph,
     private readonly prefix: string,
     private readonly registry: Map<string, { spec: ParamSpec; tensor: Tensor }>,
+    private readonly values?: Params,
   ) {}
 
   static root(graph: Graph): ParamScope {
     return new ParamScope(graph, "", new Map());
   }
 
+  /** A root scope whose parameters are the given values, embedded in the graph as constants. */
+  static frozen(graph: Graph, values: Params): ParamScope {
+    return new ParamScope(graph, "", new Map(), values);
+  }
+
   /** A scope whose parameter names start with `name.`. */
   sub(name: string | number): ParamScope {
-    return new ParamScope(this.graph, `${this.prefix}${name}.`, this.registry);
+    return new ParamScope(this.graph, `${this.prefix}${name}.`, this.registry, this.values);
   }
 
   /** The parameter `name` (declared on first use; later uses must agree on the shape). */
@@ -67,7 +75,14 @@ export class ParamScope {
       }
       return seen.tensor;
     }
-    const tensor = this.graph.input(full, shape, "float32");
+    let tensor: Tensor;
+    if (this.values) {
+      const v = this.values.get(full);
+      if (!v) throw new Error(`parameter ${full} ${formatShape(shape)} has no value`);
+      if (v.shape.length !== shape.length || v.shape.some((d, i) => d !== shape[i]))
+        throw new Error(`parameter ${full} is ${formatShape(shape)}, its value ${formatShape(v.shape)}`);
+      tensor = this.graph.constant(v);
+    } else tensor = this.graph.input(full, shape, "float32");
     this.registry.set(full, { spec: { name: full, shape: [...shape], init: how }, tensor });
     return tensor;
   }

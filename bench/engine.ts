@@ -3,7 +3,8 @@
  * shapes (batch 64): 3×3 convolutions, a 1024² matmul, self-attention over 64 tokens of width 64,
  * group norm. Each case is built with the engine twice, one ONNX Runtime session each:
  *
- * - fwd: the forward pass;
+ * - fwd: the forward pass as diffuse runs inference, the weights embedded in the graph as constants
+ *   (as `UNet2DModel` does; ONNX Runtime then pre-packs them);
  * - fwd+bwd: the forward pass, loss = Σ y ⊙ R (R a fixed random input), and `grad` of the loss with
  *   respect to every input and weight — all in ONE session.
  *
@@ -147,7 +148,6 @@ function randomHost(shape: readonly number[], rng: Rng): HostTensor {
 /** Both sessions of a case, with their feeds. */
 async function build(c: Case, opts: SessionOptions): Promise<Built> {
   const rng = new Rng(7);
-  const fwdTrace = trace({}, (_t, g) => ({ y: forward(c, g, ParamScope.root(g)) }));
   let specs: ParamSpec[] = [];
   const bwdTrace = trace({}, (_t, g) => {
     const p = ParamScope.root(g);
@@ -160,6 +160,8 @@ async function build(c: Case, opts: SessionOptions): Promise<Built> {
     return { loss, ...Object.fromEntries(wrt.map((t, i) => [`d_${t.inputName}`, gs[i]!])) };
   });
   const params = initParams(specs, rng.fold("params"));
+  // the forward as inference runs it: weights embedded as constants (UNet2DModel does this)
+  const fwdTrace = trace({}, (_t, g) => ({ y: forward(c, g, ParamScope.frozen(g, params)) }));
   const feeds: Record<string, HostTensor> = {};
   for (const t of bwdTrace.graph.inputs) {
     const name = t.inputName!;

@@ -198,6 +198,15 @@ function convOut(op: string, x: InputInfo, wShape: readonly number[], a: ConvAtt
 }
 
 /** Shape and dtype rules; they also validate attributes and throw ShapeError with a clear message. */
+/** The input of standardize / invStdDev, its axis and eps checked. */
+function normInput(op: string, xs: readonly InputInfo[], a: { axis: number; eps: number }): InputInfo {
+  const x = xs[0]!;
+  floating(op, x);
+  if (normAxis(op, a.axis, x.shape.length) !== a.axis) fail(op, `axis must be non-negative, got ${a.axis}`);
+  if (!(a.eps >= 0)) fail(op, `eps must be >= 0, got ${a.eps}`);
+  return x;
+}
+
 export const shapeRules: {
   [K in PrimName]: (xs: readonly InputInfo[], attrs: PrimAttrs[K]) => ShapeAndType;
 } = {
@@ -390,19 +399,11 @@ export const shapeRules: {
     return { shape: [...x.shape], dtype: x.dtype };
   },
   standardize: (xs, a) => {
-    const x = xs[0]!;
-    floating("standardize", x);
-    if (normAxis("standardize", a.axis, x.shape.length) !== a.axis)
-      fail("standardize", `axis must be non-negative, got ${a.axis}`);
-    if (!(a.eps >= 0)) fail("standardize", `eps must be >= 0, got ${a.eps}`);
+    const x = normInput("standardize", xs, a);
     return { shape: [...x.shape], dtype: x.dtype };
   },
   invStdDev: (xs, a) => {
-    const x = xs[0]!;
-    floating("invStdDev", x);
-    if (normAxis("invStdDev", a.axis, x.shape.length) !== a.axis)
-      fail("invStdDev", `axis must be non-negative, got ${a.axis}`);
-    if (!(a.eps >= 0)) fail("invStdDev", `eps must be >= 0, got ${a.eps}`);
+    const x = normInput("invStdDev", xs, a);
     return { shape: x.shape.map((d, i) => (i < a.axis ? d : 1)), dtype: x.dtype };
   },
   upsampleNearest: (xs, a) => {

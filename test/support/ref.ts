@@ -173,6 +173,21 @@ function rowIndex(v: number, rows: number): number {
 
 type RefPrim<K extends PrimName> = (xs: readonly RefTensor[], attrs: PrimAttrs[K]) => RefTensor;
 
+/** x − mean and the biased variance over the axes from `axis` on (kept as size-1 axes). */
+function moments(x: RefTensor, axis: number): { xc: RefTensor; variance: RefTensor } {
+  const axes = x.shape.map((_, i) => i).filter((i) => i >= axis);
+  const n = axes.reduce((p, i) => p * x.shape[i]!, 1);
+  const sum = (t: RefTensor) => reduce(t, axes, true, 0, (p, v) => p + v);
+  const mu = elementwise([sum(x)], x.dtype, (v) => v[0]! / n);
+  const xc = elementwise([x, mu], x.dtype, (v) => v[0]! - v[1]!);
+  const variance = elementwise(
+    [sum(elementwise([xc], x.dtype, (v) => v[0]! * v[0]!))],
+    x.dtype,
+    (v) => v[0]! / n,
+  );
+  return { xc, variance };
+}
+
 export const refPrims: { [K in PrimName]: RefPrim<K> } = {
   add: binary((a, b) => a + b),
   sub: binary((a, b) => a - b),
@@ -322,27 +337,12 @@ export const refPrims: { [K in PrimName]: RefPrim<K> } = {
   },
   standardize: (xs, a) => {
     // (x − mean) / √(var + eps) over the axes from a.axis on, biased variance
-    const x = xs[0]!;
-    const axes = x.shape.map((_, i) => i).filter((i) => i >= a.axis);
-    const n = axes.reduce((p, i) => p * x.shape[i]!, 1);
-    const sum = (t: RefTensor) => reduce(t, axes, true, 0, (p, v) => p + v);
-    const mu = elementwise([sum(x)], x.dtype, (v) => v[0]! / n);
-    const xc = elementwise([x, mu], x.dtype, (v) => v[0]! - v[1]!);
-    const variance = elementwise(
-      [sum(elementwise([xc], x.dtype, (v) => v[0]! * v[0]!))],
-      x.dtype,
-      (v) => v[0]! / n,
-    );
-    return elementwise([xc, variance], x.dtype, (v) => v[0]! / Math.sqrt(v[1]! + a.eps));
+    const { xc, variance } = moments(xs[0]!, a.axis);
+    return elementwise([xc, variance], xc.dtype, (v) => v[0]! / Math.sqrt(v[1]! + a.eps));
   },
   invStdDev: (xs, a) => {
-    const x = xs[0]!;
-    const axes = x.shape.map((_, i) => i).filter((i) => i >= a.axis);
-    const n = axes.reduce((p, i) => p * x.shape[i]!, 1);
-    const sum = (t: RefTensor) => reduce(t, axes, true, 0, (p, v) => p + v);
-    const mu = elementwise([sum(x)], x.dtype, (v) => v[0]! / n);
-    const sq = elementwise([x, mu], x.dtype, (v) => (v[0]! - v[1]!) ** 2);
-    return elementwise([sum(sq)], x.dtype, (v) => 1 / Math.sqrt(v[0]! / n + a.eps));
+    const { variance } = moments(xs[0]!, a.axis);
+    return elementwise([variance], variance.dtype, (v) => 1 / Math.sqrt(v[0]! + a.eps));
   },
   upsampleNearest: (xs, a) => {
     const x = xs[0]!;

@@ -39,7 +39,7 @@ import * as o from "../src/tensor/ops.ts";
 import { initParams, ParamScope, type ParamSpec } from "../src/tensor/params.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import type { Graph, Tensor } from "../src/tensor/symbolic.ts";
-import { LoadMonitor, load1, median, timeRuns, waitIdle } from "./timing.ts";
+import { LoadMonitor, load1, median, peerBlasWarning, timeRuns, waitIdle } from "./timing.ts";
 
 interface ConvCase {
   kind: "conv";
@@ -349,6 +349,8 @@ export async function main(args: readonly string[]): Promise<void> {
     `engine bench: ${threads} threads${spin ? "" : " (not spinning)"}, warm-up ${warmup}, median of ${iters}, ${repeats} repeat(s); load average ${startLoad.toFixed(2)}`,
   );
   if (missing) console.log(`PyTorch peer not run: ${missing}. diffuse's figures alone.`);
+  const blas = missing ? null : peerBlasWarning();
+  if (blas) console.log(`warning: ${blas}`);
 
   const ours: SideResult[] = [];
   const dflt: SideResult[] = [];

@@ -23,7 +23,7 @@ import { HostTensor } from "../src/tensor/host.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import { batchSpecs, diffusionLoss, drawBatch } from "../src/train/objective.ts";
 import { compileTrainStep } from "../src/train/train-step.ts";
-import { LoadMonitor, load1, median, waitIdle } from "./timing.ts";
+import { LoadMonitor, load1, median, peerBlasWarning, waitIdle } from "./timing.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SHARED = join(here, "..", "..", "shared", "bench");
@@ -227,6 +227,8 @@ export async function main(args: readonly string[]): Promise<void> {
     console.log(`no PyTorch comparison: ${missing}`);
     return;
   }
+  const blas = peerBlasWarning();
+  if (blas) console.log(`warning: ${blas}`);
   const peers = {
     default: { train: runPeer("train", o, {}), sample: runPeer("sample", o, {}) },
     tuned: { train: runPeer("train", o, TUNED_ENV), sample: runPeer("sample", o, TUNED_ENV) },

@@ -2,7 +2,7 @@
  * Timing helpers shared by the benchmarks: warm-up then the median of N runs, and a record of how busy
  * the (shared) machine was meanwhile — the CPU time other processes used, from /proc/stat minus our own.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { loadavg } from "node:os";
 
 export interface Timing {
@@ -87,4 +87,20 @@ export async function waitIdle(maxS: number, thresh = 0.15, windowS = 3): Promis
     if (quiet >= 2) break;
   }
   return (performance.now() - t0) / 1000;
+}
+
+/**
+ * A warning when Debian's PyTorch would run its matrix products on the reference BLAS (~3 GFLOP/s
+ * here): the peer is then not at its best. Null when an optimized BLAS (OpenBLAS, BLIS, MKL) is
+ * what libblas.so.3 resolves to, or when this is not a Debian-style system.
+ */
+export function peerBlasWarning(): string | null {
+  let target: string;
+  try {
+    target = realpathSync("/usr/lib/x86_64-linux-gnu/libblas.so.3");
+  } catch {
+    return null;
+  }
+  if (!/\/blas\/libblas/.test(target)) return null;
+  return `PyTorch's BLAS is the reference BLAS (${target}): its matmuls run far below its best; apt-get install libopenblas0-pthread for the peer at its best (docs/benchmarks.md)`;
 }

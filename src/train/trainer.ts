@@ -125,7 +125,7 @@ async function writeSamples(
     guidance: numClasses ? cfg.output.sample_guidance : 1,
     seed: cfg.training.seed,
     size: cfg.data.size,
-  });
+  }).finally(() => unet.dispose());
   const path = join(runDir, "samples", `step-${String(state.step).padStart(6, "0")}.png`);
   mkdirSync(join(runDir, "samples"), { recursive: true });
   const grid = makeGrid(images, { nrow: numClasses ?? 8 });

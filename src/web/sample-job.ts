@@ -27,8 +27,13 @@ function modelFor(spec: SampleSpec): Promise<LoadedPipeline> {
   const key = `${spec.dir}\0${spec.stamp}`;
   let m = models.get(key);
   if (!m) {
-    for (const k of models.keys()) if (k.startsWith(`${spec.dir}\0`)) models.delete(k);
-    while (models.size >= MAX_MODELS) models.delete(models.keys().next().value as string);
+    // jobs run one at a time, so an evicted model is idle: release its sessions now
+    const evict = (k: string) => {
+      models.get(k)?.then((p) => p.unet.dispose(), () => {});
+      models.delete(k);
+    };
+    for (const k of [...models.keys()]) if (k.startsWith(`${spec.dir}\0`)) evict(k);
+    while (models.size >= MAX_MODELS) evict(models.keys().next().value as string);
     m = loadPipeline(spec.dir);
     m.catch(() => models.delete(key));
     models.set(key, m);

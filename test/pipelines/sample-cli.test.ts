@@ -1,0 +1,96 @@
+// `diffuse sample` with the bundled model: what it writes (grid.png with its parameters,
+// samples.safetensors), how bad input is refused, and how sampler names become diffusers configs.
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import { UsageError } from "../../src/cli/args.ts";
+import { run } from "../../src/cli/sample.ts";
+import { readPngText } from "../../src/io/png.ts";
+import { readSafetensors } from "../../src/io/safetensors.ts";
+import { SCHEDULER_NAMES, schedulerFor } from "../../src/pipelines/scheduler-names.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "diffuse-sample-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs the command with its progress output silenced. */
+async function sample(argv: string[]): Promise<void> {
+  const [log, err] = [console.log, process.stderr.write];
+  console.log = () => {};
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try {
+    await run(argv);
+  } finally {
+    console.log = log;
+    process.stderr.write = err;
+  }
+}
+
+test("writes grid.png with its parameters and samples.safetensors (F32 images in [0, 1], I64 labels)", async () => {
+  const out = join(dir, "ok");
+  await sample([
+    "--model",
+    "mnist",
+    "--scheduler",
+    "ddim",
+    "--steps",
+    "3",
+    "--labels",
+    "3,7",
+    "--seed",
+    "5",
+    "--out",
+    out,
+  ]);
+  const text = readPngText(readFileSync(join(out, "grid.png")));
+  assert.match(text["parameters"] ?? "", /scheduler: DDIMScheduler/);
+  assert.match(text["parameters"] ?? "", /steps: 3/);
+  assert.match(text["parameters"] ?? "", /seed: 5/);
+  const st = readSafetensors(join(out, "samples.safetensors"));
+  assert.equal(st.dtypes.get("images"), "F32");
+  assert.equal(st.dtypes.get("labels"), "I64");
+  const images = st.tensors.get("images")!;
+  assert.deepEqual(images.shape, [2, 1, 32, 32]);
+  assert.ok((images.data as Float32Array).every((v) => v >= 0 && v <= 1));
+  assert.deepEqual([...(st.tensors.get("labels")!.data as BigInt64Array)], [3n, 7n]);
+});
+
+test("bad input is refused with a message that names it", async () => {
+  const out = join(dir, "bad");
+  await assert.rejects(sample(["--labels", "3,10", "--out", out]), (e: Error) => {
+    assert.ok(e instanceof UsageError);
+    assert.match(e.message, /"10" is not a class of this model \(0\.\.9/);
+    return true;
+  });
+  await assert.rejects(
+    sample(["--scheduler", "dpm-fast", "--out", out]),
+    /unknown scheduler "dpm-fast"; use one of .*ddim/,
+  );
+  await assert.rejects(sample(["--scheduler", "flow-euler", "--out", out]), /needs a flow-matching model/);
+  await assert.rejects(sample(["--model", join(dir, "nowhere"), "--out", out]), /nowhere/);
+  await assert.rejects(sample(["--scheduler", "ddim", "--scheduler-config", "x.json"]), /not both/);
+  await assert.rejects(sample(["--steps", "0"]), /--steps/);
+});
+
+test("every short name maps to a diffusers class that shares the model's schedule and clipping", () => {
+  const model = {
+    _class_name: "DDPMScheduler",
+    num_train_timesteps: 1000,
+    beta_schedule: "linear",
+    beta_start: 0.0001,
+    beta_end: 0.02,
+    prediction_type: "epsilon",
+    clip_sample: false,
+  };
+  for (const name of SCHEDULER_NAMES.filter((n) => n !== "flow-euler")) {
+    const s = schedulerFor({ name }, model);
+    assert.equal(s.config.numTrainTimesteps, 1000, name);
+  }
+  assert.equal(schedulerFor({ name: "ddim" }, model).className, "DDIMScheduler");
+  assert.equal(schedulerFor({ name: "euler-a" }, model).className, "EulerAncestralDiscreteScheduler");
+  // DDIM's own default is clip_sample true; the model's config decides (as diffusers' from_config does)
+  assert.equal((schedulerFor({ name: "ddim" }, model).config as { clipSample: boolean }).clipSample, false);
+  const clipped = schedulerFor({ name: "ddim" }, { ...model, clip_sample: true });
+  assert.equal((clipped.config as { clipSample: boolean }).clipSample, true);
+});

@@ -29,7 +29,10 @@ function modelFor(spec: SampleSpec): Promise<LoadedPipeline> {
   if (!m) {
     // jobs run one at a time, so an evicted model is idle: release its sessions now
     const evict = (k: string) => {
-      models.get(k)?.then((p) => p.unet.dispose(), () => {});
+      models.get(k)?.then(
+        (p) => p.unet.dispose(),
+        () => {},
+      );
       models.delete(k);
     };
     for (const k of [...models.keys()]) if (k.startsWith(`${spec.dir}\0`)) evict(k);

@@ -9,6 +9,7 @@ import { UsageError } from "../../src/cli/args.ts";
 import { run } from "../../src/cli/sample.ts";
 import { readPngText } from "../../src/io/png.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
+import { DEFAULT_SCHEDULER } from "../../src/pipelines/pipeline-dir.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../../src/pipelines/scheduler-names.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "diffuse-sample-"));
@@ -74,15 +75,7 @@ test("bad input is refused with a message that names it", async () => {
 });
 
 test("every short name maps to a diffusers class that shares the model's schedule and clipping", () => {
-  const model = {
-    _class_name: "DDPMScheduler",
-    num_train_timesteps: 1000,
-    beta_schedule: "linear",
-    beta_start: 0.0001,
-    beta_end: 0.02,
-    prediction_type: "epsilon",
-    clip_sample: false,
-  };
+  const model = { ...DEFAULT_SCHEDULER, clip_sample: false };
   for (const name of SCHEDULER_NAMES.filter((n) => n !== "flow-euler")) {
     const s = schedulerFor({ name }, model);
     assert.equal(s.config.numTrainTimesteps, 1000, name);

@@ -262,3 +262,29 @@ test("dropout > 0: one noise input per resnet; kept units scaled by 1/(1 − p),
   // Inference ignores dropout.
   assert.notDeepEqual((await unet.forward(x, [1, 2], { classLabels: [1, 1] })).data, kept.data);
 });
+
+test("forward embeds the weights; replacing a value in params recompiles for the new weights", async () => {
+  const a = UNet2DModel.fromConfig(TINY, { seed: 7 });
+  const b = UNet2DModel.fromConfig(TINY, { seed: 8 });
+  const x = new HostTensor(new Rng(1).normal(2 * 16 * 16), [2, 1, 16, 16]);
+  const run = (m: UNet2DModel) => m.forward(x, [10, 900], { classLabels: [0, 2] });
+  const ya = await run(a);
+  const yb = await run(b);
+  assert.notDeepEqual(ya.data, yb.data);
+  // swap every weight of a for b's: the next forward must be b's, bit for bit
+  for (const [k, v] of b.params) a.params.set(k, v);
+  assert.deepEqual((await run(a)).data, yb.data);
+  // one weight changed: the output changes with it
+  const w = b.params.get("conv_out.bias")!;
+  a.params.set(
+    "conv_out.bias",
+    new HostTensor(
+      w.data.map((v) => v + 1),
+      w.shape,
+    ),
+  );
+  const shifted = await run(a);
+  assert.ok(Math.abs(shifted.data[0]! - yb.data[0]! - 1) < 1e-5);
+  a.dispose();
+  assert.deepEqual((await run(a)).data, shifted.data); // compiled again after dispose
+});

@@ -266,7 +266,7 @@ test("dropout > 0: one noise input per resnet; kept units scaled by 1/(1 − p),
 test("forward embeds the weights; replacing a value in params recompiles for the new weights", async () => {
   const a = UNet2DModel.fromConfig(TINY, { seed: 7 });
   const b = UNet2DModel.fromConfig(TINY, { seed: 8 });
-  const x = new HostTensor(new Rng(1).normal(2 * 16 * 16), [2, 1, 16, 16]);
+  const x = new HostTensor<"float32">(new Rng(1).normal(2 * 16 * 16), [2, 1, 16, 16]);
   const run = (m: UNet2DModel) => m.forward(x, [10, 900], { classLabels: [0, 2] });
   const ya = await run(a);
   const yb = await run(b);

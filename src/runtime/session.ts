@@ -96,6 +96,7 @@ export class CompiledGraph {
     private readonly session: ort.InferenceSession,
     readonly inputs: readonly ValueSpec[],
     readonly outputs: readonly ValueSpec[],
+    /** The session-cache key ("" for a session outside the cache). */
     readonly key: string,
   ) {}
 
@@ -156,8 +157,9 @@ export async function loadGraph(
   outputs: readonly ValueSpec[],
   opts: SessionOptions = {},
 ): Promise<CompiledGraph> {
+  // an uncached session needs no key: skip hashing its bytes (weights included)
+  if (opts.cache === false) return openSession(bytes, inputs, outputs, opts, "");
   const key = cacheKey(bytes, opts);
-  if (opts.cache === false) return openSession(bytes, inputs, outputs, opts, key);
   const hit = cache.get(key);
   if (hit) return hit;
   const waiting = pending.get(key);

@@ -205,10 +205,17 @@ export class UNet2DModel {
     this.compiledWith = null;
   }
 
+  /** Whether every value in `params` is the one the compiled graphs embed. */
+  private compiledWithCurrentWeights(): boolean {
+    const seen = this.compiledWith;
+    if (!seen || seen.size !== this.params.size) return false;
+    for (const [k, v] of this.params) if (seen.get(k) !== v) return false;
+    return true;
+  }
+
   /** The compiled graph for one sample shape (traced and compiled on first use, then cached). */
   private graphFor(shape: readonly number[]): Promise<CompiledGraph> {
-    const seen = this.compiledWith;
-    if (!seen || seen.size !== this.params.size || [...this.params].some(([k, v]) => seen.get(k) !== v)) {
+    if (!this.compiledWithCurrentWeights()) {
       this.dispose();
       this.compiledWith = new Map(this.params);
     }

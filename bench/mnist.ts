@@ -100,6 +100,7 @@ async function childTrain(o: Opts): Promise<ChildResult> {
     weighting: { kind: "uniform" as const },
     numClassEmbeds: 11,
     condDropout: 0.1,
+    timesteps: { kind: "uniform" as const },
   };
   const labels = new HostTensor<"int64">(
     BigInt64Array.from({ length: B }, () => BigInt(rng.int(10))),

@@ -31,6 +31,7 @@ export {
   sampleFlowTimes,
   sampleLogNormalSigmas,
   sampleTimesteps,
+  type TimestepSampling,
 } from "./losses.ts";
 export {
   type Denoised,

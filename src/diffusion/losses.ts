@@ -9,8 +9,8 @@
  *   `uniform` weighs the target's error by 1; `min-snr` uses min(SNR, γ) on the x0 error (Hang et al.
  *   2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy"); `edm` uses
  *   λ(σ) = (σ² + σ_data²)/(σ·σ_data)² with σ² = 1/SNR (Karras et al. 2022, Table 1).
- * - Timesteps: uniform over the T training timesteps, EDM's log-normal σ (ln σ ~ N(P_mean, P_std²)), or
- *   for flow matching uniform / logit-normal s (Esser et al. 2024).
+ * - Timesteps: uniform or logit-normal (Esser et al. 2024) over the T training timesteps or the flow
+ *   times s ∈ (0, 1), or EDM's log-normal σ (ln σ ~ N(P_mean, P_std²)).
  * - Classifier-free guidance trains one network for both cases by dropping the condition with
  *   probability p (Ho & Salimans 2022).
  */
@@ -72,9 +72,26 @@ export function lossWeights(
   return snrs.map((s) => lossWeight(weighting, prediction, s));
 }
 
-/** n training timesteps drawn uniformly from {0, …, T − 1}. */
-export function sampleTimesteps(rng: Rng, n: number, numTrainTimesteps: number): number[] {
-  return Array.from({ length: n }, () => rng.int(numTrainTimesteps));
+/**
+ * How training draws its noise levels: `uniform`, or `logit-normal` (u = sigmoid(mean + std·z), SD3's
+ * default with mean 0, std 1), which spends more of the training on the middle of the path.
+ */
+export type TimestepSampling = { kind: "uniform" } | { kind: "logit-normal"; mean: number; std: number };
+
+/**
+ * n training timesteps in {0, …, T − 1}: uniform, or ⌊u·T⌋ with u drawn by `sampling` (a logit-normal
+ * u puts most timesteps mid-schedule, few at the ends).
+ */
+export function sampleTimesteps(
+  rng: Rng,
+  n: number,
+  numTrainTimesteps: number,
+  sampling: TimestepSampling = { kind: "uniform" },
+): number[] {
+  if (sampling.kind === "uniform") return Array.from({ length: n }, () => rng.int(numTrainTimesteps));
+  return sampleUnitTimes(rng, n, sampling).map((u) =>
+    Math.min(numTrainTimesteps - 1, Math.floor(u * numTrainTimesteps)),
+  );
 }
 
 /** n noise levels σ with ln σ ~ N(mean, std²) (EDM: P_mean = −1.2, P_std = 1.2). */
@@ -82,18 +99,19 @@ export function sampleLogNormalSigmas(rng: Rng, n: number, mean = -1.2, std = 1.
   return Array.from({ length: n }, () => Math.exp(mean + std * rng.nextNormal()));
 }
 
-/**
- * n flow-matching times s ∈ (0, 1): `uniform`, or `logit-normal` (s = sigmoid(m + sd·z), SD3's default
- * with m = 0, sd = 1), which spends more training on the middle of the path.
- */
+/** n flow-matching times s ∈ (0, 1), drawn by `sampling`. */
 export function sampleFlowTimes(
   rng: Rng,
   n: number,
-  kind: "uniform" | "logit-normal" = "uniform",
-  mean = 0,
-  std = 1,
+  sampling: TimestepSampling = { kind: "uniform" },
 ): number[] {
-  if (kind === "uniform") return Array.from({ length: n }, () => rng.nextUniform());
+  return sampleUnitTimes(rng, n, sampling);
+}
+
+function sampleUnitTimes(rng: Rng, n: number, sampling: TimestepSampling): number[] {
+  if (sampling.kind === "uniform") return Array.from({ length: n }, () => rng.nextUniform());
+  const { mean, std } = sampling;
+  if (!(std > 0)) throw new Error(`logit-normal timestep sampling needs std > 0, got ${std}`);
   return Array.from({ length: n }, () => 1 / (1 + Math.exp(-(mean + std * rng.nextNormal()))));
 }
 

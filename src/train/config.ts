@@ -9,6 +9,7 @@ import type { DiffusersConfig } from "../models/unet/index.ts";
 
 export type LossWeightingName = "uniform" | "min-snr" | "edm";
 export type LrScheduleName = "constant" | "cosine" | "linear";
+export type TimestepSamplingName = "uniform" | "logit-normal";
 
 export interface TrainConfig {
   model: DiffusersConfig;
@@ -29,6 +30,9 @@ export interface TrainConfig {
     cond_dropout: number;
     loss_weighting: LossWeightingName;
     snr_gamma: number;
+    timestep_sampling: TimestepSamplingName;
+    logit_mean: number;
+    logit_std: number;
     seed: number;
     threads: number | null;
   };
@@ -58,6 +62,9 @@ export const DEFAULTS: Omit<TrainConfig, "model" | "scheduler"> = {
     cond_dropout: 0.1,
     loss_weighting: "uniform",
     snr_gamma: 5,
+    timestep_sampling: "uniform",
+    logit_mean: 0,
+    logit_std: 1,
     seed: 0,
     threads: null,
   },
@@ -196,6 +203,14 @@ export function resolveConfig(raw: Json): TrainConfig {
     t.loss_weighting,
   );
   check(isNum(t.snr_gamma, 0, 1e6), "training.snr_gamma", "a positive number", t.snr_gamma);
+  check(
+    ["uniform", "logit-normal"].includes(t.timestep_sampling),
+    "training.timestep_sampling",
+    '"uniform" or "logit-normal"',
+    t.timestep_sampling,
+  );
+  check(isNum(t.logit_mean, -10, 10), "training.logit_mean", "a number in [-10, 10]", t.logit_mean);
+  check(isNum(t.logit_std, 1e-3, 10), "training.logit_std", "a number in [0.001, 10]", t.logit_std);
   check(isInt(t.seed, 0), "training.seed", "an integer ≥ 0", t.seed);
   check(
     t.threads === null || isInt(t.threads, 1),

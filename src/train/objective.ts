@@ -7,7 +7,13 @@
  * On the host: t, ε, the condition dropout and the weights w, from a per-step RNG stream, so a run
  * resumed at step k draws exactly what the uninterrupted run drew.
  */
-import { type LossWeighting, lossWeights, sampleFlowTimes, sampleTimesteps } from "../diffusion/losses.ts";
+import {
+  type LossWeighting,
+  lossWeights,
+  sampleFlowTimes,
+  sampleTimesteps,
+  type TimestepSampling,
+} from "../diffusion/losses.ts";
 import type { Prediction } from "../diffusion/parameterization.ts";
 import {
   classConditioning,
@@ -28,6 +34,8 @@ export interface Objective {
   alphasCumprod: Float32Array | null;
   numTrainTimesteps: number;
   weighting: LossWeighting;
+  /** How the noise level of each sample is drawn. */
+  timesteps: TimestepSampling;
   /** Class-label table size (null: unconditional); the last entry is the "no class" label. */
   numClassEmbeds: number | null;
   condDropout: number;
@@ -85,7 +93,7 @@ export function drawBatch(
   const t = new Float32Array(n);
   const snrs: number[] = [];
   if (obj.alphasCumprod) {
-    const ts = sampleTimesteps(rng, n, obj.numTrainTimesteps);
+    const ts = sampleTimesteps(rng, n, obj.numTrainTimesteps, obj.timesteps);
     ts.forEach((ti, i) => {
       const ab = obj.alphasCumprod![ti]!;
       a[i] = Math.sqrt(ab);
@@ -94,7 +102,7 @@ export function drawBatch(
       snrs.push(ab / (1 - ab));
     });
   } else {
-    sampleFlowTimes(rng, n).forEach((sig, i) => {
+    sampleFlowTimes(rng, n, obj.timesteps).forEach((sig, i) => {
       a[i] = 1 - sig;
       s[i] = sig;
       t[i] = sig * obj.numTrainTimesteps;

@@ -90,6 +90,10 @@ function objectiveOf(cfg: TrainConfig): { obj: Objective; scheduler: Scheduler }
     alphasCumprod: scheduler.alphasCumprod,
     numTrainTimesteps: Number(cfg.scheduler["num_train_timesteps"] ?? 1000),
     weighting,
+    timesteps:
+      t.timestep_sampling === "logit-normal"
+        ? { kind: "logit-normal", mean: t.logit_mean, std: t.logit_std }
+        : { kind: "uniform" },
     numClassEmbeds: classConditioning(ucfg) === "table" ? ucfg.numClassEmbeds : null,
     condDropout: t.cond_dropout,
   };

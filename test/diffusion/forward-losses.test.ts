@@ -72,9 +72,23 @@ test("timestep sampling: uniform integers, EDM log-normal σ, flow times in (0, 
   const m = logs.reduce((a, b) => a + b, 0) / logs.length;
   const sd = Math.sqrt(logs.reduce((a, b) => a + (b - m) ** 2, 0) / logs.length);
   assert.ok(Math.abs(m + 1.2) < 0.05 && Math.abs(sd - 1.2) < 0.05, `${m} ${sd}`);
-  for (const kind of ["uniform", "logit-normal"] as const) {
+  const ln = { kind: "logit-normal", mean: 0, std: 1 } as const;
+  for (const kind of [{ kind: "uniform" } as const, ln]) {
     assert.ok(sampleFlowTimes(r, 1000, kind).every((v) => v > 0 && v < 1));
   }
+  // logit-normal: logit(s) ~ N(mean, std²), so the median is sigmoid(mean) and the ends are rare
+  const s = sampleFlowTimes(r, 20000, { kind: "logit-normal", mean: 0.5, std: 0.8 });
+  const logits = s.map((v) => Math.log(v / (1 - v)));
+  const lm = logits.reduce((a, b) => a + b, 0) / logits.length;
+  const ls = Math.sqrt(logits.reduce((a, b) => a + (b - lm) ** 2, 0) / logits.length);
+  assert.ok(Math.abs(lm - 0.5) < 0.03 && Math.abs(ls - 0.8) < 0.03, `${lm} ${ls}`);
+  const td = sampleTimesteps(r, 20000, 1000, ln);
+  assert.ok(td.every((v) => Number.isInteger(v) && v >= 0 && v < 1000));
+  const tails = td.filter((v) => v < 100 || v >= 900).length / td.length;
+  const middle = td.filter((v) => v >= 450 && v < 550).length / td.length;
+  // P(|z| > logit(0.9) = 2.197) = 2.8%; P(|z| < logit(0.55) = 0.2007) = 15.9%
+  assert.ok(Math.abs(tails - 0.028) < 0.006 && Math.abs(middle - 0.159) < 0.01, `${tails} ${middle}`);
+  assert.throws(() => sampleTimesteps(r, 1, 1000, { kind: "logit-normal", mean: 0, std: 0 }), /std > 0/);
   const drop = conditionDropout(r, 20000, 0.1);
   const rate = drop.filter(Boolean).length / drop.length;
   assert.ok(Math.abs(rate - 0.1) < 0.01);

@@ -6,7 +6,10 @@ import { after, test } from "node:test";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { loadPipeline } from "../../src/pipelines/pipeline-dir.ts";
 import type { WorkerContext } from "../../src/runtime/worker.ts";
+import { HostTensor } from "../../src/tensor/host.ts";
+import { Rng } from "../../src/tensor/rng.ts";
 import { resolveConfig } from "../../src/train/config.ts";
+import { drawBatch, type Objective } from "../../src/train/objective.ts";
 import { type TrainEvent, trainRun } from "../../src/train/trainer.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-train-"));
@@ -98,4 +101,37 @@ test("config errors name the field and the allowed values", () => {
     /data\.dataset.*"mnist" or "folder"/,
   );
   assert.throws(() => resolveConfig({ scheduler: {} }), /"model"/);
+  assert.throws(
+    () => resolveConfig({ ...tiny, training: { ...tiny.training, timestep_sampling: "lognormal" } }),
+    /training\.timestep_sampling.*"uniform" or "logit-normal"/,
+  );
+  assert.throws(
+    () => resolveConfig({ ...tiny, training: { ...tiny.training, logit_std: 0 } }),
+    /training\.logit_std/,
+  );
+});
+
+test("training.timestep_sampling decides the noise levels a batch is drawn at", () => {
+  const base = {
+    prediction: "v" as const,
+    alphasCumprod: Float32Array.from({ length: 1000 }, (_, i) => 1 - (i + 1) / 1001),
+    numTrainTimesteps: 1000,
+    weighting: { kind: "uniform" as const },
+    numClassEmbeds: null,
+    condDropout: 0,
+  };
+  const x0 = new HostTensor<"float32">(new Float32Array(4000 * 4), [4000, 1, 2, 2]);
+  const middle = (timesteps: Objective["timesteps"]): number => {
+    const t = drawBatch({ ...base, timesteps }, x0, null, new Rng(7))["t"]!.data as Float32Array;
+    assert.ok(t.every((v) => Number.isInteger(v) && v >= 0 && v < 1000));
+    return t.filter((v) => v >= 400 && v < 600).length / t.length;
+  };
+  // uniform: 20% of the timesteps in [400, 600); logit-normal(0, 1): P(|z| < logit(0.6)) = 31.6%
+  assert.ok(Math.abs(middle({ kind: "uniform" }) - 0.2) < 0.03);
+  assert.ok(Math.abs(middle({ kind: "logit-normal", mean: 0, std: 1 }) - 0.316) < 0.03);
+  const cfg = resolveConfig({ ...tiny, training: { ...tiny.training, timestep_sampling: "logit-normal" } });
+  assert.deepEqual(
+    [cfg.training.timestep_sampling, cfg.training.logit_mean, cfg.training.logit_std],
+    ["logit-normal", 0, 1],
+  );
 });

@@ -59,15 +59,23 @@ export function schedulerFor(
   }
   const modelIsFlow = modelConfig["_class_name"] === "FlowMatchEulerDiscreteScheduler";
   const wantsFlow = short.className === "FlowMatchEulerDiscreteScheduler";
-  if (modelIsFlow !== wantsFlow) {
+  // DPM-Solver++ also samples flow-matching models, on their own σ ladder (diffusers: use_flow_sigmas).
+  const dpmOnFlow = modelIsFlow && short.className === "DPMSolverMultistepScheduler";
+  if (modelIsFlow !== wantsFlow && !dpmOnFlow) {
     throw new Error(
       modelIsFlow
-        ? `this model was trained with flow matching; use --scheduler flow-euler, not ${choice.name}`
+        ? `this model was trained with flow matching; use --scheduler flow-euler, dpm++2m or dpm++2m-sde, not ${choice.name}`
         : `--scheduler ${choice.name} needs a flow-matching model; this one was trained as ${String(modelConfig["_class_name"])}`,
     );
   }
   const cfg: Record<string, unknown> = { _class_name: short.className, ...short.extra };
   for (const k of SHARED) if (k in modelConfig) cfg[k] = modelConfig[k];
+  if (dpmOnFlow) {
+    delete cfg["shift"];
+    cfg["use_flow_sigmas"] = true;
+    cfg["prediction_type"] = "flow_prediction";
+    cfg["flow_shift"] = modelConfig["shift"] ?? 1.0;
+  }
   if (choice.karras) {
     if (
       !["DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler"].includes(
@@ -76,6 +84,8 @@ export function schedulerFor(
     ) {
       throw new Error(`--karras applies to dpm++2m, dpm++2m-sde, euler and heun, not ${choice.name}`);
     }
+    if (dpmOnFlow)
+      throw new Error("--karras does not apply to a flow-matching model (it samples on flow sigmas)");
     cfg["use_karras_sigmas"] = true;
   }
   return Scheduler.fromConfig(cfg);

@@ -87,3 +87,19 @@ test("every short name maps to a diffusers class that shares the model's schedul
   const clipped = schedulerFor({ name: "ddim" }, { ...model, clip_sample: true });
   assert.equal((clipped.config as { clipSample: boolean }).clipSample, true);
 });
+
+test("a flow-matching model samples with flow-euler or DPM-Solver++ on flow sigmas, and nothing else", () => {
+  const flow = { _class_name: "FlowMatchEulerDiscreteScheduler", num_train_timesteps: 1000, shift: 3 };
+  for (const name of ["dpm++2m", "dpm++2m-sde", "DPMSolverMultistepScheduler"]) {
+    const s = schedulerFor({ name }, flow);
+    const c = s.config as { sigmaSchedule: string; predictionType: string; flowShift: number };
+    assert.equal(s.className, "DPMSolverMultistepScheduler", name);
+    assert.deepEqual([c.sigmaSchedule, c.predictionType, c.flowShift], ["flow", "flow_prediction", 3], name);
+  }
+  assert.equal(schedulerFor({ name: "flow-euler" }, flow).className, "FlowMatchEulerDiscreteScheduler");
+  assert.throws(
+    () => schedulerFor({ name: "ddim" }, flow),
+    /trained with flow matching; use --scheduler flow-euler, dpm\+\+2m/,
+  );
+  assert.throws(() => schedulerFor({ name: "dpm++2m", karras: true }, flow), /--karras does not apply/);
+});

@@ -5,7 +5,7 @@
  * model in diffusers layout with F16 weights, plus its training config and eval figures in
  * diffuse.json.
  *
- *   node --import tsx scripts/bundle-model.ts runs/mnist-small [--per-label 50] [--guidance 3]
+ *   node --import tsx scripts/bundle-model.ts runs/mnist [--per-label 50] [--guidance 2]
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

@@ -89,7 +89,7 @@ export function sampleTimesteps(
   sampling: TimestepSampling = { kind: "uniform" },
 ): number[] {
   if (sampling.kind === "uniform") return Array.from({ length: n }, () => rng.int(numTrainTimesteps));
-  return sampleUnitTimes(rng, n, sampling).map((u) =>
+  return sampleFlowTimes(rng, n, sampling).map((u) =>
     Math.min(numTrainTimesteps - 1, Math.floor(u * numTrainTimesteps)),
   );
 }
@@ -99,16 +99,12 @@ export function sampleLogNormalSigmas(rng: Rng, n: number, mean = -1.2, std = 1.
   return Array.from({ length: n }, () => Math.exp(mean + std * rng.nextNormal()));
 }
 
-/** n flow-matching times s ∈ (0, 1), drawn by `sampling`. */
+/** n flow-matching times s ∈ (0, 1) (or fractions of the schedule), drawn by `sampling`. */
 export function sampleFlowTimes(
   rng: Rng,
   n: number,
   sampling: TimestepSampling = { kind: "uniform" },
 ): number[] {
-  return sampleUnitTimes(rng, n, sampling);
-}
-
-function sampleUnitTimes(rng: Rng, n: number, sampling: TimestepSampling): number[] {
   if (sampling.kind === "uniform") return Array.from({ length: n }, () => rng.nextUniform());
   const { mean, std } = sampling;
   if (!(std > 0)) throw new Error(`logit-normal timestep sampling needs std > 0, got ${std}`);

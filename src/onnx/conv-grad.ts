@@ -33,6 +33,7 @@
 import type { ConvAttrs, PrimAttrs, WeightGradStrategy } from "../tensor/primitives.ts";
 import type { Node } from "../tensor/symbolic.ts";
 import type { LowerCtx } from "./lowering.ts";
+import { blockedConv, canBlock } from "./nchwc.ts";
 import type { OnnxAttr } from "./proto.ts";
 
 const ints = (value: readonly number[]): OnnxAttr => ({ kind: "ints", value });
@@ -64,12 +65,16 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
       [wt, c.i64([-1, -1]), c.i64([-(kh + 1), -(kw + 1)]), c.i64([2, 3]), c.i64([-1, -1])],
       [wf],
     );
-    c.emit("Conv", [g, wf], [c.out], {
-      strides: ints([1, 1]),
-      pads: ints(flippedPads),
-      dilations: ints(a.dilations),
-      group: int(1),
-    });
+    const conv = { strides: [1, 1], pads: flippedPads, dilations: a.dilations };
+    const O = wShape[0];
+    if (canBlock(c, O, C)) blockedConv(c, g, wf, [C, O, kh, kw], conv, c.out);
+    else
+      c.emit("Conv", [g, wf], [c.out], {
+        strides: ints(conv.strides),
+        pads: ints(conv.pads),
+        dilations: ints(conv.dilations),
+        group: int(1),
+      });
     return;
   }
   const natH = (Ho - 1) * a.strides[0] + fullH + 1 - a.pads[0] - a.pads[2];

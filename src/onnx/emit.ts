@@ -12,6 +12,8 @@ import { encodeModel, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTen
 export interface EmitOptions {
   /** Graph name in the model. */
   name?: string;
+  /** ONNX Runtime's NCHWc block size: convolutions run blocked where they can (nchwc.ts). Default 0: never. */
+  nchwcBlock?: number;
 }
 
 type AnyLowering = (n: Node, c: LowerCtx) => void;
@@ -93,6 +95,7 @@ export function toOnnx(
         });
       },
       tmp: (hint) => fresh(`${hint}_${tmpCount++}`),
+      nchwcBlock: opts.nchwcBlock ?? 0,
       i64(values) {
         const key = values.join(",");
         let nm = i64Cache.get(key);

@@ -10,6 +10,7 @@
 import type { ConvAttrs, PrimName } from "../tensor/primitives.ts";
 import type { Node } from "../tensor/symbolic.ts";
 import { lowerConvTranspose, lowerWeightGrad } from "./conv-grad.ts";
+import { blockedConv, canBlock } from "./nchwc.ts";
 import { ONNX_DTYPE, type OnnxAttr } from "./proto.ts";
 
 export const OPSET = 17;
@@ -32,6 +33,8 @@ export interface LowerCtx {
   i64(values: readonly number[]): string;
   /** A float32 scalar initializer. */
   f32(value: number): string;
+  /** ONNX Runtime's NCHWc block size when convolutions may run blocked (nchwc.ts); 0: never. */
+  readonly nchwcBlock: number;
 }
 
 type Lowering<K extends PrimName> = (node: Node<K>, c: LowerCtx) => void;
@@ -114,7 +117,12 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
     c.emit("ScatterND", [zeros, idx, c.ins[1]!], [c.out], { reduction: { kind: "string", value: "add" } });
   },
   matmul: simple("MatMul"),
-  conv: (n, c) => c.emit("Conv", c.ins, [c.out], convAttrs(n.attrs)),
+  conv: (n, c) => {
+    const w = n.inputs[1]!.shape;
+    if (n.attrs.group === 1 && w.length === 4 && canBlock(c, w[1]!, w[0]!))
+      blockedConv(c, c.ins[0]!, c.ins[1]!, w, n.attrs, c.out, c.ins[2]);
+    else c.emit("Conv", c.ins, [c.out], convAttrs(n.attrs));
+  },
   convTranspose: lowerConvTranspose,
   convWeightGrad: lowerWeightGrad,
   softmax: (n, c) => c.emit("Softmax", c.ins, [c.out], { axis: int(n.attrs.axis) }),

@@ -9,6 +9,9 @@
 import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import * as ort from "onnxruntime-node";
+import { OPSET } from "../onnx/lowering.ts";
+import { NCHWC_DOMAIN } from "../onnx/nchwc.ts";
+import { encodeModel } from "../onnx/proto.ts";
 import { type DType, formatShape, type HostData, HostTensor } from "../tensor/host.ts";
 
 export type ExecutionProvider = "cpu" | "cuda";
@@ -148,6 +151,47 @@ function cacheKey(bytes: Uint8Array, opts: SessionOptions): string {
     ]),
   );
   return h.digest("hex");
+}
+
+let blockProbe: Promise<number> | undefined;
+
+/**
+ * The channel block of ONNX Runtime's NCHWc convolution kernel on this CPU (8 with AVX2, 16 with
+ * AVX-512), or 0 where it has none or DIFFUSE_NCHWC=0. Asked of ONNX Runtime itself: a ReorderInput of
+ * 4 channels pads them to one block, so its output's channel count is the block size.
+ */
+export function nchwcBlockSize(): Promise<number> {
+  const env = process.env["DIFFUSE_NCHWC"];
+  if (env !== undefined && env !== "0" && env !== "1")
+    throw new Error(`DIFFUSE_NCHWC must be 0 or 1, got "${env}"`);
+  if (env === "0") return Promise.resolve(0);
+  blockProbe ??= (async () => {
+    const bytes = encodeModel({
+      opsetVersion: OPSET,
+      irVersion: 8,
+      producerName: "diffuse",
+      graph: {
+        name: "nchwc_probe",
+        nodes: [
+          { opType: "ReorderInput", domain: NCHWC_DOMAIN, inputs: ["x"], outputs: ["y"] },
+          { opType: "Shape", inputs: ["y"], outputs: ["shape"] },
+        ],
+        inputs: [{ name: "x", dtype: "float32", shape: [1, 4, 1, 1] }],
+        outputs: [{ name: "shape", dtype: "int64", shape: [4] }],
+        initializers: [],
+      },
+    });
+    try {
+      const s = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1 });
+      const out = await s.run({ x: new ort.Tensor("float32", new Float32Array(4), [1, 4, 1, 1]) });
+      const block = Number((out["shape"]!.data as BigInt64Array)[1]);
+      await s.release();
+      return block > 4 && block % 4 === 0 ? block : 0;
+    } catch {
+      return 0; // no NCHWc kernels in this build or on this CPU
+    }
+  })();
+  return blockProbe;
 }
 
 /** A session for the model (cached: the same bytes and options give the same session). */

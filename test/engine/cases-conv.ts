@@ -59,6 +59,11 @@ export const GEOMETRIES: readonly Geometry[] = [
     padding: [1, 0],
   }),
   geo("3x1 kernel on a 1-wide image", [2, 2, 5, 1], [2, 2, 3, 1], { padding: [1, 0] }),
+  // channels in whole blocks of 8: on an AVX2 CPU conv and the input gradient's Conv run as ONNX
+  // Runtime's blocked (NCHWc) kernel with the weights reordered in the graph (src/onnx/nchwc.ts)
+  geo("3x3 pad 1, 8 → 8 channels, with bias", [2, 8, 4, 5], [8, 8, 3, 3], { padding: 1 }, true),
+  geo("3x3 stride 2 pad 1, 16 → 8 channels", [1, 16, 5, 5], [8, 16, 3, 3], { stride: 2, padding: 1 }),
+  geo("3x3 dilation 2 pad 2, 8 → 16 channels", [1, 8, 6, 6], [16, 8, 3, 3], { dilation: 2, padding: 2 }),
 ];
 
 /** Every weight-gradient strategy (typed as a full record, so a new strategy must be listed here). */

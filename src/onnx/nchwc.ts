@@ -1,0 +1,78 @@
+/**
+ * Convolutions in ONNX Runtime's blocked channel layout (NCHWc), with weights that are graph values.
+ *
+ * ONNX Runtime's CPU provider has a faster convolution kernel for tensors whose channels are stored
+ * in blocks of B (8 with AVX2, 16 with AVX-512): [N, C/B, H, W, B]. Its own graph optimizer uses it
+ * only for convolutions whose weights are constants (it reorders them once when the session opens),
+ * so in a training step — weights are inputs — every convolution ran in the plain layout. The
+ * blocked kernel takes its weight as an ordinary input, so the engine emits the layout change
+ * itself: the weight is reordered in the graph (a Reshape and a Transpose, small next to the
+ * convolution), the input is reordered into blocks and the output back. Measured on the 2-core
+ * machine of docs/benchmarks.md, one convolution with its weights as an input (batch 64, 3×3,
+ * reorders included): [64,64,16,16] 15.6 → 11.5 ms, [64,128,8,8] 17.2 → 10.1 ms, [64,32,32,32]
+ * 22.4 → 17.1 ms; in the MNIST U-Net's train step the convolutions (forward and input gradients)
+ * ran 879 → 704 ms, of which the reorders gave back ~150 ms.
+ *
+ * Only the CPU provider has these operators: `compileGraph` turns this on only for CPU sessions and
+ * asks ONNX Runtime for B (`nchwcBlockSize` in runtime/session.ts), never guesses it. Exported
+ * models (`emitOnnx`) never contain them.
+ */
+import type { LowerCtx } from "./lowering.ts";
+import type { OnnxAttr } from "./proto.ts";
+
+export const NCHWC_DOMAIN = "com.microsoft.nchwc";
+
+const ints = (value: readonly number[]): OnnxAttr => ({ kind: "ints", value });
+const int = (value: number): OnnxAttr => ({ kind: "int", value });
+
+export interface Conv2d {
+  strides: readonly number[];
+  pads: readonly number[];
+  dilations: readonly number[];
+}
+
+/** Whether a group-1 2-D convolution of C input and O output channels can run blocked. */
+export function canBlock(c: LowerCtx, C: number, O: number): boolean {
+  const b = c.nchwcBlock;
+  return b > 0 && C % b === 0 && O % b === 0;
+}
+
+/**
+ * y = conv(x, w) + b (group 1; b optional) through the blocked kernel: x [N, C, H, W] and y in the
+ * plain layout, w [O, C, kh, kw] reordered to [O/B, C/B, kh, kw, B_in, B_out] in the graph.
+ */
+export function blockedConv(
+  c: LowerCtx,
+  x: string,
+  w: string,
+  wShape: readonly number[],
+  a: Conv2d,
+  out: string,
+  bias?: string,
+): void {
+  const B = c.nchwcBlock;
+  const [O, C, kh, kw] = wShape as [number, number, number, number];
+  const w6 = c.tmp("w_split");
+  c.emit("Reshape", [w, c.i64([O / B, B, C / B, B, kh, kw])], [w6]);
+  const w6t = c.tmp("w_blocked6");
+  c.emit("Transpose", [w6], [w6t], { perm: ints([0, 2, 4, 5, 3, 1]) });
+  const wb = c.tmp("w_blocked");
+  c.emit("Reshape", [w6t, c.i64([O, C, kh, kw])], [wb]);
+  const xb = c.tmp("x_blocked");
+  c.emit("ReorderInput", [x], [xb], undefined, NCHWC_DOMAIN);
+  const yb = c.tmp("y_blocked");
+  c.emit(
+    "Conv",
+    bias ? [xb, wb, bias] : [xb, wb],
+    [yb],
+    {
+      kernel_shape: ints([kh, kw]),
+      strides: ints(a.strides),
+      pads: ints(a.pads),
+      dilations: ints(a.dilations),
+      group: int(1),
+    },
+    NCHWC_DOMAIN,
+  );
+  c.emit("ReorderOutput", [yb], [out], { channels: int(O) }, NCHWC_DOMAIN);
+}

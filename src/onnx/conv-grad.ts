@@ -350,10 +350,41 @@ const STRATEGIES: Record<
   "split-gather": splitGather,
 };
 
+/** Bytes of the columns (the operands built for the product) a strategy lays out for a whole batch. */
+function columnBytes(strategy: ConcreteWeightGrad, d: Dims, a: ConvAttrs): number {
+  const kk = d.kh * d.kw;
+  switch (strategy) {
+    case "conv-batch-transposed":
+      return 0;
+    case "split-gather": {
+      const Wp = d.W + a.pads[1] + a.pads[3];
+      return 4 * d.Ho * d.N * Wp * (d.C * d.kh + d.kw * d.O);
+    }
+    default:
+      return 4 * d.N * d.Ho * d.Wo * kk * d.C;
+  }
+}
+
+/**
+ * Columns above this size are built one slice of the batch at a time (the partial products summed):
+ * the first weight gradients of a backward pass run while the forward pass's activations are all
+ * still kept, so their columns set a train step's peak memory. In slices of ≤ 8 MiB the U-Net step
+ * of docs/benchmarks.md peaked ~110 MiB lower, for one more copy of x and g.
+ */
+export const COLUMN_SLICE_BYTES = 8 * 2 ** 20;
+
+/** Slices of the batch for a weight gradient: the fewest that divide N and keep each slice's columns ≤ COLUMN_SLICE_BYTES. */
+export function batchChunks(strategy: ConcreteWeightGrad, d: Dims, a: ConvAttrs): number {
+  const bytes = columnBytes(strategy, d, a);
+  for (let k = 1; k <= d.N; k++) if (d.N % k === 0 && bytes / k <= COLUMN_SLICE_BYTES) return k;
+  return d.N;
+}
+
 /** Weight gradient of a convolution; grouped convolutions run one product per group. */
 export function lowerWeightGrad(n: Node<"convWeightGrad">, c: LowerCtx): void {
   const a = n.attrs;
-  const lower = STRATEGIES[weightGradStrategy(a, n.inputs[0]!.shape)];
+  const strategy = weightGradStrategy(a, n.inputs[0]!.shape);
+  const lower = STRATEGIES[strategy];
   const [N, C, H, W] = n.inputs[0]!.shape as [number, number, number, number];
   const [, O, Ho, Wo] = n.inputs[1]!.shape as [number, number, number, number];
   const [, , kh, kw] = a.wShape as [number, number, number, number];
@@ -361,7 +392,22 @@ export function lowerWeightGrad(n: Node<"convWeightGrad">, c: LowerCtx): void {
   const d: Dims = { N, C: C / G, H, W, O: O / G, Ho, Wo, kh, kw };
   const [x, g] = c.ins as [string, string];
   if (G === 1) {
-    lower(c, x, g, d, a, c.out);
+    const k = batchChunks(strategy, d, a);
+    if (k === 1) {
+      lower(c, x, g, d, a, c.out);
+      return;
+    }
+    // the batch in k slices, each with its own columns: only one slice's columns exist at a time
+    const m = N / k;
+    const parts: string[] = [];
+    for (let i = 0; i < k; i++) {
+      const [xs, gs, p] = [c.tmp("x_part"), c.tmp("g_part"), c.tmp("dW_part")];
+      c.emit("Slice", [x, c.i64([i * m]), c.i64([(i + 1) * m]), c.i64([0])], [xs]);
+      c.emit("Slice", [g, c.i64([i * m]), c.i64([(i + 1) * m]), c.i64([0])], [gs]);
+      lower(c, xs, gs, { ...d, N: m }, a, p);
+      parts.push(p);
+    }
+    c.emit("Sum", parts, [c.out]);
     return;
   }
   const parts: string[] = [];

@@ -23,6 +23,40 @@ function keepShape(x: Tensor, axes: readonly number[]): number[] {
   return x.shape.map((d, i) => (set.includes(i) ? 1 : d));
 }
 
+const numel = (t: Tensor): number => t.shape.reduce((a, b) => a * b, 1);
+
+/**
+ * `x` once more, computed only after `dep` exists: x + 0 taken from dep's first element (a `where`
+ * that is 0 whatever that element holds, NaN included). For small x this costs nothing; it pins
+ * the computation of whatever uses it after `dep`, in ONNX Runtime's schedule as in any other.
+ */
+function after(x: Tensor, dep: Tensor): Tensor {
+  const first = o.slice(o.reshape(dep, [-1]), 0, 0, 1);
+  return o.add(x, o.where(o.less(first, first), first, 0));
+}
+
+/**
+ * `x` recomputed in the backward pass when it is a broadcast affine u·a + b of a tensor u with small
+ * a and b (a group norm's per-channel scale and shift, a ResNet's time-embedding scale and shift):
+ * u is kept for a's gradient anyway, so recomputing x (two cheap passes, pinned after `dep`, the
+ * gradient flowing in) spares keeping x — or a sigmoid of it — from the forward pass to the backward.
+ * Any other x is returned as it is.
+ */
+function recomputed(x: Tensor, dep: Tensor): Tensor {
+  const small = (t: Tensor): boolean => numel(t) * 8 <= numel(x);
+  const add = x.graph.producer(x);
+  if (add?.prim !== "add") return x;
+  const [p, q] = add.inputs as [Tensor, Tensor];
+  const [m, b] = small(q) ? [p, q] : small(p) ? [q, p] : [null, null];
+  const mul =
+    m && m.shape.length === x.shape.length && numel(m) === numel(x) ? x.graph.producer(m) : undefined;
+  if (mul?.prim !== "mul" || !b) return x;
+  const [u, v] = mul.inputs as [Tensor, Tensor];
+  const [big, a] = small(v) ? [u, v] : small(u) ? [v, u] : [null, null];
+  if (!big || !a || numel(big) !== numel(x)) return x;
+  return o.add(o.mul(big, after(a, dep)), b);
+}
+
 export const gradRules: { [K in PrimName]: Rule<K> } = {
   add: (n, g, w) => {
     const [a, b] = inputs2(n);
@@ -84,7 +118,7 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
   // y = x·s, s = sigmoid(x):  dy/dx = s + x·s·(1 − s) = s + y·(1 − s); s is the forward's own
   // Sigmoid node again (ONNX Runtime merges the two), so four passes instead of six
   silu: (n, g) => {
-    const s = o.sigmoid(n.inputs[0]!);
+    const s = o.sigmoid(recomputed(n.inputs[0]!, g));
     return [o.mul(g, o.add(s, o.mul(n.output, o.sub(1, s))))];
   },
   // d/dx erf(x) = 2/√π · exp(−x²)

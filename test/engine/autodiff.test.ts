@@ -131,6 +131,17 @@ describe("composite gradients", () => {
       build: (t) => o.add(o.mean(o.gather(t["x"]!, t["i"]!, 1), [1], true), t["b"]!),
     },
     {
+      // silu's rule recomputes an affine input in the backward pass (grad-rules.ts `recomputed`)
+      name: "silu of a per-channel affine (group norm's scale and shift, a ResNet's time scale)",
+      args: { x: { shape: [2, 3, 4, 4] }, w: { shape: [1, 3, 1, 1] }, b: { shape: [1, 3, 1, 1] } },
+      build: (t) => o.mul(o.silu(o.add(o.mul(t["x"]!, t["w"]!), t["b"]!)), o.sin(t["x"]!)),
+    },
+    {
+      name: "silu of an affine whose small operands come first",
+      args: { x: { shape: [2, 8, 6] }, w: { shape: [8, 1] }, b: { shape: [2, 1, 1] } },
+      build: (t) => o.silu(o.add(t["b"]!, o.mul(t["w"]!, t["x"]!))),
+    },
+    {
       name: "split and rsqrt",
       args: { x: { shape: [6, 2], init: "positive" } },
       build: (t) => {

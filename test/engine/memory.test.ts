@@ -1,0 +1,66 @@
+/**
+ * What a train step keeps from its forward pass and how large its transient buffers get: the
+ * structure of the emitted graphs that decides peak memory (the measured figures are in
+ * docs/benchmarks.md).
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { batchChunks, COLUMN_SLICE_BYTES, weightGradStrategy } from "../../src/onnx/conv-grad.ts";
+import { toOnnx } from "../../src/onnx/emit.ts";
+import { evaluate } from "../../src/runtime/compile.ts";
+import { grad } from "../../src/tensor/autodiff.ts";
+import { HostTensor } from "../../src/tensor/host.ts";
+import * as o from "../../src/tensor/ops.ts";
+import { Graph } from "../../src/tensor/symbolic.ts";
+import { assertAllclose } from "../support/allclose.ts";
+import { TestRng } from "../support/check.ts";
+
+test("the backward pass of silu(x·w + b) recomputes the affine: the forward's sigmoid and affine are not kept", () => {
+  const g = new Graph();
+  const x = g.input("x", [4, 8, 6, 6]);
+  const w = g.input("w", [1, 8, 1, 1]);
+  const b = g.input("b", [1, 8, 1, 1]);
+  const a = o.add(o.mul(x, w), b);
+  const y = o.silu(a);
+  const loss = o.sum(o.mul(y, y));
+  const [dx, dw, db] = grad(loss, [x, w, b]);
+  const model = toOnnx(g, { loss, dx: dx!, dw: dw!, db: db! });
+  const nodes = model.graph.nodes;
+  // the forward affine's output feeds exactly the forward silu (Sigmoid and Mul), nothing else
+  const mulOut = nodes.find((n) => n.opType === "Mul" && n.inputs[0] === "x" && n.inputs[1] === "w")!
+    .outputs[0]!;
+  const fwdAdd = nodes.find((n) => n.opType === "Add" && n.inputs[0] === mulOut && n.inputs[1] === "b")!;
+  const aName = fwdAdd.outputs[0]!;
+  const users = nodes.filter((n) => n.inputs.includes(aName)).map((n) => n.opType);
+  assert.deepEqual(users.sort(), ["Mul", "Sigmoid"]);
+  // and the forward sigmoid's output is read only by the forward product
+  const sig = nodes.find((n) => n.opType === "Sigmoid" && n.inputs[0] === aName)!.outputs[0]!;
+  assert.equal(nodes.filter((n) => n.inputs.includes(sig)).length, 1);
+  // the backward pass has a sigmoid of its own, of a recomputed affine
+  assert.equal(nodes.filter((n) => n.opType === "Sigmoid").length, 2);
+});
+
+test("weight gradients whose columns exceed COLUMN_SLICE_BYTES run in batch slices and agree with the one-piece product", async () => {
+  const xShape = [16, 32, 32, 32];
+  const wShape = [32, 32, 3, 3];
+  const a = o.convAttrs({ padding: 1 });
+  const attrs = { ...a, wShape, strategy: "auto" as const };
+  const strategy = weightGradStrategy(attrs, xShape);
+  const dims = { N: 16, C: 32, H: 32, W: 32, O: 32, Ho: 32, Wo: 32, kh: 3, kw: 3 };
+  const k = batchChunks(strategy, dims, a);
+  assert.ok(k > 1 && 16 % k === 0, `${strategy} in ${k} slices`);
+  assert.equal(batchChunks("split-gather", { ...dims, N: 2 }, a), 1);
+  assert.equal(batchChunks("conv-batch-transposed", dims, a), 1);
+  assert.ok(COLUMN_SLICE_BYTES >= 2 ** 20);
+  const rng = TestRng.fromName("sliced weight gradient");
+  const fill = (shape: number[]) =>
+    new HostTensor(
+      Float32Array.from({ length: shape.reduce((p, q) => p * q, 1) }, () => rng.normal()),
+      shape,
+    );
+  const out = await evaluate({ x: fill(xShape), g: fill(xShape) }, ({ x, g }, gr) => ({
+    sliced: gr.apply("convWeightGrad", [x!, g!], attrs),
+    whole: gr.apply("convWeightGrad", [x!, g!], { ...attrs, strategy: "conv-batch-transposed" }),
+  }));
+  assertAllclose(out["sliced"]!, out["whole"]!, { what: "dW", rtol: 1e-4, atol: 1e-3 });
+});

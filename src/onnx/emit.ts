@@ -6,6 +6,7 @@
 import { HostTensor } from "../tensor/host.ts";
 import type { PrimName } from "../tensor/primitives.ts";
 import type { Graph, Node, Tensor } from "../tensor/symbolic.ts";
+import { fuseGroupNorms } from "./fuse-groupnorm.ts";
 import { type LowerCtx, lowerings, OPSET } from "./lowering.ts";
 import { encodeModel, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from "./proto.ts";
 
@@ -80,6 +81,21 @@ export function toOnnx(
     names.set(id, name);
   }
 
+  const i64 = (values: readonly number[]): string => {
+    const key = values.join(",");
+    let nm = i64Cache.get(key);
+    if (!nm) {
+      nm = fresh(`c_i64_${i64Cache.size}`);
+      i64Cache.set(key, nm);
+      initializers.push({
+        name: nm,
+        dtype: "int64",
+        dims: [values.length],
+        data: BigInt64Array.from(values, BigInt),
+      });
+    }
+    return nm;
+  };
   for (const n of graph.nodes) {
     if (!needed.has(n.output.id)) continue;
     const ctx: LowerCtx = {
@@ -96,21 +112,7 @@ export function toOnnx(
       },
       tmp: (hint) => fresh(`${hint}_${tmpCount++}`),
       nchwcBlock: opts.nchwcBlock ?? 0,
-      i64(values) {
-        const key = values.join(",");
-        let nm = i64Cache.get(key);
-        if (!nm) {
-          nm = fresh(`c_i64_${i64Cache.size}`);
-          i64Cache.set(key, nm);
-          initializers.push({
-            name: nm,
-            dtype: "int64",
-            dims: [values.length],
-            data: BigInt64Array.from(values, BigInt),
-          });
-        }
-        return nm;
-      },
+      i64,
       f32(value) {
         const nm = fresh(`c_f32_${tmpCount++}`);
         const h = HostTensor.scalar(value);
@@ -120,6 +122,32 @@ export function toOnnx(
     };
     (lowerings[n.prim as PrimName] as unknown as AnyLowering)(n, ctx);
   }
+  const shapes = new Map<string, readonly number[]>();
+  for (const n of graph.nodes) if (needed.has(n.output.id)) shapes.set(nameOf(n.output), n.output.shape);
+  for (const t of graph.inputs) shapes.set(nameOf(t), t.shape);
+  for (const [id, value] of graph.constants) {
+    const nm = names.get(id);
+    if (nm) shapes.set(nm, value.shape);
+  }
+  const outputValues = new Set(outEntries.map(([name, t]) => names.get(t.id) ?? name));
+  const fused = fuseGroupNorms(nodes, {
+    tmp: (hint) => fresh(`${hint}_${tmpCount++}`),
+    i64,
+    f32: (dims, data) => {
+      const nm = fresh(`c_f32_${tmpCount++}`);
+      initializers.push({ name: nm, dtype: "float32", dims, data });
+      return nm;
+    },
+    shape: (name) => shapes.get(name),
+    isOutput: (name) => outputValues.has(name),
+  });
+  nodes.length = 0;
+  nodes.push(...fused);
+  // a fused group norm leaves its LayerNormalization's shape constant unread: ONNX Runtime warns
+  const read = new Set(nodes.flatMap((n) => n.inputs));
+  const kept = initializers.filter((t) => read.has(t.name) || outputValues.has(t.name));
+  initializers.length = 0;
+  initializers.push(...kept);
   for (const [outName, src] of identities) {
     const t = outputs[outName]!;
     nodes.push({ opType: "Identity", inputs: [names.get(t.id) ?? src], outputs: [outName] });

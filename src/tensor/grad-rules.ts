@@ -115,8 +115,10 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
   sqrt: (n, g) => [o.div(o.mul(g, 0.5), n.output)],
   tanh: (n, g) => [o.mul(g, o.sub(1, o.square(n.output)))],
   sigmoid: (n, g) => [o.mul(g, o.mul(n.output, o.sub(1, n.output)))],
-  // y = x·s, s = sigmoid(x):  dy/dx = s + x·s·(1 − s) = s + y·(1 − s); s is the forward's own
-  // Sigmoid node again (ONNX Runtime merges the two), so four passes instead of six
+  // y = x·s, s = sigmoid(x):  dy/dx = s + x·s·(1 − s) = s + y·(1 − s). Where x is a per-channel
+  // affine (after a group norm) s is recomputed from it in the backward pass, so the forward keeps
+  // neither x nor s (and ONNX Runtime fuses its Sigmoid and Mul into one kernel); otherwise s is the
+  // forward's own Sigmoid node again (ONNX Runtime merges the two)
   silu: (n, g) => {
     const s = o.sigmoid(recomputed(n.inputs[0]!, g));
     return [o.mul(g, o.add(s, o.mul(n.output, o.sub(1, s))))];

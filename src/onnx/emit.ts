@@ -3,7 +3,6 @@
  * initializers, names values (graph inputs keep their names, e.g. the dotted parameter names), and
  * runs each primitive's lowering.
  */
-import { HostTensor } from "../tensor/host.ts";
 import type { PrimName } from "../tensor/primitives.ts";
 import type { Graph, Node, Tensor } from "../tensor/symbolic.ts";
 import { fuseGroupNorms } from "./fuse-groupnorm.ts";
@@ -81,6 +80,7 @@ export function toOnnx(
     names.set(id, name);
   }
 
+  const tmp = (hint: string): string => fresh(`${hint}_${tmpCount++}`);
   const i64 = (values: readonly number[]): string => {
     const key = values.join(",");
     let nm = i64Cache.get(key);
@@ -94,6 +94,11 @@ export function toOnnx(
         data: BigInt64Array.from(values, BigInt),
       });
     }
+    return nm;
+  };
+  const f32 = (dims: readonly number[], data: Float32Array): string => {
+    const nm = fresh(`c_f32_${tmpCount++}`);
+    initializers.push({ name: nm, dtype: "float32", dims, data });
     return nm;
   };
   for (const n of graph.nodes) {
@@ -110,15 +115,10 @@ export function toOnnx(
           ...(domain ? { domain } : {}),
         });
       },
-      tmp: (hint) => fresh(`${hint}_${tmpCount++}`),
+      tmp,
       nchwcBlock: opts.nchwcBlock ?? 0,
       i64,
-      f32(value) {
-        const nm = fresh(`c_f32_${tmpCount++}`);
-        const h = HostTensor.scalar(value);
-        initializers.push({ name: nm, dtype: "float32", dims: [], data: h.data });
-        return nm;
-      },
+      f32: (value) => f32([], Float32Array.of(value)),
     };
     (lowerings[n.prim as PrimName] as unknown as AnyLowering)(n, ctx);
   }
@@ -131,13 +131,9 @@ export function toOnnx(
   }
   const outputValues = new Set(outEntries.map(([name, t]) => names.get(t.id) ?? name));
   const fused = fuseGroupNorms(nodes, {
-    tmp: (hint) => fresh(`${hint}_${tmpCount++}`),
+    tmp,
     i64,
-    f32: (dims, data) => {
-      const nm = fresh(`c_f32_${tmpCount++}`);
-      initializers.push({ name: nm, dtype: "float32", dims, data });
-      return nm;
-    },
+    f32,
     shape: (name) => shapes.get(name),
     isOutput: (name) => outputValues.has(name),
   });

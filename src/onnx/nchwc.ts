@@ -10,8 +10,8 @@
  * convolution), the input is reordered into blocks and the output back. Measured on the 2-core
  * machine of docs/benchmarks.md, one convolution with its weights as an input (batch 64, 3×3,
  * reorders included): [64,64,16,16] 15.6 → 11.5 ms, [64,128,8,8] 17.2 → 10.1 ms, [64,32,32,32]
- * 22.4 → 17.1 ms; in the MNIST U-Net's train step the convolutions (forward and input gradients)
- * ran 879 → 704 ms, of which the reorders gave back ~150 ms.
+ * 22.4 → 17.1 ms. The MNIST U-Net's whole train step, with and without, loaded in one process and
+ * taking turns: 0.917× the time (medians 2.12 s against 2.33 s).
  *
  * Only the CPU provider has these operators: `compileGraph` turns this on only for CPU sessions and
  * asks ONNX Runtime for B (`nchwcBlockSize` in runtime/session.ts), never guesses it. Exported

@@ -31,15 +31,21 @@ export interface Conv2d {
   dilations: readonly number[];
 }
 
-/** Whether a group-1 2-D convolution of C input and O output channels can run blocked. */
+/**
+ * Whether a group-1 2-D convolution of C input and O output channels can run blocked: C a multiple
+ * of B, or fewer than B (the kernel then reads the input in the plain layout, as for an image's
+ * first convolution); O any count (the weight is padded with zero filters to whole blocks).
+ */
 export function canBlock(c: LowerCtx, C: number, O: number): boolean {
   const b = c.nchwcBlock;
-  return b > 0 && C % b === 0 && O % b === 0;
+  return b > 0 && C > 0 && O > 0 && (C % b === 0 || C < b);
 }
 
 /**
  * y = conv(x, w) + b (group 1; b optional) through the blocked kernel: x [N, C, H, W] and y in the
- * plain layout, w [O, C, kh, kw] reordered to [O/B, C/B, kh, kw, B_in, B_out] in the graph.
+ * plain layout. w [O, C, kh, kw] is reordered in the graph to [O/B, C/B, kh, kw, B_in, B_out], or to
+ * [O/B, C, kh, kw, B_out] when C < B (the input then stays plain); O is padded to whole blocks with
+ * zero filters and the padding dropped again by the output reorder.
  */
 export function blockedConv(
   c: LowerCtx,
@@ -52,18 +58,38 @@ export function blockedConv(
 ): void {
   const B = c.nchwcBlock;
   const [O, C, kh, kw] = wShape as [number, number, number, number];
+  const Op = Math.ceil(O / B) * B;
+  let wp = w;
+  let bp = bias;
+  if (Op !== O) {
+    wp = c.tmp("w_padded");
+    c.emit("Pad", [w, c.i64([0, 0, 0, 0, Op - O, 0, 0, 0])], [wp]);
+    if (bias) {
+      bp = c.tmp("b_padded");
+      c.emit("Pad", [bias, c.i64([0, Op - O])], [bp]);
+    }
+  }
+  const plainInput = C < B;
   const w6 = c.tmp("w_split");
-  c.emit("Reshape", [w, c.i64([O / B, B, C / B, B, kh, kw])], [w6]);
-  const w6t = c.tmp("w_blocked6");
-  c.emit("Transpose", [w6], [w6t], { perm: ints([0, 2, 4, 5, 3, 1]) });
+  const wt = c.tmp("w_blocked6");
+  if (plainInput) {
+    c.emit("Reshape", [wp, c.i64([Op / B, B, C, kh, kw])], [w6]);
+    c.emit("Transpose", [w6], [wt], { perm: ints([0, 2, 3, 4, 1]) });
+  } else {
+    c.emit("Reshape", [wp, c.i64([Op / B, B, C / B, B, kh, kw])], [w6]);
+    c.emit("Transpose", [w6], [wt], { perm: ints([0, 2, 4, 5, 3, 1]) });
+  }
   const wb = c.tmp("w_blocked");
-  c.emit("Reshape", [w6t, c.i64([O, C, kh, kw])], [wb]);
-  const xb = c.tmp("x_blocked");
-  c.emit("ReorderInput", [x], [xb], undefined, NCHWC_DOMAIN);
+  c.emit("Reshape", [wt, c.i64([Op, C, kh, kw])], [wb]);
+  let xb = x;
+  if (!plainInput) {
+    xb = c.tmp("x_blocked");
+    c.emit("ReorderInput", [x], [xb], undefined, NCHWC_DOMAIN);
+  }
   const yb = c.tmp("y_blocked");
   c.emit(
     "Conv",
-    bias ? [xb, wb, bias] : [xb, wb],
+    bp ? [xb, wb, bp] : [xb, wb],
     [yb],
     {
       kernel_shape: ints([kh, kw]),

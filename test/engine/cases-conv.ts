@@ -64,6 +64,21 @@ export const GEOMETRIES: readonly Geometry[] = [
   geo("3x3 pad 1, 8 → 8 channels, with bias", [2, 8, 4, 5], [8, 8, 3, 3], { padding: 1 }, true),
   geo("3x3 stride 2 pad 1, 16 → 8 channels", [1, 16, 5, 5], [8, 16, 3, 3], { stride: 2, padding: 1 }),
   geo("3x3 dilation 2 pad 2, 8 → 16 channels", [1, 8, 6, 6], [16, 8, 3, 3], { dilation: 2, padding: 2 }),
+  // fewer than 8 input channels: blocked output from a plain input; output channels padded to a block
+  geo(
+    "3x3 pad 1, 1 → 8 channels (plain input, blocked output)",
+    [2, 1, 5, 6],
+    [8, 1, 3, 3],
+    { padding: 1 },
+    true,
+  ),
+  geo(
+    "3x3 pad 1, 8 → 3 channels (filters padded to a block)",
+    [2, 8, 4, 4],
+    [3, 8, 3, 3],
+    { padding: 1 },
+    true,
+  ),
 ];
 
 /** Every weight-gradient strategy (typed as a full record, so a new strategy must be listed here). */

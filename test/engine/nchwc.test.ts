@@ -40,21 +40,30 @@ test("ONNX Runtime's block size comes from ONNX Runtime; DIFFUSE_NCHWC=0 turns b
   assert.throws(() => nchwcBlockSize(), /DIFFUSE_NCHWC must be 0 or 1, got "yes"/);
 });
 
-test("convolutions whose channels fill whole blocks are emitted blocked, the others as plain Conv", () => {
+test("which convolutions are emitted blocked: input channels in whole blocks or fewer than one", () => {
   const ops = (C: number, O: number, block: number) => {
     const { g, outputs } = convStep(C, O);
     return toOnnx(g, outputs, { nchwcBlock: block }).graph.nodes.map((n) => `${n.domain ?? ""}:${n.opType}`);
   };
-  const blocked = ops(16, 8, 8);
+  const count = (kinds: string[], k: string) => kinds.filter((n) => n === k).length;
   // the forward conv and the input gradient's conv; the weight gradient is a product of columns
-  assert.equal(blocked.filter((n) => n === "com.microsoft.nchwc:Conv").length, 2);
-  assert.equal(blocked.filter((n) => n === ":Conv").length, 0);
+  const blocked = ops(16, 8, 8);
+  assert.equal(count(blocked, "com.microsoft.nchwc:Conv"), 2);
+  assert.equal(count(blocked, ":Conv"), 0);
   assert.ok(blocked.includes("com.microsoft.nchwc:ReorderInput"));
   assert.ok(blocked.includes("com.microsoft.nchwc:ReorderOutput"));
-  for (const plain of [ops(16, 8, 0), ops(12, 8, 8), ops(16, 8, 16)]) {
-    assert.ok(!plain.some((n) => n.startsWith("com.microsoft.nchwc")));
-    assert.equal(plain.filter((n) => n === ":Conv").length, 2);
-  }
+  // 8 output channels on a 16-wide block: the filters are padded with zeros to a whole block
+  const padded = ops(16, 8, 16);
+  assert.equal(count(padded, "com.microsoft.nchwc:Conv"), 2);
+  assert.ok(padded.includes(":Pad"));
+  // 12 input channels: the forward conv stays plain, the input gradient (8 → 12) runs blocked
+  const mixed = ops(12, 8, 8);
+  assert.equal(count(mixed, ":Conv"), 1);
+  assert.equal(count(mixed, "com.microsoft.nchwc:Conv"), 1);
+  // blocking off: nothing from the NCHWc domain
+  const plain = ops(16, 8, 0);
+  assert.ok(!plain.some((n) => n.startsWith("com.microsoft.nchwc")));
+  assert.equal(count(plain, ":Conv"), 2);
 });
 
 test("a conv step through the blocked kernel equals the plain one", async () => {

@@ -7,6 +7,7 @@ import type { PrimName } from "../tensor/primitives.ts";
 import type { Graph, Node, Tensor } from "../tensor/symbolic.ts";
 import { fuseGroupNorms } from "./fuse-groupnorm.ts";
 import { type LowerCtx, lowerings, OPSET } from "./lowering.ts";
+import { keepBlocked } from "./nchwc-layout.ts";
 import { encodeModel, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from "./proto.ts";
 
 export interface EmitOptions {
@@ -14,7 +15,15 @@ export interface EmitOptions {
   name?: string;
   /** ONNX Runtime's NCHWc block size: convolutions run blocked where they can (nchwc.ts). Default 0: never. */
   nchwcBlock?: number;
+  /**
+   * With `nchwcBlock`: keep activations blocked between convolutions (nchwc-layout.ts). Default: in
+   * graphs without a backward pass through a convolution or a group norm.
+   */
+  keepBlocked?: boolean;
 }
+
+/** Primitives only a backward pass has: their graphs read forward values in the plain layout. */
+const BACKWARD_PRIMS: ReadonlySet<string> = new Set(["convWeightGrad", "invStdDev"]);
 
 type AnyLowering = (n: Node, c: LowerCtx) => void;
 
@@ -139,6 +148,25 @@ export function toOnnx(
   });
   nodes.length = 0;
   nodes.push(...fused);
+  const block = opts.nchwcBlock ?? 0;
+  const backward = graph.nodes.some((n) => needed.has(n.output.id) && BACKWARD_PRIMS.has(n.prim));
+  if (block > 0 && (opts.keepBlocked ?? !backward)) {
+    const data = new Map(initializers.map((t) => [t.name, t.data]));
+    const kept = keepBlocked(nodes, {
+      block,
+      tmp,
+      i64,
+      f32,
+      shape: (name) => shapes.get(name),
+      isOutput: (name) => outputValues.has(name),
+      constant: (name) => {
+        const d = data.get(name) ?? initializers.find((t) => t.name === name)?.data;
+        return d instanceof Float32Array || d instanceof BigInt64Array ? d : undefined;
+      },
+    });
+    nodes.length = 0;
+    nodes.push(...kept);
+  }
   // a fused group norm leaves its LayerNormalization's shape constant unread: ONNX Runtime warns
   const read = new Set(nodes.flatMap((n) => n.inputs));
   const kept = initializers.filter((t) => read.has(t.name) || outputValues.has(t.name));

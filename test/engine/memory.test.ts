@@ -75,8 +75,8 @@ test("the MNIST U-Net's sampling and training graphs leave no node output unread
   const cfg = resolveUNetConfig(
     JSON.parse(readFileSync(new URL("../fixtures/unet-configs/unet-mnist.json", import.meta.url), "utf8")),
   );
-  const unread = (g: Graph, outputs: Record<string, Tensor>) => {
-    const m = toOnnx(g, outputs);
+  const unread = (g: Graph, outputs: Record<string, Tensor>, nchwcBlock = 0) => {
+    const m = toOnnx(g, outputs, { nchwcBlock });
     const read = new Set([...m.graph.nodes.flatMap((n) => n.inputs), ...m.graph.outputs.map((v) => v.name)]);
     return m.graph.nodes.flatMap((n) => n.outputs.filter((v) => v && !read.has(v)).map(() => n.opType));
   };
@@ -86,6 +86,8 @@ test("the MNIST U-Net's sampling and training graphs leave no node output unread
   const labels = g.input("labels", [2], "int64");
   const y = unet2d(ParamScope.root(g), cfg, x, t, labels);
   assert.deepEqual(unread(g, { y }), []);
+  // the same with blocked convolutions and activations kept blocked between them (nchwc-layout.ts)
+  assert.deepEqual(unread(g, { y }, 8), []);
   // training: only the LayerNormalization pairs of standardize and its gradient's invStdDev, each
   // with one unread output, which ONNX Runtime's common-subexpression pass merges into one node
   const params = g.inputs.filter((p) => !["x", "t", "labels"].includes(p.inputName!));
@@ -93,4 +95,9 @@ test("the MNIST U-Net's sampling and training graphs leave no node output unread
   const grads = grad(loss, params);
   const left = unread(g, { loss, ...Object.fromEntries(grads.map((d, i) => [`d${i}`, d])) });
   assert.ok(left.length > 0 && left.every((op) => op === "LayerNormalization"), left.join(", "));
+  const leftBlocked = unread(g, { loss, ...Object.fromEntries(grads.map((d, i) => [`d${i}`, d])) }, 8);
+  assert.ok(
+    leftBlocked.every((op) => op === "LayerNormalization"),
+    leftBlocked.join(", "),
+  );
 });

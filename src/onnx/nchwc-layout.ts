@@ -179,9 +179,18 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
   };
 
   /** Group statistics' reshapes [N, C, H, W] → [N, G, (C/G)·H·W] whose only readers reduce axis 2. */
-  const statsViews = new Map<string, { view: string; s4: Twin["shape"]; G: number }>();
+  const statsViews = new Map<
+    string,
+    { view: string; s4: Twin["shape"]; G: number; shift?: string; mean?: string }
+  >();
+  /**
+   * Values x + t (t per sample and channel, e.g. a time embedding) whose group norm can take the add
+   * into its statistics and its shift instead of reading a materialized sum: base is x's twin, shift
+   * is t as [N·C]. The materialized sum is emitted too and dropped when nothing reads it.
+   */
+  const shifted = new Map<string, { base: Twin; shift: string }>();
   /** BatchNormalization inputs viewed as [1, N·C, H·W] from a blocked [N, C, H, W]. */
-  const bnViews = new Map<string, { twin: Twin; reshape: OnnxNode }>();
+  const bnViews = new Map<string, { twin: Twin; reshape: OnnxNode; shift?: string }>();
   const f32Const = (v: string | undefined): Float32Array | undefined => {
     const d = v ? c.constant(v) : undefined;
     return d instanceof Float32Array ? d : undefined;
@@ -211,6 +220,7 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
       if (!target) return false;
       shapes.set(y, target);
       if (!t0) return false;
+      const sh = shifted.get(n.inputs[0]!);
       const [N, C, H, W] = t0.shape;
       const rs = readBy(y);
       const reduces = (r: OnnxNode) =>
@@ -226,8 +236,8 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
         rs.every(reduces)
       ) {
         const view = fresh("stats_view", [N, C / B, H * W, B]);
-        node("Reshape", [t0.name, c.i64([N, C / B, H * W, B])], [view]);
-        statsViews.set(y, { view, s4: t0.shape, G: target[1]! });
+        node("Reshape", [(sh?.base ?? t0).name, c.i64([N, C / B, H * W, B])], [view]);
+        statsViews.set(y, { view, s4: t0.shape, G: target[1]!, ...(sh ? { shift: sh.shift } : {}) });
         return true;
       }
       if (
@@ -236,7 +246,7 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
         rs[0]!.opType === "BatchNormalization" &&
         rs[0]!.inputs[0] === y
       ) {
-        bnViews.set(y, { twin: t0, reshape: n });
+        bnViews.set(y, { twin: sh?.base ?? t0, reshape: n, ...(sh ? { shift: sh.shift } : {}) });
         return true;
       }
       // any other reshape: the same blocked data, and the plain value from the original node if read
@@ -247,9 +257,38 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
     if (n.opType === "ReduceMean" || n.opType === "ReduceSumSquare") {
       const sv = statsViews.get(n.inputs[0]!);
       if (!sv) return false;
-      const [N, C] = sv.s4;
-      const perChannel = c.tmp("channel_stat");
-      node(n.opType, [sv.view], [perChannel], { axes: ints([2]), keepdims: int(1) });
+      const [N, C, H, W] = sv.s4;
+      const perChannelMean = (): string => {
+        if (!sv.mean) {
+          sv.mean = c.tmp("channel_mean");
+          node("ReduceMean", [sv.view], [sv.mean], { axes: ints([2]), keepdims: int(1) });
+        }
+        return sv.mean;
+      };
+      let perChannel: string;
+      if (!sv.shift) {
+        perChannel = n.opType === "ReduceMean" ? perChannelMean() : c.tmp("channel_sumsq");
+        if (n.opType === "ReduceSumSquare")
+          node("ReduceSumSquare", [sv.view], [perChannel], { axes: ints([2]), keepdims: int(1) });
+      } else {
+        // statistics of x + t from those of x: mean + t, and Σ(x + t)² = Σx² + H·W·t·(2·mean + t)
+        const t = c.tmp("shift_view");
+        node("Reshape", [sv.shift, c.i64([N, C / B, 1, B])], [t]);
+        const m = perChannelMean();
+        perChannel = c.tmp("channel_stat");
+        if (n.opType === "ReduceMean") node("Add", [m, t], [perChannel]);
+        else {
+          const ss = c.tmp("channel_sumsq");
+          node("ReduceSumSquare", [sv.view], [ss], { axes: ints([2]), keepdims: int(1) });
+          const [m2, m2t, cross] = [c.tmp("twice_mean"), c.tmp("twice_mean_t"), c.tmp("cross")];
+          node("Add", [m, m], [m2]);
+          node("Add", [m2, t], [m2t]);
+          node("Mul", [m2t, t], [cross]);
+          const crossHW = c.tmp("cross_hw");
+          node("Mul", [cross, c.f32([], Float32Array.of(H * W))], [crossHW]);
+          node("Add", [ss, crossHW], [perChannel]);
+        }
+      }
       const grouped = c.tmp("grouped_stat");
       node("Reshape", [perChannel, c.i64([N, sv.G, C / sv.G])], [grouped]);
       if (n.opType === "ReduceMean")
@@ -275,8 +314,16 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
         return false;
       }
       const t = view.twin;
+      let total = shift!;
+      if (view.shift) {
+        // a·(x + t) + s = a·x + (a·t + s)
+        const at = c.tmp("scaled_shift");
+        node("Mul", [scale!, view.shift], [at]);
+        total = c.tmp("total_shift");
+        node("Add", [at, shift!], [total]);
+      }
       shapes.set(y, shapeOf(n.inputs[0]!)!);
-      setTwin(y, { name: affine(t.name, t.shape, scale!, shift!), shape: t.shape });
+      setTwin(y, { name: affine(t.name, t.shape, scale!, total), shape: t.shape });
       return true;
     }
     if (UNARY.has(n.opType)) {
@@ -340,6 +387,7 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
             node("Neg", [vec], [shift]);
           }
           yb = affine(tx.name, tx.shape, undefined, shift);
+          shifted.set(y, { base: tx, shift });
         }
         setTwin(y, { name: yb, shape: tx.shape });
         return true;

@@ -181,7 +181,7 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
   /** Group statistics' reshapes [N, C, H, W] → [N, G, (C/G)·H·W] whose only readers reduce axis 2. */
   const statsViews = new Map<
     string,
-    { view: string; s4: Twin["shape"]; G: number; shift?: string; mean?: string }
+    { view: string; base: string; s4: Twin["shape"]; G: number; shift?: string; mean?: string }
   >();
   /**
    * Values x + t (t per sample and channel, e.g. a time embedding) whose group norm can take the add
@@ -237,7 +237,13 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
       ) {
         const view = fresh("stats_view", [N, C / B, H * W, B]);
         node("Reshape", [(sh?.base ?? t0).name, c.i64([N, C / B, H * W, B])], [view]);
-        statsViews.set(y, { view, s4: t0.shape, G: target[1]!, ...(sh ? { shift: sh.shift } : {}) });
+        statsViews.set(y, {
+          view,
+          base: (sh?.base ?? t0).name,
+          s4: t0.shape,
+          G: target[1]!,
+          ...(sh ? { shift: sh.shift } : {}),
+        });
         return true;
       }
       if (
@@ -265,12 +271,41 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
         }
         return sv.mean;
       };
+      /**
+       * Σ x² per sample and channel as a depthwise convolution of x with itself: the blocked layout of
+       * [N, C, H, W] is that of [1, N·C, H, W] and also that of the depthwise filter [N·C, 1, H, W]
+       * the blocked kernel reads, so one H×W "filter" per channel is the channel itself (~2.5× faster
+       * than ReduceSumSquare over the spatial axis of the blocked view).
+       */
+      const perChannelSumSq = (): string => {
+        const nc = N * C;
+        const [x1, w, ss, out] = [
+          c.tmp("nc_view"),
+          c.tmp("self_filter"),
+          c.tmp("self_conv"),
+          c.tmp("channel_sumsq"),
+        ];
+        node("Reshape", [sv.base, c.i64([1, nc, H, W])], [x1]);
+        node("Reshape", [sv.base, c.i64([nc, 1, H, W])], [w]);
+        node(
+          "Conv",
+          [x1, w],
+          [ss],
+          {
+            kernel_shape: ints([H, W]),
+            strides: ints([1, 1]),
+            pads: ints([0, 0, 0, 0]),
+            dilations: ints([1, 1]),
+            group: int(nc),
+          },
+          NCHWC_DOMAIN,
+        );
+        node("Reshape", [ss, c.i64([N, C / B, 1, B])], [out]);
+        return out;
+      };
       let perChannel: string;
-      if (!sv.shift) {
-        perChannel = n.opType === "ReduceMean" ? perChannelMean() : c.tmp("channel_sumsq");
-        if (n.opType === "ReduceSumSquare")
-          node("ReduceSumSquare", [sv.view], [perChannel], { axes: ints([2]), keepdims: int(1) });
-      } else {
+      if (!sv.shift) perChannel = n.opType === "ReduceMean" ? perChannelMean() : perChannelSumSq();
+      else {
         // statistics of x + t from those of x: mean + t, and Σ(x + t)² = Σx² + H·W·t·(2·mean + t)
         const t = c.tmp("shift_view");
         node("Reshape", [sv.shift, c.i64([N, C / B, 1, B])], [t]);
@@ -278,8 +313,7 @@ export function keepBlocked(nodes: readonly OnnxNode[], c: LayoutCtx): OnnxNode[
         perChannel = c.tmp("channel_stat");
         if (n.opType === "ReduceMean") node("Add", [m, t], [perChannel]);
         else {
-          const ss = c.tmp("channel_sumsq");
-          node("ReduceSumSquare", [sv.view], [ss], { axes: ints([2]), keepdims: int(1) });
+          const ss = perChannelSumSq();
           const [m2, m2t, cross] = [c.tmp("twice_mean"), c.tmp("twice_mean_t"), c.tmp("cross")];
           node("Add", [m, m], [m2]);
           node("Add", [m2, t], [m2t]);

@@ -43,6 +43,49 @@ function after(x: Tensor, dep: Tensor): Tensor {
  * Any other x is returned as it is.
  */
 function recomputed(x: Tensor, dep: Tensor): Tensor {
+  const done = recomputes.get(x);
+  if (done) return done;
+  const r = recomputeAffine(x, dep);
+  if (r !== x) recomputes.set(x, r);
+  return r;
+}
+
+/**
+ * The backward pass's recomputations, by the forward value they stand for: a conv's weight gradient
+ * recomputes its input silu(u·a + b) first, and silu's own gradient, later in the backward pass,
+ * reuses that u·a + b instead of computing it once more.
+ */
+const recomputes = new WeakMap<Tensor, Tensor>();
+
+/**
+ * A conv's input in its weight gradient, recomputed after `dep` (the conv's output gradient) where
+ * that is cheap, so the forward pass need not keep it until the backward pass:
+ * - a SiLU of a recomputable affine (a ResNet's group norm + SiLU before each of its convolutions):
+ *   one full activation per convolution;
+ * - a nearest upsampling (an upsampler's conv): the input is scale² times the tensor it came from.
+ * Measured on the MNIST U-Net's train step (batch 64): peak RSS 1,071–1,097 → 1,035–1,060 MiB at
+ * the same speed (the recomputations are a few cheap passes against the step's ~1.7 s).
+ */
+function recomputedConvInput(x: Tensor, dep: Tensor): Tensor {
+  const p = x.graph.producer(x);
+  if (p?.prim === "upsampleNearest") {
+    const done = recomputes.get(x);
+    if (done) return done;
+    const r = o.upsampleNearest(after(p.inputs[0]!, dep), (p as Node<"upsampleNearest">).attrs.scale);
+    recomputes.set(x, r);
+    return r;
+  }
+  if (p?.prim !== "silu") return x;
+  const done = recomputes.get(x);
+  if (done) return done;
+  const u = recomputed(p.inputs[0]!, dep);
+  if (u === p.inputs[0]) return x;
+  const r = o.silu(u);
+  recomputes.set(x, r);
+  return r;
+}
+
+function recomputeAffine(x: Tensor, dep: Tensor): Tensor {
   const small = (t: Tensor): boolean => numel(t) * 8 <= numel(x);
   const add = x.graph.producer(x);
   if (add?.prim !== "add") return x;
@@ -116,12 +159,17 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
   tanh: (n, g) => [o.mul(g, o.sub(1, o.square(n.output)))],
   sigmoid: (n, g) => [o.mul(g, o.mul(n.output, o.sub(1, n.output)))],
   // y = x·s, s = sigmoid(x):  dy/dx = s + x·s·(1 − s) = s + y·(1 − s). Where x is a per-channel
-  // affine (after a group norm) s is recomputed from it in the backward pass, so the forward keeps
-  // neither x nor s (and ONNX Runtime fuses its Sigmoid and Mul into one kernel); otherwise s is the
-  // forward's own Sigmoid node again (ONNX Runtime merges the two)
+  // affine (after a group norm) x, s and y are recomputed from it in the backward pass, so the
+  // forward keeps none of them (and ONNX Runtime fuses its Sigmoid and Mul into one kernel);
+  // otherwise s is the forward's own Sigmoid node again (ONNX Runtime merges the two)
   silu: (n, g) => {
-    const s = o.sigmoid(recomputed(n.inputs[0]!, g));
-    return [o.mul(g, o.add(s, o.mul(n.output, o.sub(1, s))))];
+    const x = n.inputs[0]!;
+    const u = recomputed(x, g);
+    const s = o.sigmoid(u);
+    // with a recomputed input, y is recomputed too (or taken from a conv's weight gradient, which
+    // recomputed it first): the forward's y is then read by the forward alone
+    const y = u === x ? n.output : (recomputes.get(n.output) ?? o.mul(u, s));
+    return [o.mul(g, o.add(s, o.mul(y, o.sub(1, s))))];
   },
   // d/dx erf(x) = 2/√π · exp(−x²)
   erf: (n, g) => [o.mul(g, o.mul(o.exp(o.neg(o.square(n.inputs[0]!))), 2 / Math.sqrt(Math.PI)))],
@@ -197,7 +245,7 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     const a = n.attrs;
     return [
       when(w[0], () => o.convTranspose(g, wt, a, x.shape)),
-      when(w[1], () => o.convWeightGrad(x, g, a, wt.shape)),
+      when(w[1], () => o.convWeightGrad(recomputedConvInput(x, g), g, a, wt.shape)),
       when(w[2], () => o.sum(g, [0, 2, 3])),
     ];
   },

@@ -142,6 +142,27 @@ describe("composite gradients", () => {
       build: (t) => o.silu(o.add(t["b"]!, o.mul(t["w"]!, t["x"]!))),
     },
     {
+      // a conv's weight gradient recomputes a silu-of-affine input (grad-rules.ts `recomputedConvInput`),
+      // and silu's own rule reuses the recomputed affine
+      name: "conv of silu of a per-channel affine (a ResNet's group norm + SiLU + conv)",
+      args: {
+        x: { shape: [2, 3, 5, 5] },
+        a: { shape: [1, 3, 1, 1] },
+        b: { shape: [1, 3, 1, 1] },
+        w: { shape: [2, 3, 3, 3] },
+      },
+      build: (t) =>
+        o.conv2d(o.silu(o.add(o.mul(t["x"]!, t["a"]!), t["b"]!)), t["w"]!, undefined, { padding: 1 }),
+    },
+    {
+      name: "conv of a nearest upsampling (an upsampler), the upsampled tensor used twice",
+      args: { x: { shape: [1, 2, 3, 3] }, w: { shape: [2, 2, 3, 3] } },
+      build: (t) => {
+        const up = o.upsampleNearest(t["x"]!, 2);
+        return o.add(o.conv2d(up, t["w"]!, undefined, { padding: 1 }), o.sin(up));
+      },
+    },
+    {
       name: "split and rsqrt",
       args: { x: { shape: [6, 2], init: "positive" } },
       build: (t) => {

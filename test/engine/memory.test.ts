@@ -40,6 +40,30 @@ test("the backward pass of silu(x·w + b) recomputes the affine: the forward's s
   assert.equal(nodes.filter((n) => n.opType === "Sigmoid").length, 2);
 });
 
+test("a conv's weight gradient recomputes a silu-of-affine or upsampled input: the forward's is read by the forward only", () => {
+  const g = new Graph();
+  const x = g.input("x", [4, 8, 6, 6]);
+  const a = g.input("a", [1, 8, 1, 1]);
+  const b = g.input("b", [1, 8, 1, 1]);
+  const w = g.input("w", [8, 8, 3, 3]);
+  const s = o.silu(o.add(o.mul(x, a), b));
+  const h = o.conv2d(s, w, undefined, { padding: 1 });
+  const up = o.upsampleNearest(h, 2);
+  const y = o.conv2d(up, w, undefined, { padding: 1 });
+  const loss = o.sum(o.mul(y, y));
+  const grads = grad(loss, [x, a, b, w]);
+  const nodes = toOnnx(g, { loss, ...Object.fromEntries(grads.map((d, i) => [`d${i}`, d!])) }).graph.nodes;
+  const readers = (v: string) => nodes.filter((n) => n.inputs.includes(v)).map((n) => n.opType);
+  // the forward SiLU (Sigmoid + Mul of the affine) feeds the forward conv only
+  const sigmoids = nodes.filter((n) => n.opType === "Sigmoid");
+  const fwdSilu = nodes.find((n) => n.opType === "Mul" && n.inputs[1] === sigmoids[0]!.outputs[0])!;
+  assert.deepEqual(readers(fwdSilu.outputs[0]!), ["Conv"]);
+  // the forward upsampling feeds the forward conv only; the backward upsamples again
+  const resizes = nodes.filter((n) => n.opType === "Resize");
+  assert.equal(resizes.length, 2);
+  assert.deepEqual(readers(resizes[0]!.outputs[0]!), ["Conv"]);
+});
+
 test("weight gradients whose columns exceed COLUMN_SLICE_BYTES run in batch slices and agree with the one-piece product", async () => {
   const xShape = [16, 32, 32, 32];
   const wShape = [32, 32, 3, 3];

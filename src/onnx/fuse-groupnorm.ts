@@ -11,7 +11,7 @@
  * ReduceSumSquare: E[x²] − μ², the formula ONNX Runtime's LayerNormalization kernel uses too).
  * Training graphs keep the traced form: their backward pass reads the normalized tensor.
  */
-import type { OnnxNode } from "./proto.ts";
+import { attrInt, type OnnxNode } from "./proto.ts";
 
 export interface FuseCtx {
   /** A fresh value name. */
@@ -25,11 +25,6 @@ export interface FuseCtx {
   /** Whether the value is one of the graph's outputs (those stay as they are). */
   isOutput(name: string): boolean;
 }
-
-const attrInt = (n: OnnxNode, k: string): number | undefined => {
-  const a = n.attributes?.[k];
-  return a?.kind === "int" ? a.value : undefined;
-};
 
 /** Rewrites every fusable group norm in `nodes` (returned as a new list; the old one is untouched). */
 export function fuseGroupNorms(nodes: readonly OnnxNode[], c: FuseCtx): OnnxNode[] {

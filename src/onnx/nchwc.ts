@@ -22,8 +22,23 @@ import type { OnnxAttr } from "./proto.ts";
 
 export const NCHWC_DOMAIN = "com.microsoft.nchwc";
 
-const ints = (value: readonly number[]): OnnxAttr => ({ kind: "ints", value });
-const int = (value: number): OnnxAttr => ({ kind: "int", value });
+export const ints = (value: readonly number[]): OnnxAttr => ({ kind: "ints", value });
+export const int = (value: number): OnnxAttr => ({ kind: "int", value });
+
+/** Whether two shapes are given and equal. */
+export const same = (a: readonly number[] | undefined, b: readonly number[] | undefined): boolean =>
+  !!a && !!b && a.length === b.length && a.every((d, i) => d === b[i]);
+
+/** Attributes of a depthwise (groups = channels) kh × kw convolution, stride 1, no padding. */
+export function depthwise(groups: number, kh: number, kw: number): Record<string, OnnxAttr> {
+  return {
+    kernel_shape: ints([kh, kw]),
+    strides: ints([1, 1]),
+    pads: ints([0, 0, 0, 0]),
+    dilations: ints([1, 1]),
+    group: int(groups),
+  };
+}
 
 export interface Conv2d {
   strides: readonly number[];

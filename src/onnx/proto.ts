@@ -48,6 +48,24 @@ export interface OnnxModel {
   };
 }
 
+/** An int attribute of a node, if it has one. */
+export const attrInt = (n: OnnxNode, k: string): number | undefined => {
+  const a = n.attributes?.[k];
+  return a?.kind === "int" ? a.value : undefined;
+};
+
+/** An ints attribute of a node, if it has one. */
+export const attrInts = (n: OnnxNode, k: string): readonly number[] | undefined => {
+  const a = n.attributes?.[k];
+  return a?.kind === "ints" ? a.value : undefined;
+};
+
+/** A string attribute of a node, if it has one. */
+export const attrString = (n: OnnxNode, k: string): string | undefined => {
+  const a = n.attributes?.[k];
+  return a?.kind === "string" ? a.value : undefined;
+};
+
 /** TensorProto.DataType */
 export const ONNX_DTYPE: Record<DType, number> = { float32: 1, int32: 6, int64: 7, bool: 9 };
 

@@ -7,7 +7,7 @@
  * forward pass, its loss, its gradients and an optimizer update become one ONNX graph.
  */
 
-import { gradRules } from "./grad-rules.ts";
+import { beginBackward, gradRules } from "./grad-rules.ts";
 import { formatShape } from "./host.ts";
 import * as o from "./ops.ts";
 import type { PrimName } from "./primitives.ts";
@@ -39,6 +39,7 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
     if (n.output.dtype === "float32" && n.inputs.some((i) => active.has(i.id))) active.add(n.output.id);
   }
 
+  beginBackward();
   const grads = new Map<number, Tensor>();
   const accumulate = (t: Tensor, g: Tensor) => {
     const prev = grads.get(t.id);

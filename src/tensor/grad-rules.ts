@@ -51,11 +51,19 @@ function recomputed(x: Tensor, dep: Tensor): Tensor {
 }
 
 /**
- * The backward pass's recomputations, by the forward value they stand for: a conv's weight gradient
- * recomputes its input silu(u·a + b) first, and silu's own gradient, later in the backward pass,
- * reuses that u·a + b instead of computing it once more.
+ * The current backward pass's recomputations, by the forward value they stand for: a conv's weight
+ * gradient recomputes its input silu(u·a + b) first, and silu's own gradient, later in the same
+ * backward pass, reuses that u·a + b instead of computing it once more.
  */
-const recomputes = new WeakMap<Tensor, Tensor>();
+let recomputes = new WeakMap<Tensor, Tensor>();
+
+/**
+ * Starts a backward pass (`grad` calls it): recomputations are shared within one pass only — another
+ * pass over the same graph must not reuse values pinned after the first one's gradients.
+ */
+export function beginBackward(): void {
+  recomputes = new WeakMap();
+}
 
 /**
  * A conv's input in its weight gradient, recomputed after `dep` (the conv's output gradient) where

@@ -64,6 +64,26 @@ test("a conv's weight gradient recomputes a silu-of-affine or upsampled input: t
   assert.deepEqual(readers(resizes[0]!.outputs[0]!), ["Conv"]);
 });
 
+test("recomputations are shared within one backward pass, not with another over the same graph", () => {
+  const build = () => {
+    const g = new Graph();
+    const x = g.input("x", [2, 8, 6, 6]);
+    const a = g.input("a", [1, 8, 1, 1]);
+    const b = g.input("b", [1, 8, 1, 1]);
+    const w = g.input("w", [8, 8, 3, 3]);
+    const y = o.conv2d(o.silu(o.add(o.mul(x, a), b)), w, undefined, { padding: 1 });
+    return { g, params: [x, a, b, w], y };
+  };
+  const count = (g: Graph, grads: (Tensor | null)[]) =>
+    toOnnx(g, Object.fromEntries(grads.map((d, i) => [`d${i}`, d!]))).graph.nodes.length;
+  // the second of two backward passes needs exactly the nodes it needs alone
+  const once = build();
+  const alone = count(once.g, grad(o.sum(o.mul(once.y, once.y)), once.params));
+  const twice = build();
+  grad(o.sum(twice.y), twice.params);
+  assert.equal(count(twice.g, grad(o.sum(o.mul(twice.y, twice.y)), twice.params)), alone);
+});
+
 test("weight gradients whose columns exceed COLUMN_SLICE_BYTES run in batch slices and agree with the one-piece product", async () => {
   const xShape = [16, 32, 32, 32];
   const wShape = [32, 32, 3, 3];

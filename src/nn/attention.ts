@@ -4,7 +4,7 @@
  * as diffusers' Attention module names them: to_q, to_k, to_v, to_out.0.
  */
 import * as o from "../tensor/ops.ts";
-import type { ParamScope } from "../tensor/params.ts";
+import { init, type ParamScope } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
 import { linear } from "./linear.ts";
 
@@ -37,6 +37,37 @@ export interface AttentionOptions {
   /** Bias on the q/k/v projections (diffusers' `bias`, default true for UNet2D attention). */
   qkvBias?: boolean;
   outBias?: boolean;
+}
+
+/**
+ * Self-attention over the H·W positions of x [N, C, H, W] → [N, C, H, W], channels first: the
+ * projections are 1×1 convolutions (the same to_q / to_k / to_v / to_out.0 Linear weights, [out, in])
+ * and each head's queries, keys and values stay [d, H·W], so QᵀK and V·Pᵀ need no transposed copies
+ * (ONNX Runtime folds the transposes into its matrix products). Same values as `multiHeadAttention`
+ * on the [N, H·W, C] tokens; on the CPU the 1×1 convolutions run blocked like the rest of a U-Net.
+ */
+export function spatialSelfAttention(
+  p: ParamScope,
+  x: Tensor,
+  opts: { heads: number; headDim: number; qkvBias?: boolean; outBias?: boolean },
+): Tensor {
+  const [n, c, h, w] = x.shape as [number, number, number, number];
+  const inner = opts.heads * opts.headDim;
+  const proj = (name: string, t: Tensor, out: number, inFeatures: number, bias: boolean): Tensor => {
+    const q = name === "to_out" ? p.sub("to_out").sub(0) : p.sub(name);
+    const weight = q.param("weight", [out, inFeatures], init.torchDefault(inFeatures));
+    const b = bias ? q.param("bias", [out], init.torchDefault(inFeatures)) : undefined;
+    return o.conv2d(t, o.reshape(weight, [out, inFeatures, 1, 1]), b);
+  };
+  const heads = (t: Tensor) => o.reshape(t, [n, opts.heads, opts.headDim, h * w]); // [N, H, D, L]
+  const qkvBias = opts.qkvBias ?? true;
+  const q = heads(proj("to_q", x, inner, c, qkvBias));
+  const k = heads(proj("to_k", x, inner, c, qkvBias));
+  const v = heads(proj("to_v", x, inner, c, qkvBias));
+  const scores = o.matmul(o.transpose(o.mul(q, 1 / Math.sqrt(opts.headDim)), [0, 1, 3, 2]), k); // [N, H, L, L]
+  const probs = o.softmax(scores, -1);
+  const y = o.matmul(v, o.transpose(probs, [0, 1, 3, 2])); // [N, H, D, L]
+  return proj("to_out", o.reshape(y, [n, inner, h, w]), c, inner, opts.outBias ?? true);
 }
 
 /** x [B, L, C] → [B, L, C]: project, attend per head, merge, project out. */

@@ -5,6 +5,7 @@ export {
   mergeHeads,
   multiHeadAttention,
   scaledDotProductAttention,
+  spatialSelfAttention,
   splitHeads,
 } from "./attention.ts";
 export {

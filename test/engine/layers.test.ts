@@ -11,6 +11,7 @@ import { describe, test } from "node:test";
 import * as nn from "../../src/nn/index.ts";
 import { compileGraph } from "../../src/runtime/compile.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
+import * as o from "../../src/tensor/ops.ts";
 import { ParamScope } from "../../src/tensor/params.ts";
 import { Graph, type Tensor } from "../../src/tensor/symbolic.ts";
 import { assertAllclose } from "../support/allclose.ts";
@@ -54,6 +55,11 @@ const LAYERS: OpCase[] = [
   ),
   layer("self-attention, 2 heads", { x: { shape: [2, 3, 4] } }, (t, p) =>
     nn.multiHeadAttention(p, t["x"]!, { heads: 2 }),
+  ),
+  layer(
+    "spatial self-attention (channels first), 2 heads of width 3",
+    { x: { shape: [2, 4, 2, 3] } },
+    (t, p) => nn.spatialSelfAttention(p, t["x"]!, { heads: 2, headDim: 3 }),
   ),
   layer(
     "cross-attention, 2 heads of width 3, no biases",
@@ -191,6 +197,28 @@ describe("layers against values from their definitions", () => {
     const h1 = [sigmoid(4 + 2) * 2 + sigmoid(-2 - 4) * -1, sigmoid(-2 - 1) * 2 + sigmoid(1 + 2) * -1];
     const want = [h1[0]! + 0.5, h0[0]! - 0.5, h1[1]! + 0.5, h0[1]! - 0.5];
     assertAllclose(y, f32(want, [1, 2, 2]), { what: "multi-head attention" });
+  });
+
+  test("spatialSelfAttention equals multiHeadAttention over the H·W tokens (same weights)", async () => {
+    const [n, c, h, w] = [2, 8, 3, 2];
+    const rnd = (shape: number[], seed: number) =>
+      f32(
+        Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => Math.sin(i * 1.3 + seed)),
+        shape,
+      );
+    const params: Record<string, HostTensor> = {};
+    ["to_q", "to_k", "to_v", "to_out.0"].forEach((name, i) => {
+      params[`${name}.weight`] = rnd([c, c], i);
+      params[`${name}.bias`] = rnd([c], i + 10);
+    });
+    const x = rnd([n, c, h, w], 20);
+    const opts = { heads: 2, headDim: 4 };
+    const channelsFirst = await runLayer({ x }, params, (t, p) => nn.spatialSelfAttention(p, t["x"]!, opts));
+    const tokensFirst = await runLayer({ x }, params, (t, p) => {
+      const tokens = o.transpose(o.reshape(t["x"]!, [n, c, h * w]), [0, 2, 1]);
+      return o.reshape(o.transpose(nn.multiHeadAttention(p, tokens, opts), [0, 2, 1]), [n, c, h, w]);
+    });
+    assertAllclose(channelsFirst, tokensFirst, { what: "spatial self-attention" });
   });
 
   test("gelu is x·Φ(x) and geluTanh its tanh approximation", async () => {

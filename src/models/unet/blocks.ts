@@ -12,7 +12,7 @@
  *   UNetMidBlock2D   resnet → [attention] → resnet
  */
 import { silu } from "../../nn/activations.ts";
-import { multiHeadAttention } from "../../nn/attention.ts";
+import { spatialSelfAttention } from "../../nn/attention.ts";
 import { conv2d, linear } from "../../nn/linear.ts";
 import { groupNorm } from "../../nn/norm.ts";
 import { upsampleNearest } from "../../nn/resample.ts";
@@ -99,9 +99,8 @@ export function attentionBlock(p: ParamScope, x: Tensor, opts: AttentionBlockOpt
   }
   let seq = o.reshape(x, [n, c, h * w]); // [N, C, L]
   if (opts.groups !== null) seq = groupNorm(p.sub("group_norm"), seq, opts.groups, opts.eps);
-  const tokens = o.transpose(seq, [0, 2, 1]); // [N, L, C]
-  const y = multiHeadAttention(p, tokens, { heads, headDim: opts.headDim }); // [N, L, C]
-  const out = o.add(o.reshape(o.transpose(y, [0, 2, 1]), [n, c, h, w]), x); // [N, C, H, W]
+  const y = spatialSelfAttention(p, o.reshape(seq, [n, c, h, w]), { heads, headDim: opts.headDim });
+  const out = o.add(y, x); // [N, C, H, W]
   return opts.scale !== undefined && opts.scale !== 1 ? o.div(out, opts.scale) : out;
 }
 

@@ -4,9 +4,9 @@
  * as diffusers' Attention module names them: to_q, to_k, to_v, to_out.0.
  */
 import * as o from "../tensor/ops.ts";
-import { init, type ParamScope } from "../tensor/params.ts";
+import type { ParamScope } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
-import { linear } from "./linear.ts";
+import { linear, linearParams } from "./linear.ts";
 
 /** q [B, H, Lq, D], k [B, H, Lk, D], v [B, H, Lk, Dv] → [B, H, Lq, Dv]. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, scale?: number): Tensor {
@@ -53,21 +53,21 @@ export function spatialSelfAttention(
 ): Tensor {
   const [n, c, h, w] = x.shape as [number, number, number, number];
   const inner = opts.heads * opts.headDim;
-  const proj = (name: string, t: Tensor, out: number, inFeatures: number, bias: boolean): Tensor => {
-    const q = name === "to_out" ? p.sub("to_out").sub(0) : p.sub(name);
-    const weight = q.param("weight", [out, inFeatures], init.torchDefault(inFeatures));
-    const b = bias ? q.param("bias", [out], init.torchDefault(inFeatures)) : undefined;
-    return o.conv2d(t, o.reshape(weight, [out, inFeatures, 1, 1]), b);
+  // a Linear's weight [out, in] as a 1×1 convolution's [out, in, 1, 1]
+  const proj = (scope: ParamScope, t: Tensor, out: number, bias: boolean): Tensor => {
+    const inFeatures = t.shape[1]!;
+    const lin = linearParams(scope, inFeatures, out, { bias });
+    return o.conv2d(t, o.reshape(lin.weight, [out, inFeatures, 1, 1]), lin.bias);
   };
   const heads = (t: Tensor) => o.reshape(t, [n, opts.heads, opts.headDim, h * w]); // [N, H, D, L]
   const qkvBias = opts.qkvBias ?? true;
-  const q = heads(proj("to_q", x, inner, c, qkvBias));
-  const k = heads(proj("to_k", x, inner, c, qkvBias));
-  const v = heads(proj("to_v", x, inner, c, qkvBias));
+  const q = heads(proj(p.sub("to_q"), x, inner, qkvBias));
+  const k = heads(proj(p.sub("to_k"), x, inner, qkvBias));
+  const v = heads(proj(p.sub("to_v"), x, inner, qkvBias));
   const scores = o.matmul(o.transpose(o.mul(q, 1 / Math.sqrt(opts.headDim)), [0, 1, 3, 2]), k); // [N, H, L, L]
   const probs = o.softmax(scores, -1);
   const y = o.matmul(v, o.transpose(probs, [0, 1, 3, 2])); // [N, H, D, L]
-  return proj("to_out", o.reshape(y, [n, inner, h, w]), c, inner, opts.outBias ?? true);
+  return proj(p.sub("to_out").sub(0), o.reshape(y, [n, inner, h, w]), c, opts.outBias ?? true);
 }
 
 /** x [B, L, C] → [B, L, C]: project, attend per head, merge, project out. */

@@ -7,13 +7,24 @@ export interface LinearOptions {
   bias?: boolean;
 }
 
+/** nn.Linear's parameters: weight [out, in] and (unless `bias` is false) bias [out], PyTorch's init. */
+export function linearParams(
+  p: ParamScope,
+  inFeatures: number,
+  outFeatures: number,
+  opts: LinearOptions = {},
+): { weight: Tensor; bias: Tensor | undefined } {
+  const weight = p.param("weight", [outFeatures, inFeatures], init.torchDefault(inFeatures));
+  const bias =
+    (opts.bias ?? true) ? p.param("bias", [outFeatures], init.torchDefault(inFeatures)) : undefined;
+  return { weight, bias };
+}
+
 /** y = x Wᵀ + b over the last axis; weight [out, in] as nn.Linear. */
 export function linear(p: ParamScope, x: Tensor, outFeatures: number, opts: LinearOptions = {}): Tensor {
-  const inFeatures = x.shape[x.rank - 1]!;
-  const w = p.param("weight", [outFeatures, inFeatures], init.torchDefault(inFeatures));
-  let y = o.matmul(x, o.transpose(w, [1, 0])); // [..., out]
-  if (opts.bias ?? true) y = o.add(y, p.param("bias", [outFeatures], init.torchDefault(inFeatures)));
-  return y;
+  const { weight, bias } = linearParams(p, x.shape[x.rank - 1]!, outFeatures, opts);
+  const y = o.matmul(x, o.transpose(weight, [1, 0])); // [..., out]
+  return bias ? o.add(y, bias) : y;
 }
 
 export interface Conv2dLayerOptions {

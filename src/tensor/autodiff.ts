@@ -7,6 +7,7 @@
  * forward pass, its loss, its gradients and an optimizer update become one ONNX graph.
  */
 
+import { fusedGradient } from "./grad-fusions.ts";
 import { beginBackward, gradRules } from "./grad-rules.ts";
 import { formatShape } from "./host.ts";
 import * as o from "./ops.ts";
@@ -39,6 +40,15 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
     if (n.output.dtype === "float32" && n.inputs.some((i) => active.has(i.id))) active.add(n.output.id);
   }
 
+  // how many forward nodes read each value (a fused pattern needs its inner values read once); a
+  // value asked for in xs counts as one more reader, so no pattern passes over it
+  const readCount = new Map<number, number>();
+  const read = (t: Tensor) => readCount.set(t.id, (readCount.get(t.id) ?? 0) + 1);
+  for (const n of nodes) n.inputs.forEach(read);
+  xs.forEach(read);
+  const readers = (t: Tensor): number => readCount.get(t.id) ?? 0;
+  const isActive = (t: Tensor): boolean => active.has(t.id);
+
   beginBackward();
   const grads = new Map<number, Tensor>();
   const accumulate = (t: Tensor, g: Tensor) => {
@@ -51,6 +61,11 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
     const n = nodes[i]!;
     const g = grads.get(n.output.id);
     if (!g || !active.has(n.output.id)) continue;
+    const fused = fusedGradient(n, g, readers, isActive);
+    if (fused) {
+      for (const [x, gx] of fused) accumulate(x, gx);
+      continue;
+    }
     const wants = n.inputs.map((x) => active.has(x.id));
     const rule = gradRules[n.prim as PrimName] as unknown as AnyRule;
     const gs = rule(n, g, wants);

@@ -9,7 +9,9 @@
  * Ends with: `mnist vs pytorch: train=<speed ratio> sample=<speed ratio> rss=<diffuse/pytorch peak RSS>`.
  *
  * Options: --iters N (train, default 10), --sample-iters N (default 2), --threads N (default: all
- * cores), --wait-idle S (wait up to S seconds for other processes to go quiet first).
+ * cores), --wait-idle S (wait up to S seconds for other processes to go quiet first), --repeats R
+ * (default 1): ours, the default peer and the tuned peer run in turn R times and each figure is the
+ * median over the repeats, so the machine's slow and fast minutes fall on every side alike.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -39,6 +41,7 @@ interface Opts {
   sampleIters: number;
   threads: number;
   waitIdle: number;
+  repeats: number;
 }
 
 function parse(args: readonly string[]): Opts & { child?: string } {
@@ -47,6 +50,7 @@ function parse(args: readonly string[]): Opts & { child?: string } {
     sampleIters: 2,
     threads: availableParallelism(),
     waitIdle: 0,
+    repeats: 1,
   };
   for (let i = 0; i < args.length; i += 2) {
     const [k, v] = [args[i], args[i + 1]];
@@ -56,9 +60,10 @@ function parse(args: readonly string[]): Opts & { child?: string } {
     else if (k === "--sample-iters" && n >= 1) o.sampleIters = n;
     else if (k === "--threads" && n >= 1) o.threads = n;
     else if (k === "--wait-idle" && n >= 0) o.waitIdle = n;
+    else if (k === "--repeats" && Number.isInteger(n) && n >= 1) o.repeats = n;
     else
       throw new Error(
-        `bench mnist: bad option ${k} ${v ?? ""} (options: --iters N, --sample-iters N, --threads N, --wait-idle S)`,
+        `bench mnist: bad option ${k} ${v ?? ""} (options: --iters N, --sample-iters N, --threads N, --wait-idle S, --repeats R)`,
       );
   }
   return o;
@@ -218,40 +223,110 @@ export async function main(args: readonly string[]): Promise<void> {
   }
   if (o.waitIdle > 0) console.log(`waited ${(await waitIdle(o.waitIdle)).toFixed(0)} s for an idle machine`);
   console.log(`date ${new Date().toISOString()}, threads ${o.threads}, load ${load1().toFixed(2)}`);
-  const ours = { train: runChild("train", o), sample: runChild("sample", o) };
-  const fmt = (r: ChildResult) =>
-    `${r.medianS.toFixed(3)} s  ${r.imagesPerS.toFixed(2)} img/s  peak RSS ${r.peakRssMiB.toFixed(0)} MiB  (others ${r.otherCores.toFixed(2)} cores)`;
-  console.log(`diffuse  train  ${fmt(ours.train)}`);
-  console.log(`diffuse  sample ${fmt(ours.sample)}`);
   const missing = peerMissing();
-  if (missing) {
-    console.log(`no PyTorch comparison: ${missing}`);
-    return;
+  if (missing) console.log(`no PyTorch comparison: ${missing}`);
+  else {
+    const blas = peerBlasWarning();
+    if (blas) console.log(`warning: ${blas}`);
   }
-  const blas = peerBlasWarning();
-  if (blas) console.log(`warning: ${blas}`);
-  const peers = {
-    default: { train: runPeer("train", o, {}), sample: runPeer("sample", o, {}) },
-    tuned: { train: runPeer("train", o, TUNED_ENV), sample: runPeer("sample", o, TUNED_ENV) },
-  };
-  for (const [name, p] of Object.entries(peers)) {
+  const fmt = (s: number, ips: number, rss: number, others: number) =>
+    `${s.toFixed(3)} s  ${ips.toFixed(2)} img/s  peak RSS ${rss.toFixed(0)} MiB  (others ${others.toFixed(2)} cores)`;
+  const rounds: Round[] = [];
+  for (let r = 0; r < o.repeats; r++) {
+    const round: Round = { ours: { train: runChild("train", o), sample: runChild("sample", o) } };
+    if (!missing) {
+      round.default = { train: runPeer("train", o, {}), sample: runPeer("sample", o, {}) };
+      round.tuned = { train: runPeer("train", o, TUNED_ENV), sample: runPeer("sample", o, TUNED_ENV) };
+    }
+    rounds.push(round);
+    const tag = o.repeats > 1 ? `[${r + 1}/${o.repeats}] ` : "";
     for (const mode of ["train", "sample"] as const) {
-      const r = p[mode];
+      const c = round.ours[mode];
       console.log(
-        `pytorch ${name.padEnd(7)} ${mode.padEnd(6)} ${r.median_s.toFixed(3)} s  ${r.images_per_s.toFixed(2)} img/s  peak RSS ${r.peak_rss_mib.toFixed(0)} MiB  (others ${r.other_procs_cpu_cores.toFixed(2)} cores)`,
+        `${tag}diffuse         ${mode.padEnd(6)} ${fmt(c.medianS, c.imagesPerS, c.peakRssMiB, c.otherCores)}`,
       );
     }
+    for (const name of ["default", "tuned"] as const) {
+      const p = round[name];
+      if (!p) continue;
+      for (const mode of ["train", "sample"] as const) {
+        const q = p[mode];
+        console.log(
+          `${tag}pytorch ${name.padEnd(7)} ${mode.padEnd(6)} ${fmt(q.median_s, q.images_per_s, q.peak_rss_mib, q.other_procs_cpu_cores)}`,
+        );
+      }
+    }
+    if (round.tuned && o.repeats > 1) console.log(`${tag}this round: ${ratios(round.ours, round.tuned)}`);
   }
-  const line = (p: typeof peers.tuned) => {
-    const train = ours.train.imagesPerS / p.train.images_per_s;
-    const sample = p.sample.median_s / ours.sample.medianS;
-    const rss =
-      Math.max(ours.train.peakRssMiB, ours.sample.peakRssMiB) /
-      Math.max(p.train.peak_rss_mib, p.sample.peak_rss_mib);
-    return `train=${train.toFixed(2)} sample=${sample.toFixed(2)} rss=${rss.toFixed(2)}`;
+  if (missing) return;
+  // each figure: the median over the rounds
+  const ours = {
+    train: medianChild(rounds.map((r) => r.ours.train)),
+    sample: medianChild(rounds.map((r) => r.ours.sample)),
   };
-  console.log(`vs the default peer (the floor): ${line(peers.default)}`);
-  console.log(`mnist vs pytorch: ${line(peers.tuned)}`);
+  const peer = (name: "default" | "tuned") => ({
+    train: medianPeer(rounds.map((r) => r[name]!.train)),
+    sample: medianPeer(rounds.map((r) => r[name]!.sample)),
+  });
+  if (o.repeats > 1) {
+    console.log(`medians over ${o.repeats} rounds:`);
+    for (const mode of ["train", "sample"] as const) {
+      const c = ours[mode];
+      console.log(
+        `diffuse         ${mode.padEnd(6)} ${fmt(c.medianS, c.imagesPerS, c.peakRssMiB, c.otherCores)}`,
+      );
+    }
+    for (const name of ["default", "tuned"] as const) {
+      for (const mode of ["train", "sample"] as const) {
+        const q = peer(name)[mode];
+        console.log(
+          `pytorch ${name.padEnd(7)} ${mode.padEnd(6)} ${fmt(q.median_s, q.images_per_s, q.peak_rss_mib, q.other_procs_cpu_cores)}`,
+        );
+      }
+    }
+  }
+  console.log(`vs the default peer (the floor): ${ratios(ours, peer("default"))}`);
+  console.log(`mnist vs pytorch: ${ratios(ours, peer("tuned"))}`);
+}
+
+interface Pair<T> {
+  train: T;
+  sample: T;
+}
+interface Round {
+  ours: Pair<ChildResult>;
+  default?: Pair<PeerResult>;
+  tuned?: Pair<PeerResult>;
+}
+
+/** The summary ratios: speed (above 1 = we are faster) and peak RSS (below 1 = we use less). */
+function ratios(ours: Pair<ChildResult>, p: Pair<PeerResult>): string {
+  const train = ours.train.imagesPerS / p.train.images_per_s;
+  const sample = p.sample.median_s / ours.sample.medianS;
+  const rss =
+    Math.max(ours.train.peakRssMiB, ours.sample.peakRssMiB) /
+    Math.max(p.train.peak_rss_mib, p.sample.peak_rss_mib);
+  return `train=${train.toFixed(2)} sample=${sample.toFixed(2)} rss=${rss.toFixed(2)}`;
+}
+
+function medianChild(rs: readonly ChildResult[]): ChildResult {
+  const m = median(rs.map((r) => r.medianS));
+  return {
+    medianS: m,
+    timesS: rs.flatMap((r) => r.timesS),
+    imagesPerS: median(rs.map((r) => r.imagesPerS)),
+    peakRssMiB: median(rs.map((r) => r.peakRssMiB)),
+    otherCores: Math.max(...rs.map((r) => r.otherCores)),
+  };
+}
+
+function medianPeer(rs: readonly PeerResult[]): PeerResult {
+  return {
+    median_s: median(rs.map((r) => r.median_s)),
+    images_per_s: median(rs.map((r) => r.images_per_s)),
+    peak_rss_mib: median(rs.map((r) => r.peak_rss_mib)),
+    other_procs_cpu_cores: Math.max(...rs.map((r) => r.other_procs_cpu_cores)),
+  };
 }
 
 if (process.argv.includes("--child")) await main(process.argv.slice(2));

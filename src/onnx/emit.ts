@@ -146,8 +146,8 @@ export function toOnnx(
     shape: (name) => shapes.get(name),
     isOutput: (name) => outputValues.has(name),
   });
-  nodes.length = 0;
-  nodes.push(...fused);
+  // (assigned element by element: a spread of a large graph's node list overflows the call stack)
+  replaceAll(nodes, fused);
   const block = opts.nchwcBlock ?? 0;
   const backward = graph.nodes.some((n) => needed.has(n.output.id) && BACKWARD_PRIMS.has(n.prim));
   if (block > 0 && (opts.keepBlocked ?? !backward)) {
@@ -164,14 +164,12 @@ export function toOnnx(
         return d instanceof Float32Array || d instanceof BigInt64Array ? d : undefined;
       },
     });
-    nodes.length = 0;
-    nodes.push(...kept);
+    replaceAll(nodes, kept);
   }
   // a fused group norm leaves its LayerNormalization's shape constant unread: ONNX Runtime warns
   const read = new Set(nodes.flatMap((n) => n.inputs));
   const kept = initializers.filter((t) => read.has(t.name) || outputValues.has(t.name));
-  initializers.length = 0;
-  initializers.push(...kept);
+  replaceAll(initializers, kept);
   for (const [outName, src] of identities) {
     const t = outputs[outName]!;
     nodes.push({ opType: "Identity", inputs: [names.get(t.id) ?? src], outputs: [outName] });
@@ -189,6 +187,12 @@ export function toOnnx(
       initializers,
     },
   };
+}
+
+/** Makes `list` hold `items` (no spread: a large list would overflow the call stack). */
+function replaceAll<T>(list: T[], items: readonly T[]): void {
+  list.length = items.length;
+  for (let i = 0; i < items.length; i++) list[i] = items[i]!;
 }
 
 /** ONNX protobuf bytes for the graph's `outputs`. */

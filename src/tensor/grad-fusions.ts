@@ -30,23 +30,19 @@ const channelShaped = (t: Tensor, x: Tensor): boolean =>
 const sameShape = (a: Tensor, b: Tensor): boolean =>
   a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
 
+/** A binary node's inputs in both orders (add and mul commute). */
+const bothOrders = (n: Node): [Tensor, Tensor][] => [
+  [n.inputs[0]!, n.inputs[1]!],
+  [n.inputs[1]!, n.inputs[0]!],
+];
+
 function matchGroupNormAffine(n: Node, readers: (t: Tensor) => number): GroupNormAffine | null {
   if (n.prim !== "add") return null;
   const g = n.output.graph;
-  for (const [mi, bi] of [
-    [0, 1],
-    [1, 0],
-  ] as const) {
-    const m = n.inputs[mi]!;
-    const b = n.inputs[bi]!;
+  for (const [m, b] of bothOrders(n)) {
     const mul = g.producer(m);
     if (mul?.prim !== "mul" || readers(m) !== 1 || !sameShape(m, n.output)) continue;
-    for (const [yi, wi] of [
-      [0, 1],
-      [1, 0],
-    ] as const) {
-      const y = mul.inputs[yi]!;
-      const w = mul.inputs[wi]!;
+    for (const [y, w] of bothOrders(mul)) {
       const back = g.producer(y);
       if (back?.prim !== "reshape" || readers(y) !== 1 || !sameShape(y, n.output)) continue;
       const s = back.inputs[0]!;

@@ -11,7 +11,7 @@
  * ReduceSumSquare: E[x²] − μ², the formula ONNX Runtime's LayerNormalization kernel uses too).
  * Training graphs keep the traced form: their backward pass reads the normalized tensor.
  */
-import { attrInt, type OnnxNode } from "./proto.ts";
+import { addReader, attrInt, type OnnxNode } from "./proto.ts";
 
 export interface FuseCtx {
   /** A fresh value name. */
@@ -31,7 +31,7 @@ export function fuseGroupNorms(nodes: readonly OnnxNode[], c: FuseCtx): OnnxNode
   const readers = new Map<string, OnnxNode[]>();
   const producer = new Map<string, OnnxNode>();
   for (const n of nodes) {
-    for (const i of n.inputs) if (i) readers.set(i, [...(readers.get(i) ?? []), n]);
+    for (const i of n.inputs) if (i) addReader(readers, i, n);
     for (const o of n.outputs) if (o) producer.set(o, n);
   }
   const only = (value: string, op: string): OnnxNode | undefined => {

@@ -26,7 +26,7 @@
 
 import { depthwise, int, ints, NCHWC_DOMAIN, same } from "./nchwc.ts";
 import { GroupNormRules } from "./nchwc-groupnorm.ts";
-import { attrInt, attrString, type OnnxAttr, type OnnxNode } from "./proto.ts";
+import { addReader, attrInt, attrString, type OnnxAttr, type OnnxNode } from "./proto.ts";
 
 export interface LayoutCtx {
   /** ONNX Runtime's channel block (8 with AVX2). */
@@ -71,8 +71,7 @@ export class Layout {
     readonly c: LayoutCtx,
   ) {
     this.B = c.block;
-    for (const n of nodes)
-      for (const i of n.inputs) if (i) this.readers.set(i, [...(this.readers.get(i) ?? []), n]);
+    for (const n of nodes) for (const i of n.inputs) if (i) addReader(this.readers, i, n);
   }
 
   /** The nodes of the original list that read `v`. */

@@ -49,6 +49,16 @@ export interface OnnxModel {
 }
 
 /** An int attribute of a node, if it has one. */
+/**
+ * Records `node` as a reader of `value`, appending to the value's list in place (a value such as a
+ * shared shape constant can have thousands of readers: copying its list per reader is quadratic).
+ */
+export function addReader(readers: Map<string, OnnxNode[]>, value: string, node: OnnxNode): void {
+  const list = readers.get(value);
+  if (list) list.push(node);
+  else readers.set(value, [node]);
+}
+
 export const attrInt = (n: OnnxNode, k: string): number | undefined => {
   const a = n.attributes?.[k];
   return a?.kind === "int" ? a.value : undefined;

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { emitOnnx, toOnnx } from "../../src/onnx/emit.ts";
 import { compileGraph } from "../../src/runtime/compile.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import * as o from "../../src/tensor/ops.ts";
@@ -49,4 +50,16 @@ test("an output named like a graph input is refused with a clear message", async
   const xi = g.input("x", [3]);
   const w = g.input("w", [3]);
   await assert.rejects(compileGraph(g, { w: o.mul(xi, w) }), /output "w" has the name of a graph input/);
+});
+
+test("a graph of 150,000 nodes that all read one constant emits", () => {
+  // beyond what a spread into push() takes (the node list is copied element by element), and a
+  // shared value's reader list grows in place (copied per reader, this graph took minutes)
+  const g = new Graph();
+  const one = g.scalar(1);
+  let t: Tensor = g.input("x", [3]);
+  for (let i = 0; i < 150_000; i++) t = o.add(t, one);
+  const model = toOnnx(g, { y: t });
+  assert.equal(model.graph.nodes.length, 150_000);
+  assert.ok(emitOnnx(g, { y: t }).length > 150_000 * 20);
 });

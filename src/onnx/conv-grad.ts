@@ -114,10 +114,24 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
  *   3x3 32→1 @32                25.4           13.2         14.3           8.3     split-gather
  *
  * conv-batch-transposed (1.5–5× slower than the best here) and seven more graphs tried and dropped
- * (docs/benchmarks.md) were never clearly the fastest. Hence: 1×1 kernels and few input channels
- * (C·kh·kw < 32) keep the plain per-sample product; stride-1 convolutions whose output channels are
- * few (≤ 32), fewer than the input's, or equal to them at ≤ 64 on images of ≥ 16×16 split the taps;
- * the rest gather the columns, as one product when the output image is small (Ho·Wo < 256).
+ * (docs/benchmarks.md) were never clearly the fastest. Re-measured 2026-11-26 (10 rounds, by the
+ * minimum) once the columns were built in batch slices of ≤ 8 MiB, the output images of 16×16 and
+ * smaller favour one product over the whole batch:
+ *
+ *   conv (C→O @ H)     gather-matmul  gather-gemm  split-gather
+ *   3x3 32→64 @16                9.3          9.2          11.5
+ *   3x3 64→64 @16               17.0         15.1          20.3
+ *   3x3 64→128 @16              29.3         26.1          30.1
+ *   3x3 128→128 @16             48.3         41.9          49.8
+ *   3x3/2 64→64 @16             10.5          7.2           9.8
+ *   3x3 192→64 @16              41.6         36.9          38.2
+ *   3x3/2 32→32 @32 (3 rounds)   8.6          7.9          10.5
+ *
+ * (the MNIST train step with these picks: 0.98× the time, two sets of 12 and 16 rounds). Hence: 1×1
+ * kernels and few input channels (C·kh·kw < 32) keep the plain per-sample product; output images of
+ * ≤ 16×16 (Ho·Wo ≤ 256) gather the columns into one product; larger stride-1 convolutions whose
+ * output channels are few (≤ 32), fewer than the input's, or equal to them at ≤ 64 split the taps;
+ * the rest gather the columns with one product per sample.
  */
 export function weightGradStrategy(
   a: PrimAttrs["convWeightGrad"],
@@ -130,9 +144,10 @@ export function weightGradStrategy(
   const Ho = Math.floor((H + a.pads[0] + a.pads[2] - a.dilations[0] * (kh - 1) - 1) / a.strides[0]) + 1;
   const Wo = Math.floor((W + a.pads[1] + a.pads[3] - a.dilations[1] * (kw - 1) - 1) / a.strides[1]) + 1;
   if (kh * kw === 1 || C * kh * kw < 32) return "im2col-matmul";
+  if (Ho * Wo <= 256) return "gather-gemm";
   const stride1 = a.strides[0] === 1 && a.strides[1] === 1;
-  if (stride1 && (og <= 32 || og < C || (og <= 64 && og === C && Ho * Wo >= 256))) return "split-gather";
-  return Ho * Wo < 256 ? "gather-gemm" : "gather-matmul";
+  if (stride1 && (og <= 32 || og < C || (og <= 64 && og === C))) return "split-gather";
+  return "gather-matmul";
 }
 
 /** Shapes of one group's weight gradient: x [N, C, H, W], g [N, O, Ho, Wo], kernel kh × kw. */

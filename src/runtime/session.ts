@@ -14,12 +14,18 @@ import { NCHWC_DOMAIN } from "../onnx/nchwc.ts";
 import { encodeModel } from "../onnx/proto.ts";
 import { type DType, formatShape, type HostData, HostTensor } from "../tensor/host.ts";
 
-export type ExecutionProvider = "cpu" | "cuda";
+export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
+
+const PROVIDERS: readonly ExecutionProvider[] = ["cpu", "cuda", "webgpu"];
 
 export interface SessionOptions {
   /** Intra-op threads (default: all cores). */
   threads?: number;
-  /** Execution providers in order of preference (default ["cpu"]). CUDA needs the CUDA build (README). */
+  /**
+   * Execution providers in order of preference (default: DIFFUSE_EP, else ["cpu"]). Nodes a provider
+   * cannot run fall back to the next one. "webgpu" is bundled with onnxruntime-node (it needs a
+   * Vulkan driver on Linux); "cuda" needs ONNX Runtime's CUDA build (README).
+   */
   executionProviders?: readonly ExecutionProvider[];
   /** ONNX Runtime graph optimizations (default "all"). */
   optimization?: "disabled" | "basic" | "extended" | "all";
@@ -48,6 +54,25 @@ export function defaultThreads(): number {
     return n;
   }
   return availableParallelism();
+}
+
+/**
+ * The execution providers a session uses when its options name none: DIFFUSE_EP, a comma-separated
+ * list in order of preference ("webgpu,cpu"), else ["cpu"]. "cpu" is appended when missing, so any
+ * node a GPU provider cannot run still has a home.
+ */
+export function defaultExecutionProviders(): readonly ExecutionProvider[] {
+  const env = process.env["DIFFUSE_EP"];
+  if (env === undefined || env.trim() === "") return ["cpu"];
+  const names = env.split(",").map((s) => s.trim().toLowerCase());
+  for (const n of names) {
+    if (!(PROVIDERS as readonly string[]).includes(n))
+      throw new Error(
+        `DIFFUSE_EP names an unknown execution provider "${n}" (in "${env}"): use a comma-separated list of ${PROVIDERS.join(", ")}`,
+      );
+  }
+  const list = [...new Set(names)] as ExecutionProvider[];
+  return list.includes("cpu") ? list : [...list, "cpu"];
 }
 
 export function defaultSpin(): boolean {
@@ -145,7 +170,7 @@ function cacheKey(bytes: Uint8Array, opts: SessionOptions): string {
   h.update(
     JSON.stringify([
       opts.threads ?? defaultThreads(),
-      opts.executionProviders ?? ["cpu"],
+      opts.executionProviders ?? defaultExecutionProviders(),
       opts.optimization ?? "all",
       opts.spin ?? defaultSpin(),
     ]),
@@ -230,13 +255,14 @@ async function openSession(
   key: string,
 ): Promise<CompiledGraph> {
   const threads = opts.threads ?? defaultThreads();
+  const providers = opts.executionProviders ?? defaultExecutionProviders();
   try {
     const session = await ort.InferenceSession.create(bytes, {
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       executionMode: "sequential",
       graphOptimizationLevel: opts.optimization ?? "all",
-      executionProviders: [...(opts.executionProviders ?? ["cpu"])],
+      executionProviders: [...providers],
       enableCpuMemArena: true,
       // Memory patterns pre-plan one block for every intermediate of a run; for a U-Net train step it
       // doubled peak RSS (2.8 GB against 1.5 GB with the arena's own reuse) at the same speed.
@@ -245,7 +271,12 @@ async function openSession(
     });
     return new CompiledGraph(session, inputs, outputs, key);
   } catch (e) {
-    throw new Error(`ONNX Runtime could not load the graph: ${(e as Error).message}`);
+    const gpu = providers.filter((p) => p !== "cpu");
+    const hint =
+      gpu.length === 0
+        ? ""
+        : ` (execution providers ${providers.join(",")}: check the ${gpu.join("/")} setup in README's "GPU" section, or set DIFFUSE_EP=cpu)`;
+    throw new Error(`ONNX Runtime could not load the graph: ${(e as Error).message}${hint}`);
   }
 }
 

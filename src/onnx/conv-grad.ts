@@ -407,7 +407,7 @@ export function lowerWeightGrad(n: Node<"convWeightGrad">, c: LowerCtx): void {
   const d: Dims = { N, C: C / G, H, W, O: O / G, Ho, Wo, kh, kw };
   const [x, g] = c.ins as [string, string];
   if (G === 1) {
-    const k = batchChunks(strategy, d, a);
+    const k = c.target === "gpu" ? 1 : batchChunks(strategy, d, a);
     if (k === 1) {
       lower(c, x, g, d, a, c.out);
       return;

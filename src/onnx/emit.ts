@@ -20,6 +20,12 @@ export interface EmitOptions {
    * graphs without a backward pass through a convolution or a group norm.
    */
   keepBlocked?: boolean;
+  /**
+   * The device the graph is for (default "cpu"). "gpu" drops what only pays on a CPU's caches: the
+   * weight gradients' batch slices (joined by an n-ary Sum, which WebGPU runs on the CPU: a copy
+   * back and forth per slice).
+   */
+  target?: "cpu" | "gpu";
 }
 
 /** Primitives only a backward pass has: their graphs read forward values in the plain layout. */
@@ -126,6 +132,7 @@ export function toOnnx(
       },
       tmp,
       nchwcBlock: opts.nchwcBlock ?? 0,
+      target: opts.target ?? "cpu",
       i64,
       f32: (value) => f32([], Float32Array.of(value)),
     };

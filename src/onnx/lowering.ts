@@ -35,6 +35,8 @@ export interface LowerCtx {
   f32(value: number): string;
   /** ONNX Runtime's NCHWc block size when convolutions may run blocked (nchwc.ts); 0: never. */
   readonly nchwcBlock: number;
+  /** The device the graph is for (EmitOptions.target). */
+  readonly target: "cpu" | "gpu";
 }
 
 type Lowering<K extends PrimName> = (node: Node<K>, c: LowerCtx) => void;

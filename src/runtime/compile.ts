@@ -5,7 +5,13 @@
 import { emitOnnx } from "../onnx/emit.ts";
 import type { DType, HostTensor } from "../tensor/host.ts";
 import { Graph, type Tensor } from "../tensor/symbolic.ts";
-import { type CompiledGraph, loadGraph, nchwcBlockSize, type SessionOptions } from "./session.ts";
+import {
+  type CompiledGraph,
+  defaultExecutionProviders,
+  loadGraph,
+  nchwcBlockSize,
+  type SessionOptions,
+} from "./session.ts";
 
 export interface InputSpec {
   shape: readonly number[];
@@ -33,8 +39,11 @@ export async function compileGraph(
   outputs: Outputs,
   opts: SessionOptions = {},
 ): Promise<CompiledGraph> {
-  const cpuOnly = (opts.executionProviders ?? ["cpu"]).every((p) => p === "cpu");
-  const bytes = emitOnnx(graph, outputs, { nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0 });
+  const cpuOnly = (opts.executionProviders ?? defaultExecutionProviders()).every((p) => p === "cpu");
+  const bytes = emitOnnx(graph, outputs, {
+    nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0,
+    target: cpuOnly ? "cpu" : "gpu",
+  });
   return loadGraph(
     bytes,
     graph.inputs.map((t) => ({ name: t.inputName!, dtype: t.dtype, shape: t.shape })),

@@ -109,6 +109,23 @@ test("weight gradients whose columns exceed COLUMN_SLICE_BYTES run in batch slic
   assertAllclose(out["sliced"]!, out["whole"]!, { what: "dW", rtol: 1e-4, atol: 1e-3 });
 });
 
+test("graphs for a GPU take the weight gradient in one piece: no batch slices, no n-ary Sum", () => {
+  const g = new Graph();
+  const x = g.input("x", [16, 32, 32, 32]);
+  const dy = g.input("g", [16, 32, 32, 32]);
+  const dw = g.apply("convWeightGrad", [x, dy], {
+    ...o.convAttrs({ padding: 1 }),
+    wShape: [32, 32, 3, 3],
+    strategy: "auto",
+  });
+  const ops = (target: "cpu" | "gpu") => toOnnx(g, { dw }, { target }).graph.nodes.map((n) => n.opType);
+  const cpu = ops("cpu");
+  const gpu = ops("gpu");
+  assert.ok(cpu.includes("Sum"), "the CPU graph joins its batch slices with a Sum");
+  assert.ok(!gpu.includes("Sum"), `the GPU graph has no Sum: ${gpu.join(" ")}`);
+  assert.ok(gpu.length < cpu.length, `${gpu.length} nodes against ${cpu.length}`);
+});
+
 test("the MNIST U-Net's sampling and training graphs leave no node output unread", async () => {
   // ONNX Runtime keeps an unread output's buffer for the rest of the run (a group-norm variant whose
   // LayerNormalization outputs went unread raised a sampling process's peak RSS by ~360 MiB)

@@ -20,6 +20,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { guidedNetwork } from "../src/diffusion/guidance.ts";
 import { type DiffusersConfig, initUNet, resolveUNetConfig, UNet2DModel } from "../src/models/unet/index.ts";
+import type { SessionOptions } from "../src/runtime/session.ts";
 import { Scheduler } from "../src/samplers/scheduler.ts";
 import { HostTensor } from "../src/tensor/host.ts";
 import { Rng } from "../src/tensor/rng.ts";
@@ -69,7 +70,7 @@ function parse(args: readonly string[]): Opts & { child?: string } {
   return o;
 }
 
-function modelConfig(): DiffusersConfig {
+export function modelConfig(): DiffusersConfig {
   const shared = join(SHARED, "configs", "unet-mnist.json");
   const path = existsSync(shared)
     ? shared
@@ -87,13 +88,17 @@ interface ChildResult {
 
 const peakRss = (): number => process.resourceUsage().maxRSS / 1024;
 
-async function childTrain(o: Opts): Promise<ChildResult> {
+/**
+ * The train-step rig both sides time: the MNIST U-Net's ε-MSE step at batch 64 (AdamW, no EMA), its
+ * state from seed 0 and three fixed batches. Shared with bench/gpu.ts.
+ */
+export async function trainRig(session: SessionOptions) {
   const cfg = modelConfig();
   const B = 64;
   const step = await compileTrainStep(diffusionLoss(cfg, "epsilon"), batchSpecs(cfg, B, 32), {
     adamw: { weightDecay: 0.01 },
     ema: false,
-    session: { threads: o.threads },
+    session,
   });
   const state = step.initState(initUNet(resolveUNetConfig(cfg), new Rng(0)));
   const sched = Scheduler.fromConfig({ _class_name: "DDPMScheduler" });
@@ -114,6 +119,32 @@ async function childTrain(o: Opts): Promise<ChildResult> {
   const batches = Array.from({ length: 3 }, (_, i) =>
     drawBatch(obj, new HostTensor(rng.uniform(B * 1024, -1, 1), [B, 1, 32, 32]), labels, rng.fold(i)),
   );
+  return { B, step, state, batches };
+}
+
+/**
+ * The sampling rig: 64 digits (labels 0–9), 50 DDIM steps, guidance 3 as one 2×64 forward per step,
+ * random weights from seed 0; `loop(seed)` runs one loop from that seed's noise.
+ */
+export function sampleRig(session: SessionOptions) {
+  const cfg = modelConfig();
+  const B = 64;
+  const unet = UNet2DModel.fromConfig(cfg, { seed: 0, session });
+  const sched = Scheduler.fromConfig({
+    _class_name: "DDIMScheduler",
+    timestep_spacing: "leading",
+    clip_sample: false,
+  });
+  const labels = Array.from({ length: B }, (_, i) => i % 10);
+  const both = [...labels.map(() => 10), ...labels];
+  const net = guidedNetwork((x, t) => unet.forward(x as HostTensor<"float32">, t, { classLabels: both }), 3);
+  const loop = (seed: number, steps = 50) =>
+    sched.sample(net, new HostTensor(new Rng(seed).normal(B * 1024), [B, 1, 32, 32]), { steps });
+  return { B, unet, loop };
+}
+
+async function childTrain(o: Opts): Promise<ChildResult> {
+  const { B, step, state, batches } = await trainRig({ threads: o.threads });
   for (let i = 0; i < 3; i++) await step.step(state, batches[i % 3]!, 1e-4);
   const times: number[] = [];
   const mon = new LoadMonitor();
@@ -128,26 +159,14 @@ async function childTrain(o: Opts): Promise<ChildResult> {
 }
 
 async function childSample(o: Opts): Promise<ChildResult> {
-  const cfg = modelConfig();
-  const B = 64;
-  const unet = UNet2DModel.fromConfig(cfg, { seed: 0, session: { threads: o.threads } });
-  const sched = Scheduler.fromConfig({
-    _class_name: "DDIMScheduler",
-    timestep_spacing: "leading",
-    clip_sample: false,
-  });
-  const labels = Array.from({ length: B }, (_, i) => i % 10);
-  const both = [...labels.map(() => 10), ...labels];
-  const net = guidedNetwork((x, t) => unet.forward(x as HostTensor<"float32">, t, { classLabels: both }), 3);
-  const rng = new Rng(0);
-  const xT = () => new HostTensor(rng.normal(B * 1024), [B, 1, 32, 32]);
-  await sched.sample(net, xT(), { steps: 2 }); // warm-up: one loop of 2 steps
+  const { B, loop } = sampleRig({ threads: o.threads });
+  await loop(0, 2); // warm-up: one loop of 2 steps
   const times: number[] = [];
   const mon = new LoadMonitor();
   mon.start();
   for (let i = 0; i < o.sampleIters; i++) {
     const t0 = performance.now();
-    await sched.sample(net, xT(), { steps: 50 });
+    await loop(i + 1);
     times.push((performance.now() - t0) / 1000);
   }
   const m = median(times);

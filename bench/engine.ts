@@ -39,7 +39,7 @@ import * as o from "../src/tensor/ops.ts";
 import { initParams, ParamScope, type ParamSpec } from "../src/tensor/params.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import type { Graph, Tensor } from "../src/tensor/symbolic.ts";
-import { LoadMonitor, load1, median, peerBlasWarning, timeRuns, waitIdle } from "./timing.ts";
+import { LoadMonitor, load1, median, peerBlasWarning, peerEnv, timeRuns, waitIdle } from "./timing.ts";
 
 interface ConvCase {
   kind: "conv";
@@ -245,7 +245,7 @@ function runPeer(
   const r = spawnSync(
     PYTHON,
     [PEER, "--threads", `${threads}`, "--warmup", `${warmup}`, "--iters", `${iters}`],
-    { input: JSON.stringify(cases), encoding: "utf8", env: { ...process.env, ...env }, maxBuffer: 1 << 26 },
+    { input: JSON.stringify(cases), encoding: "utf8", env: peerEnv(env), maxBuffer: 1 << 26 },
   );
   if (r.status !== 0) throw new Error(`engine_peer.py failed (status ${r.status}):\n${r.stderr}`);
   if (/cannot be preloaded/.test(r.stderr))

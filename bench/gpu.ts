@@ -23,7 +23,7 @@ import type { ExecutionProvider, SessionOptions } from "../src/runtime/session.t
 import { HostTensor } from "../src/tensor/host.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import { modelConfig, sampleRig, trainRig } from "./mnist.ts";
-import { median } from "./timing.ts";
+import { median, peerEnv } from "./timing.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -122,7 +122,7 @@ function runPeer(o: Opts, mode: "train" | "sample", tf32: boolean): PeerJson | s
   args.push("--iters", `${o.iters}`);
   if (mode === "sample") args.push("--steps", "50", "--cfg", "3");
   if (!tf32) args.push("--no-tf32");
-  const r = spawnSync(o.python, args, { encoding: "utf8", maxBuffer: 1 << 24 });
+  const r = spawnSync(o.python, args, { encoding: "utf8", env: peerEnv(), maxBuffer: 1 << 24 });
   if (r.status !== 0) return `failed: ${(r.stderr || r.stdout).trim().split("\n").pop()}`;
   return JSON.parse(r.stdout.trim().split("\n").pop()!) as PeerJson;
 }

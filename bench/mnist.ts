@@ -26,7 +26,7 @@ import { HostTensor } from "../src/tensor/host.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import { batchSpecs, diffusionLoss, drawBatch } from "../src/train/objective.ts";
 import { compileTrainStep } from "../src/train/train-step.ts";
-import { LoadMonitor, load1, median, peerBlasWarning, waitIdle } from "./timing.ts";
+import { LoadMonitor, load1, median, peerBlasWarning, peerEnv, waitIdle } from "./timing.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SHARED = join(here, "..", "..", "shared", "bench");
@@ -219,7 +219,7 @@ function runPeer(mode: "train" | "sample", o: Opts, env: Record<string, string>)
   else args.push("--iters", `${o.iters}`);
   const r = spawnSync(PYTHON, args, {
     encoding: "utf8",
-    env: { ...process.env, ...env },
+    env: peerEnv(env),
     maxBuffer: 1 << 24,
   });
   if (r.status !== 0) throw new Error(`torch_bench.py ${mode} failed:\n${r.stderr}`);

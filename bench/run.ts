@@ -2,6 +2,11 @@
  * `npm run bench -- <name> [args…]`: runs the benchmark bench/<name>.ts. Each benchmark module
  * exports `main(args)`; add a new one as one row of the table below.
  */
+import { withHugePages } from "../bin/hugepages.js";
+
+// the same process setup as the CLI (huge pages for malloc: bin/hugepages.js), so the figures are what users get
+await withHugePages();
+
 const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
   engine: { file: "./engine.ts", what: "conv / matmul / attention / group norm vs PyTorch eager" },
   "conv-grad": { file: "./conv-grad.ts", what: "each convolution-gradient strategy per U-Net shape" },

@@ -104,3 +104,18 @@ export function peerBlasWarning(): string | null {
   if (!/\/blas\/libblas/.test(target)) return null;
   return `PyTorch's BLAS is the reference BLAS (${target}): its matmuls run far below its best; apt-get install libopenblas0-pthread for the peer at its best (docs/benchmarks.md)`;
 }
+
+/**
+ * The environment for a PyTorch peer process: this process's, without what bin/hugepages.js added for
+ * diffuse (glibc's huge-page tunable), plus `extra`. The peer runs at the settings its README names.
+ */
+export function peerEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  if (env["DIFFUSE_RELAUNCHED"]) {
+    const rest = (env["GLIBC_TUNABLES"] ?? "").split(":").filter((t) => t && t !== "glibc.malloc.hugetlb=1");
+    if (rest.length > 0) env["GLIBC_TUNABLES"] = rest.join(":");
+    else delete env["GLIBC_TUNABLES"];
+    delete env["DIFFUSE_RELAUNCHED"];
+  }
+  return env;
+}

@@ -3,6 +3,9 @@
 // sources directly, so it never runs a stale build; an installed package runs its compiled dist/.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
+import { withHugePages } from "./hugepages.js";
+
+await withHugePages();
 
 const src = new URL("../src/cli/main.ts", import.meta.url);
 const dist = new URL("../dist/cli/main.js", import.meta.url);
@@ -21,7 +24,9 @@ if (hasTsx && existsSync(src)) {
 } else if (existsSync(dist)) {
   ({ main } = await import(dist.href));
 } else {
-  console.error("diffuse: no compiled build (dist/) and no tsx to run the sources; run `npm run build` first");
+  console.error(
+    "diffuse: no compiled build (dist/) and no tsx to run the sources; run `npm run build` first",
+  );
   process.exit(1);
 }
 process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,86 @@
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { shouldRelaunch } from "../../bin/hugepages.js";
+
+const probe = fileURLToPath(new URL("../support/hugepages-probe.mjs", import.meta.url));
+const clean = (): NodeJS.ProcessEnv => {
+  const env = { ...process.env };
+  delete env["DIFFUSE_RELAUNCHED"];
+  delete env["DIFFUSE_HUGEPAGES"];
+  delete env["GLIBC_TUNABLES"];
+  return env;
+};
+// on Linux with glibc and transparent huge pages available (this machine and CI); elsewhere the
+// tests below check that nothing is relaunched
+const relaunches = shouldRelaunch(clean());
+
+test("shouldRelaunch steps aside when turned off, already relaunched, or the tunable is set", () => {
+  assert.equal(shouldRelaunch({ ...clean(), DIFFUSE_HUGEPAGES: "0" }), false);
+  assert.equal(shouldRelaunch({ ...clean(), DIFFUSE_RELAUNCHED: "1" }), false);
+  assert.equal(shouldRelaunch({ ...clean(), GLIBC_TUNABLES: "glibc.malloc.hugetlb=0" }), false);
+  if (process.platform !== "linux") assert.equal(relaunches, false);
+});
+
+test("the relaunched process has the tunable (kept with the user's own) and the exit code comes back", () => {
+  const r = spawnSync(process.execPath, [probe, "3"], {
+    encoding: "utf8",
+    env: { ...clean(), GLIBC_TUNABLES: "glibc.malloc.arena_max=2" },
+  });
+  assert.equal(r.status, 3, r.stderr);
+  const info = JSON.parse(r.stdout.split("\n")[0]!) as { tunables: string; relaunched: boolean };
+  assert.equal(info.relaunched, relaunches);
+  assert.equal(
+    info.tunables,
+    relaunches ? "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1" : "glibc.malloc.arena_max=2",
+  );
+  const off = spawnSync(process.execPath, [probe], {
+    encoding: "utf8",
+    env: { ...clean(), DIFFUSE_HUGEPAGES: "0" },
+  });
+  assert.deepEqual(JSON.parse(off.stdout.split("\n")[0]!), {
+    pid: off.pid,
+    tunables: null,
+    relaunched: false,
+  });
+});
+
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  test(`${sig} sent to the launching process reaches the relaunched one exactly once`, async () => {
+    const child = spawn(process.execPath, [probe, "0", "1500"], { env: clean() });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    while (!out.includes("\n")) await new Promise((r) => setTimeout(r, 20));
+    child.kill(sig);
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    assert.equal(code, 0);
+    const lines = out.trim().split("\n");
+    assert.deepEqual(JSON.parse(lines.at(-1)!), { signals: [sig] });
+  });
+}
+
+test("a launcher killed outright takes the relaunched process with it", { skip: !relaunches }, async () => {
+  const child = spawn(process.execPath, [probe, "0", "20000"], { env: clean() });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  while (!out.includes("\n")) await new Promise((r) => setTimeout(r, 20));
+  const inner = (JSON.parse(out.split("\n")[0]!) as { pid: number }).pid;
+  assert.notEqual(inner, child.pid);
+  child.kill("SIGKILL");
+  await new Promise((r) => child.on("exit", r));
+  const alive = () => {
+    try {
+      process.kill(inner, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(alive(), false, "the relaunched process outlived its launcher");
+});

@@ -47,6 +47,12 @@ export async function relaunch() {
     detached: true,
   });
   for (const sig of FORWARDED) process.on(sig, () => child.kill(sig));
+  // Ctrl-Z stops this process; the relaunched one, in its own group, is stopped and continued with it
+  process.on("SIGTSTP", () => {
+    child.kill("SIGSTOP");
+    process.kill(process.pid, "SIGSTOP");
+  });
+  process.on("SIGCONT", () => child.kill("SIGCONT"));
   const { code, signal } = await new Promise((resolve, reject) => {
     child.once("error", reject);
     child.once("exit", (c, s) => resolve({ code: c, signal: s }));

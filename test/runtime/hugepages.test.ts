@@ -84,3 +84,29 @@ test("a launcher killed outright takes the relaunched process with it", { skip: 
   for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(alive(), false, "the relaunched process outlived its launcher");
 });
+
+test("stopping the launcher (Ctrl-Z) stops the relaunched process; continuing continues it", {
+  skip: !relaunches,
+}, async () => {
+  const child = spawn(process.execPath, [probe, "0", "400"], { env: clean() });
+  let out = "";
+  child.stdout.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  while (!out.includes("\n")) await new Promise((r) => setTimeout(r, 20));
+  const inner = (JSON.parse(out.split("\n")[0]!) as { pid: number }).pid;
+  const state = async (pid: number) => {
+    const { readFileSync } = await import("node:fs");
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]![0];
+  };
+  child.kill("SIGTSTP");
+  let s = "";
+  for (let i = 0; i < 50 && (s = await state(inner)) !== "T"; i++)
+    await new Promise((r) => setTimeout(r, 20));
+  assert.equal(s, "T", "the relaunched process is stopped");
+  await new Promise((r) => setTimeout(r, 600)); // longer than its 400 ms timer: it must not have ended
+  assert.equal(await state(inner), "T");
+  child.kill("SIGCONT");
+  const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+  assert.equal(code, 0);
+});

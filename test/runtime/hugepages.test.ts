@@ -97,7 +97,7 @@ test("stopping the launcher (Ctrl-Z) stops the relaunched process; continuing co
   const inner = (JSON.parse(out.split("\n")[0]!) as { pid: number }).pid;
   const state = async (pid: number) => {
     const { readFileSync } = await import("node:fs");
-    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]![0];
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.charAt(0);
   };
   child.kill("SIGTSTP");
   let s = "";

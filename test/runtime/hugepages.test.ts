@@ -100,9 +100,11 @@ test("stopping the launcher (Ctrl-Z) stops the relaunched process; continuing co
     return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.charAt(0);
   };
   child.kill("SIGTSTP");
-  let s = "";
-  for (let i = 0; i < 50 && (s = await state(inner)) !== "T"; i++)
+  let s = await state(inner);
+  for (let i = 0; i < 50 && s !== "T"; i++) {
     await new Promise((r) => setTimeout(r, 20));
+    s = await state(inner);
+  }
   assert.equal(s, "T", "the relaunched process is stopped");
   await new Promise((r) => setTimeout(r, 600)); // longer than its 400 ms timer: it must not have ended
   assert.equal(await state(inner), "T");

@@ -29,6 +29,9 @@ function thpAvailable() {
 export function shouldRelaunch(env = process.env) {
   if (process.platform !== "linux" || env.DIFFUSE_HUGEPAGES === "0" || env[MARK]) return false;
   if ((env.GLIBC_TUNABLES ?? "").includes("glibc.malloc.hugetlb")) return false;
+  // a debugger or profiler attached to this process would watch a launcher that only waits
+  const flags = [...process.execArgv, env.NODE_OPTIONS ?? ""].join(" ");
+  if (/--(inspect|prof|cpu-prof|heap-prof)/.test(flags)) return false;
   if (!thpAvailable()) return false;
   // musl and other C libraries ignore glibc's tunables: relaunching would only cost a start
   return Boolean(process.report?.getReport?.().header?.glibcVersionRuntime);

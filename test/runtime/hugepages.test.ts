@@ -16,10 +16,11 @@ const clean = (): NodeJS.ProcessEnv => {
 // tests below check that nothing is relaunched
 const relaunches = shouldRelaunch(clean());
 
-test("shouldRelaunch steps aside when turned off, already relaunched, or the tunable is set", () => {
+test("shouldRelaunch steps aside when turned off, already relaunched, the tunable is set, or a debugger is asked for", () => {
   assert.equal(shouldRelaunch({ ...clean(), DIFFUSE_HUGEPAGES: "0" }), false);
   assert.equal(shouldRelaunch({ ...clean(), DIFFUSE_RELAUNCHED: "1" }), false);
   assert.equal(shouldRelaunch({ ...clean(), GLIBC_TUNABLES: "glibc.malloc.hugetlb=0" }), false);
+  assert.equal(shouldRelaunch({ ...clean(), NODE_OPTIONS: "--inspect=0" }), false);
   if (process.platform !== "linux") assert.equal(relaunches, false);
 });
 

@@ -39,7 +39,8 @@ export function shouldRelaunch(env = process.env) {
 
 /**
  * Runs this same command again (same Node.js flags, script and arguments) with the tunable set, passes
- * signals on and ends this process as the relaunched one ends (same exit code or signal). Never returns.
+ * signals on and ends this process as the relaunched one ends (same exit code or signal). Returns only
+ * when the relaunch could not start (this process then goes on as it is).
  */
 export async function relaunch() {
   const env = { ...process.env, [MARK]: "1" };
@@ -49,17 +50,27 @@ export async function relaunch() {
     env,
     detached: true,
   });
-  for (const sig of FORWARDED) process.on(sig, () => child.kill(sig));
+  const handlers = FORWARDED.map((sig) => [sig, () => child.kill(sig)]);
   // Ctrl-Z stops this process; the relaunched one, in its own group, is stopped and continued with it
-  process.on("SIGTSTP", () => {
-    child.kill("SIGSTOP");
-    process.kill(process.pid, "SIGSTOP");
-  });
-  process.on("SIGCONT", () => child.kill("SIGCONT"));
-  const { code, signal } = await new Promise((resolve, reject) => {
-    child.once("error", reject);
+  handlers.push(
+    [
+      "SIGTSTP",
+      () => {
+        child.kill("SIGSTOP");
+        process.kill(process.pid, "SIGSTOP");
+      },
+    ],
+    ["SIGCONT", () => child.kill("SIGCONT")],
+  );
+  for (const [sig, fn] of handlers) process.on(sig, fn);
+  const { code, signal, error } = await new Promise((resolve) => {
+    child.once("error", (e) => resolve({ error: e }));
     child.once("exit", (c, s) => resolve({ code: c, signal: s }));
   });
+  if (error) {
+    for (const [sig, fn] of handlers) process.off(sig, fn);
+    return;
+  }
   if (signal) {
     process.removeAllListeners(signal);
     process.kill(process.pid, signal);

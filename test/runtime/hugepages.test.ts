@@ -47,33 +47,34 @@ test("the relaunched process has the tunable (kept with the user's own) and the 
   });
 });
 
+/** Starts the probe (ending after `waitMs`) and waits for its first line: the inner process's pid. */
+async function started(waitMs: number) {
+  const child = spawn(process.execPath, [probe, "0", `${waitMs}`], { env: clean() });
+  const out = { text: "" };
+  child.stdout.on("data", (d: Buffer) => {
+    out.text += d.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+  while (!out.text.includes("\n")) await new Promise((r) => setTimeout(r, 20));
+  const inner = (JSON.parse(out.text.split("\n")[0]!) as { pid: number }).pid;
+  return { child, out, exited, inner };
+}
+
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   test(`${sig} sent to the launching process reaches the relaunched one exactly once`, async () => {
-    const child = spawn(process.execPath, [probe, "0", "1500"], { env: clean() });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    while (!out.includes("\n")) await new Promise((r) => setTimeout(r, 20));
+    const { child, out, exited } = await started(1500);
     child.kill(sig);
-    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
-    assert.equal(code, 0);
-    const lines = out.trim().split("\n");
+    assert.equal(await exited, 0);
+    const lines = out.text.trim().split("\n");
     assert.deepEqual(JSON.parse(lines.at(-1)!), { signals: [sig] });
   });
 }
 
 test("a launcher killed outright takes the relaunched process with it", { skip: !relaunches }, async () => {
-  const child = spawn(process.execPath, [probe, "0", "20000"], { env: clean() });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  while (!out.includes("\n")) await new Promise((r) => setTimeout(r, 20));
-  const inner = (JSON.parse(out.split("\n")[0]!) as { pid: number }).pid;
+  const { child, exited, inner } = await started(20000);
   assert.notEqual(inner, child.pid);
   child.kill("SIGKILL");
-  await new Promise((r) => child.on("exit", r));
+  await exited;
   const alive = () => {
     try {
       process.kill(inner, 0);
@@ -89,13 +90,7 @@ test("a launcher killed outright takes the relaunched process with it", { skip: 
 test("stopping the launcher (Ctrl-Z) stops the relaunched process; continuing continues it", {
   skip: !relaunches,
 }, async () => {
-  const child = spawn(process.execPath, [probe, "0", "400"], { env: clean() });
-  let out = "";
-  child.stdout.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  while (!out.includes("\n")) await new Promise((r) => setTimeout(r, 20));
-  const inner = (JSON.parse(out.split("\n")[0]!) as { pid: number }).pid;
+  const { child, exited, inner } = await started(400);
   const state = async (pid: number) => {
     const { readFileSync } = await import("node:fs");
     return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.charAt(0);
@@ -110,6 +105,5 @@ test("stopping the launcher (Ctrl-Z) stops the relaunched process; continuing co
   await new Promise((r) => setTimeout(r, 600)); // longer than its 400 ms timer: it must not have ended
   assert.equal(await state(inner), "T");
   child.kill("SIGCONT");
-  const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
-  assert.equal(code, 0);
+  assert.equal(await exited, 0);
 });

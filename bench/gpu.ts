@@ -8,7 +8,8 @@
  * timers read after a synchronize), once with PyTorch's defaults (TF32 convolutions) and once with
  * TF32 off (float32 throughout, as WebGPU computes).
  * Ends with `gpu (<ep>) vs cpu: forward_b128=<r> forward_b1024=<r> sample=<r> train=<r>` (speed
- * ratios, above 1 = the GPU is faster) and, with the peer, `gpu (<ep>) vs pytorch cuda: sample=<r> train=<r>`.
+ * ratios, above 1 = the GPU is faster) and, with the peer,
+ * `gpu (<ep>) vs pytorch cuda (TF32 off): sample=<r> train=<r>` (PyTorch time / ours).
  *
  * Options: --ep webgpu|cuda (default webgpu), --iters N (timed runs per figure, default 10),
  * --peer DIR (the folder holding torch_bench.py, default ../shared/bench), --python PATH (default python3).

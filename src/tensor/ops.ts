@@ -4,7 +4,13 @@
  * the other operand's dtype. Layers built on these live in `nn/`.
  */
 import { type DType, formatShape, sizeOf } from "./host.ts";
-import { type ConvAttrs, normAxis, ShapeError, type WeightGradStrategy } from "./primitives.ts";
+import {
+  broadcastShapes,
+  type ConvAttrs,
+  normAxis,
+  ShapeError,
+  type WeightGradStrategy,
+} from "./primitives.ts";
 import type { Operand, Tensor } from "./symbolic.ts";
 
 function lift(a: Operand, b: Operand, op: string): [Tensor, Tensor] {
@@ -18,22 +24,52 @@ function lift(a: Operand, b: Operand, op: string): [Tensor, Tensor] {
   return [a, b];
 }
 
-export const add = (a: Operand, b: Operand): Tensor => {
-  const [x, y] = lift(a, b, "add");
-  return x.graph.apply("add", [x, y], {});
-};
-export const sub = (a: Operand, b: Operand): Tensor => {
-  const [x, y] = lift(a, b, "sub");
-  return x.graph.apply("sub", [x, y], {});
-};
-export const mul = (a: Operand, b: Operand): Tensor => {
-  const [x, y] = lift(a, b, "mul");
-  return x.graph.apply("mul", [x, y], {});
-};
-export const div = (a: Operand, b: Operand): Tensor => {
-  const [x, y] = lift(a, b, "div");
-  return x.graph.apply("div", [x, y], {});
-};
+/**
+ * The one value of a constant that holds a single number (a scalar constant, possibly reshaped or
+ * broadcast), else undefined.
+ */
+export function uniformValue(t: Tensor): number | undefined {
+  const c = t.graph.constants.get(t.id);
+  if (c) return c.data.length === 1 ? Number(c.data[0]) : undefined;
+  const p = t.graph.producer(t);
+  return p && (p.prim === "reshape" || p.prim === "expand") ? uniformValue(p.inputs[0]!) : undefined;
+}
+
+const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
+
+/**
+ * The operands of an elementwise op with broadcasts that the op's own broadcasting makes redundant
+ * taken off: an `expand` of x whose input broadcasts against y to the same result is not
+ * materialized (autodiff's seeds and sum gradients are such expands).
+ */
+function unexpand(op: string, x: Tensor, y: Tensor): [Tensor, Tensor, number[]] {
+  const out = broadcastShapes(op, x.shape, y.shape);
+  const strip = (t: Tensor, other: Tensor): Tensor => {
+    const p = t.graph.producer(t);
+    if (p?.prim !== "expand") return t;
+    const inner = p.inputs[0]!;
+    return sameShape(broadcastShapes(op, inner.shape, other.shape), out) ? strip(inner, other) : t;
+  };
+  const x2 = strip(x, y);
+  return [x2, strip(y, x2), out];
+}
+
+/** x + y, x − y, x·y or x / y; x·1, 1·y, x + 0, 0 + y, x − 0 and x / 1 return the other operand. */
+function arith(op: "add" | "sub" | "mul" | "div", a: Operand, b: Operand): Tensor {
+  const [x0, y0] = lift(a, b, op);
+  if (x0.dtype !== y0.dtype || x0.dtype === "bool") return x0.graph.apply(op, [x0, y0], {});
+  const [x, y, out] = unexpand(op, x0, y0);
+  const identity = op === "add" || op === "sub" ? 0 : 1;
+  if (uniformValue(y) === identity && sameShape(x.shape, out)) return x;
+  if ((op === "add" || op === "mul") && uniformValue(x) === identity && sameShape(y.shape, out)) return y;
+  return x.graph.apply(op, [x, y], {});
+}
+
+export const add = (a: Operand, b: Operand): Tensor => arith("add", a, b);
+export const sub = (a: Operand, b: Operand): Tensor => arith("sub", a, b);
+export const mul = (a: Operand, b: Operand): Tensor => arith("mul", a, b);
+export const div = (a: Operand, b: Operand): Tensor => arith("div", a, b);
 export const maximum = (a: Operand, b: Operand): Tensor => {
   const [x, y] = lift(a, b, "maximum");
   return x.graph.apply("maximum", [x, y], {});

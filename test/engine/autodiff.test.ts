@@ -10,7 +10,7 @@ import { evaluate } from "../../src/runtime/compile.ts";
 import { grad } from "../../src/tensor/autodiff.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import * as o from "../../src/tensor/ops.ts";
-import type { Graph, Tensor } from "../../src/tensor/symbolic.ts";
+import { Graph, type Tensor } from "../../src/tensor/symbolic.ts";
 import { assertAllclose } from "../support/allclose.ts";
 import { checkGrad, type OpCase, TestRng } from "../support/check.ts";
 
@@ -276,5 +276,47 @@ describe("composite ops against their definitions", () => {
     assertAllclose(r["unb"]!, f32([5, 7, 9], [1, 3]), { atol: 0 });
     assertAllclose(r["unbLead"]!, f32([5, 7, 9]), { atol: 0 });
     assertAllclose(r["rs"]!, f32([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6], [2, 3]));
+  });
+});
+
+describe("arithmetic simplification", () => {
+  test("the gradient of Σ y ⊙ r with respect to y is r itself: no broadcast seed, no multiply by one", () => {
+    const g = new Graph();
+    const y = g.input("y", [2, 3]);
+    const r = g.input("r", [2, 3]);
+    const [gy] = grad(o.sum(o.mul(y, r)), [y]);
+    assert.equal(gy, r);
+  });
+
+  test("x·1, 1·x, x + 0, x − 0 and x / 1 are x; broadcasts the op itself would make are dropped", () => {
+    const g = new Graph();
+    const x = g.input("x", [2, 3]);
+    for (const t of [o.mul(x, 1), o.mul(1, x), o.add(x, 0), o.add(0, x), o.sub(x, 0), o.div(x, 1)])
+      assert.equal(t, x);
+    // 0 − x and 1 / x are not x
+    assert.notEqual(o.sub(0, x), x);
+    assert.notEqual(o.div(1, x), x);
+    // a broadcast one that widens the result is kept: [3] · ones[2, 3] has the shape [2, 3]
+    const v = g.input("v", [3]);
+    assert.deepEqual(o.mul(v, o.expand(g.scalar(1), [2, 3])).shape, [2, 3]);
+    // an expanded operand is read unexpanded when the other operand already has the result's shape
+    const s = g.input("s", [1, 3]);
+    const p = o.mul(o.expand(s, [2, 3]), x);
+    assert.deepEqual(g.producer(p)!.inputs, [s, x]);
+    // shape errors are still reported, expanded operand or not
+    assert.throws(
+      () => o.mul(o.expand(s, [2, 3]), g.input("z", [4])),
+      /mul: cannot broadcast shapes \[2, 3\] and \[4\]/,
+    );
+    assert.throws(() => o.add(x, g.input("w", [3, 2])), /add: cannot broadcast/);
+  });
+
+  test("the simplified graphs compute the same values", async () => {
+    const r = await run({ x: f32([1, -2, 3, 0.5, 5, -6], [2, 3]), s: f32([2, 3, 4], [1, 3]) }, ({ x, s }) => {
+      const [gx] = grad(o.sum(o.mul(o.mul(x!, 1), o.expand(s!, [2, 3]))), [x!]);
+      return { gx: gx!, y: o.add(o.div(o.mul(o.expand(s!, [2, 3]), x!), 1), 0) };
+    });
+    assertAllclose(r["gx"]!, f32([2, 3, 4, 2, 3, 4], [2, 3]), { atol: 0 });
+    assertAllclose(r["y"]!, f32([2, -6, 12, 1, 15, -24], [2, 3]), { atol: 0 });
   });
 });

@@ -40,7 +40,7 @@ export async function compileGraph(
   opts: SessionOptions = {},
 ): Promise<CompiledGraph> {
   const cpuOnly = (opts.executionProviders ?? defaultExecutionProviders()).every((p) => p === "cpu");
-  const bytes = emitOnnx(graph, outputs, {
+  const bytes = emitOnnx(graph, sessionOutputs(outputs), {
     nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0,
     target: cpuOnly ? "cpu" : "gpu",
   });
@@ -50,6 +50,21 @@ export async function compileGraph(
     Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })),
     opts,
   );
+}
+
+/** The value `t` reshapes (through a chain of reshapes), or `t` itself. */
+function beforeReshapes(t: Tensor): Tensor {
+  const p = t.graph.producer(t);
+  return p?.prim === "reshape" ? beforeReshapes(p.inputs[0]!) : t;
+}
+
+/**
+ * What a compiled graph's session returns for `outputs`: each output before its final reshapes
+ * (ONNX Runtime copies a graph output that a Reshape produces; `CompiledGraph.run` gives the data
+ * its declared shape without a copy).
+ */
+export function sessionOutputs(outputs: Outputs): Outputs {
+  return Object.fromEntries(Object.entries(outputs).map(([name, t]) => [name, beforeReshapes(t)]));
 }
 
 /** Traces and compiles in one step. */

@@ -110,6 +110,9 @@ function fromOrt(t: ort.Tensor): HostTensor {
   }
 }
 
+const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
+
 export interface ValueSpec {
   name: string;
   dtype: DType;
@@ -119,6 +122,7 @@ export interface ValueSpec {
 /** A session over one ONNX model, with checked feeds. */
 export class CompiledGraph {
   private disposed = false;
+  private readonly outputShapes: ReadonlyMap<string, readonly number[]>;
 
   constructor(
     private readonly session: ort.InferenceSession,
@@ -126,7 +130,9 @@ export class CompiledGraph {
     readonly outputs: readonly ValueSpec[],
     /** The session-cache key ("" for a session outside the cache). */
     readonly key: string,
-  ) {}
+  ) {
+    this.outputShapes = new Map(outputs.map((o) => [o.name, o.shape]));
+  }
 
   /** Runs the graph. Every input must be fed with its exact shape and dtype. */
   async run(feeds: Feeds, outputNames?: readonly string[]): Promise<Record<string, HostTensor>> {
@@ -150,7 +156,12 @@ export class CompiledGraph {
       ? await this.session.run(ortFeeds, outputNames as string[])
       : await this.session.run(ortFeeds);
     const out: Record<string, HostTensor> = {};
-    for (const [k, v] of Object.entries(res)) out[k] = fromOrt(v as ort.Tensor);
+    for (const [k, v] of Object.entries(res)) {
+      const t = fromOrt(v as ort.Tensor);
+      // the graph may return an output before a final reshape (compileGraph): give it its shape
+      const shape = this.outputShapes.get(k);
+      out[k] = shape && !sameShape(shape, t.shape) ? t.reshape(shape) : t;
+    }
     return out;
   }
 
@@ -165,10 +176,13 @@ export class CompiledGraph {
 const cache = new Map<string, CompiledGraph>();
 const pending = new Map<string, Promise<CompiledGraph>>();
 
-function cacheKey(bytes: Uint8Array, opts: SessionOptions): string {
+function cacheKey(bytes: Uint8Array, outputs: readonly ValueSpec[], opts: SessionOptions): string {
   const h = createHash("sha256").update(bytes);
   h.update(
     JSON.stringify([
+      // the declared output shapes are the graph's too: a model may return an output before its
+      // final reshape (compileGraph), so the same bytes can stand for graphs with other shapes
+      outputs.map((o) => [o.name, o.shape]),
       opts.threads ?? defaultThreads(),
       opts.executionProviders ?? defaultExecutionProviders(),
       opts.optimization ?? "all",
@@ -219,7 +233,7 @@ export function nchwcBlockSize(): Promise<number> {
   return blockProbe;
 }
 
-/** A session for the model (cached: the same bytes and options give the same session). */
+/** A session for the model (cached: the same bytes, output shapes and options give the same session). */
 export async function loadGraph(
   bytes: Uint8Array,
   inputs: readonly ValueSpec[],
@@ -228,7 +242,7 @@ export async function loadGraph(
 ): Promise<CompiledGraph> {
   // an uncached session needs no key: skip hashing its bytes (weights included)
   if (opts.cache === false) return openSession(bytes, inputs, outputs, opts, "");
-  const key = cacheKey(bytes, opts);
+  const key = cacheKey(bytes, outputs, opts);
   const hit = cache.get(key);
   if (hit) return hit;
   const waiting = pending.get(key);

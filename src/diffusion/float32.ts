@@ -7,7 +7,7 @@
  * of one +, −, ×, ÷ or √ of float32 operands is exact rounding, so these match bit for bit.
  */
 
-import { formatShape, HostTensor } from "../tensor/host.ts";
+import { formatShape, HostTensor, sameShape } from "../tensor/host.ts";
 
 /** Round to the nearest float32. */
 export const f32 = Math.fround;
@@ -15,8 +15,8 @@ export const f32 = Math.fround;
 /** A host float32 tensor. */
 export type F32 = HostTensor<"float32">;
 
-function sameShape(a: F32, b: F32, what: string): void {
-  if (a.size !== b.size || a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) {
+function checkSameShape(a: F32, b: F32, what: string): void {
+  if (!sameShape(a.shape, b.shape)) {
     throw new Error(`${what}: shapes ${formatShape(a.shape)} and ${formatShape(b.shape)} differ`);
   }
 }
@@ -31,7 +31,7 @@ export function map(a: F32, fn: (x: number, i: number) => number): F32 {
 
 /** Elementwise `fn(a[i], b[i])` of two tensors of one shape. */
 export function zip(a: F32, b: F32, fn: (x: number, y: number, i: number) => number): F32 {
-  sameShape(a, b, "zip");
+  checkSameShape(a, b, "zip");
   const out = new Float32Array(a.size);
   const x = a.data;
   const y = b.data;
@@ -46,8 +46,8 @@ export function zip3(
   c: F32,
   fn: (x: number, y: number, z: number, i: number) => number,
 ): F32 {
-  sameShape(a, b, "zip3");
-  sameShape(a, c, "zip3");
+  checkSameShape(a, b, "zip3");
+  checkSameShape(a, c, "zip3");
   const out = new Float32Array(a.size);
   const x = a.data;
   const y = b.data;

@@ -17,6 +17,7 @@
  * asks ONNX Runtime for B (`nchwcBlockSize` in runtime/session.ts), never guesses it. Exported
  * models (`emitOnnx`) never contain them.
  */
+import { sameShape } from "../tensor/host.ts";
 import type { LowerCtx } from "./lowering.ts";
 import type { OnnxAttr } from "./proto.ts";
 
@@ -27,7 +28,7 @@ export const int = (value: number): OnnxAttr => ({ kind: "int", value });
 
 /** Whether two shapes are given and equal. */
 export const same = (a: readonly number[] | undefined, b: readonly number[] | undefined): boolean =>
-  !!a && !!b && a.length === b.length && a.every((d, i) => d === b[i]);
+  !!a && !!b && sameShape(a, b);
 
 /** Attributes of a depthwise (groups = channels) kh × kw convolution, stride 1, no padding. */
 export function depthwise(groups: number, kh: number, kw: number): Record<string, OnnxAttr> {

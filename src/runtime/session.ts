@@ -12,7 +12,7 @@ import * as ort from "onnxruntime-node";
 import { OPSET } from "../onnx/lowering.ts";
 import { NCHWC_DOMAIN } from "../onnx/nchwc.ts";
 import { encodeModel } from "../onnx/proto.ts";
-import { type DType, formatShape, type HostData, HostTensor } from "../tensor/host.ts";
+import { type DType, formatShape, type HostData, HostTensor, sameShape } from "../tensor/host.ts";
 
 export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
 
@@ -110,9 +110,6 @@ function fromOrt(t: ort.Tensor): HostTensor {
   }
 }
 
-const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
-
 export interface ValueSpec {
   name: string;
   dtype: DType;
@@ -141,11 +138,7 @@ export class CompiledGraph {
     for (const spec of this.inputs) {
       const t = feeds[spec.name];
       if (!t) throw new Error(`missing input "${spec.name}" ${formatShape(spec.shape)} ${spec.dtype}`);
-      if (
-        t.dtype !== spec.dtype ||
-        t.shape.length !== spec.shape.length ||
-        t.shape.some((d, i) => d !== spec.shape[i])
-      ) {
+      if (t.dtype !== spec.dtype || !sameShape(t.shape, spec.shape)) {
         throw new Error(
           `input "${spec.name}" must be ${formatShape(spec.shape)} ${spec.dtype}, got ${formatShape(t.shape)} ${t.dtype}`,
         );

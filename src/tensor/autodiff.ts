@@ -9,7 +9,7 @@
 
 import { fusedGradient } from "./grad-fusions.ts";
 import { beginBackward, gradRules } from "./grad-rules.ts";
-import { formatShape } from "./host.ts";
+import { formatShape, sameShape } from "./host.ts";
 import * as o from "./ops.ts";
 import type { PrimName } from "./primitives.ts";
 import type { Node, Tensor } from "./symbolic.ts";
@@ -72,7 +72,7 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
     n.inputs.forEach((x, k) => {
       const gx = gs[k];
       if (gx && wants[k]) {
-        if (gx.shape.length !== x.shape.length || gx.shape.some((d, j) => d !== x.shape[j])) {
+        if (!sameShape(gx.shape, x.shape)) {
           throw new Error(
             `internal: gradient rule of ${n.prim} gave ${formatShape(gx.shape)} for an input of ${formatShape(x.shape)}`,
           );

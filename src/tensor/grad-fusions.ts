@@ -6,6 +6,7 @@
  * A pattern is only taken when each inner value is read by the next node of the pattern alone:
  * another reader would need the gradient of that inner value, which a fused rule never forms.
  */
+import { sameShape } from "./host.ts";
 import * as o from "./ops.ts";
 import type { Node, Tensor } from "./symbolic.ts";
 
@@ -27,8 +28,7 @@ interface GroupNormAffine {
 const channelShaped = (t: Tensor, x: Tensor): boolean =>
   t.rank === x.rank && t.shape.every((d, i) => d === (i === 1 ? x.shape[1] : 1));
 
-const sameShape = (a: Tensor, b: Tensor): boolean =>
-  a.rank === b.rank && a.shape.every((d, i) => d === b.shape[i]);
+const sameShapeAs = (a: Tensor, b: Tensor): boolean => sameShape(a.shape, b.shape);
 
 /** A binary node's inputs in both orders (add and mul commute). */
 const bothOrders = (n: Node): [Tensor, Tensor][] => [
@@ -41,10 +41,10 @@ function matchGroupNormAffine(n: Node, readers: (t: Tensor) => number): GroupNor
   const g = n.output.graph;
   for (const [m, b] of bothOrders(n)) {
     const mul = g.producer(m);
-    if (mul?.prim !== "mul" || readers(m) !== 1 || !sameShape(m, n.output)) continue;
+    if (mul?.prim !== "mul" || readers(m) !== 1 || !sameShapeAs(m, n.output)) continue;
     for (const [y, w] of bothOrders(mul)) {
       const back = g.producer(y);
-      if (back?.prim !== "reshape" || readers(y) !== 1 || !sameShape(y, n.output)) continue;
+      if (back?.prim !== "reshape" || readers(y) !== 1 || !sameShapeAs(y, n.output)) continue;
       const s = back.inputs[0]!;
       const std = g.producer(s) as Node<"standardize"> | undefined;
       if (std?.prim !== "standardize" || readers(s) !== 1) continue;
@@ -54,7 +54,7 @@ function matchGroupNormAffine(n: Node, readers: (t: Tensor) => number): GroupNor
       const x = split.inputs[0]!;
       const [N, C] = x.shape as [number, number];
       const G = grouped.shape[1]!;
-      if (x.rank < 2 || !sameShape(x, y) || std.attrs.axis !== 2 || grouped.rank !== 3) continue;
+      if (x.rank < 2 || !sameShapeAs(x, y) || std.attrs.axis !== 2 || grouped.rank !== 3) continue;
       if (grouped.shape[0] !== N || C % G !== 0 || !channelShaped(w, x) || !channelShaped(b, x)) continue;
       return { x, grouped, eps: std.attrs.eps, y, w, b };
     }

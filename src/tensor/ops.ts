@@ -3,7 +3,7 @@
  * compositions that autodiff itself needs (mean, unbroadcast). Numbers stand for scalar constants of
  * the other operand's dtype. Layers built on these live in `nn/`.
  */
-import { type DType, formatShape, sizeOf } from "./host.ts";
+import { type DType, formatShape, sameShape, sizeOf } from "./host.ts";
 import {
   broadcastShapes,
   type ConvAttrs,
@@ -34,9 +34,6 @@ export function uniformValue(t: Tensor): number | undefined {
   const p = t.graph.producer(t);
   return p && (p.prim === "reshape" || p.prim === "expand") ? uniformValue(p.inputs[0]!) : undefined;
 }
-
-const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
 
 /**
  * The operands of an elementwise op with broadcasts that the op's own broadcasting makes redundant
@@ -150,7 +147,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
     }
     target = shape.map((d) => (d === -1 ? x.size / known : d));
   }
-  if (target.length === x.rank && target.every((d, i) => d === x.shape[i])) return x;
+  if (sameShape(target, x.shape)) return x;
   return x.graph.apply("reshape", [x], { shape: target });
 }
 
@@ -161,7 +158,7 @@ export function transpose(x: Tensor, perm: readonly number[]): Tensor {
 
 /** Broadcasts x to `shape` (NumPy rules). */
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
-  if (shape.length === x.rank && shape.every((d, i) => d === x.shape[i])) return x;
+  if (sameShape(shape, x.shape)) return x;
   return x.graph.apply("expand", [x], { shape });
 }
 

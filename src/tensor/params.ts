@@ -9,7 +9,7 @@
  * values)` embeds the given values as constants instead: a graph for fixed weights, which ONNX
  * Runtime can pre-pack (e.g. convolution weights in its blocked NCHWc layout).
  */
-import { formatShape, HostTensor, sizeOf } from "./host.ts";
+import { formatShape, HostTensor, sameShape, sizeOf } from "./host.ts";
 import type { Rng } from "./rng.ts";
 import type { Graph, Tensor } from "./symbolic.ts";
 
@@ -68,7 +68,7 @@ export class ParamScope {
     const full = this.prefix + name;
     const seen = this.registry.get(full);
     if (seen) {
-      if (seen.spec.shape.length !== shape.length || seen.spec.shape.some((d, i) => d !== shape[i])) {
+      if (!sameShape(seen.spec.shape, shape)) {
         throw new Error(
           `parameter ${full} declared as ${formatShape(seen.spec.shape)} and again as ${formatShape(shape)}`,
         );
@@ -79,7 +79,7 @@ export class ParamScope {
     if (this.values) {
       const v = this.values.get(full);
       if (!v) throw new Error(`parameter ${full} ${formatShape(shape)} has no value`);
-      if (v.shape.length !== shape.length || v.shape.some((d, i) => d !== shape[i]))
+      if (!sameShape(v.shape, shape))
         throw new Error(`parameter ${full} is ${formatShape(shape)}, its value ${formatShape(v.shape)}`);
       tensor = this.graph.constant(v);
     } else tensor = this.graph.input(full, shape, "float32");
@@ -139,7 +139,7 @@ export function checkParams(specs: readonly ParamSpec[], params: Params, where =
   for (const s of specs) {
     const p = params.get(s.name);
     if (!p) throw new Error(`${where}: missing "${s.name}" ${formatShape(s.shape)}`);
-    if (p.shape.length !== s.shape.length || p.shape.some((d, i) => d !== s.shape[i])) {
+    if (!sameShape(p.shape, s.shape)) {
       throw new Error(
         `${where}: "${s.name}" has shape ${formatShape(p.shape)}, the model needs ${formatShape(s.shape)}`,
       );

@@ -6,7 +6,7 @@
  *
  * Broadcasting follows NumPy: shapes are aligned on the right, a dimension of 1 stretches.
  */
-import { type DType, formatShape, sizeOf } from "./host.ts";
+import { type DType, formatShape, sameShape, sizeOf } from "./host.ts";
 
 type Empty = Record<string, never>;
 
@@ -335,7 +335,7 @@ export const shapeRules: {
     const [idx, upd] = xs as [InputInfo, InputInfo];
     if (idx.dtype !== "int64") fail("scatterAdd", `indices must be int64, got ${idx.dtype}`);
     const want = [...idx.shape, ...a.shape.slice(1)];
-    if (upd.shape.length !== want.length || upd.shape.some((d, i) => d !== want[i])) {
+    if (!sameShape(upd.shape, want)) {
       fail("scatterAdd", `updates ${formatShape(upd.shape)} must be ${formatShape(want)}`);
     }
     return { shape: [...a.shape], dtype: upd.dtype };

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node
 import { join } from "node:path";
 import { writeJsonAtomic } from "../../io/atomic.ts";
 import { readSafetensors, writeSafetensors } from "../../io/safetensors.ts";
-import { formatShape, type HostTensor } from "../../tensor/host.ts";
+import { formatShape, type HostTensor, sameShape } from "../../tensor/host.ts";
 import type { ParamSpec, Params } from "../../tensor/params.ts";
 import { type UNet2DConfig, unetConfigFromDiffusers, unetConfigToDiffusers } from "./config.ts";
 
@@ -88,7 +88,7 @@ export function checkWeights(
   const out: Params = new Map();
   for (const s of specs) {
     const t = weights.get(s.name)!;
-    if (t.shape.length !== s.shape.length || t.shape.some((d, i) => d !== s.shape[i])) {
+    if (!sameShape(t.shape, s.shape)) {
       throw new Error(
         `${where}: tensor "${s.name}" has shape ${formatShape(t.shape)}, but the config needs ${formatShape(s.shape)}`,
       );

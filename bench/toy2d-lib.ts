@@ -223,6 +223,7 @@ export async function trainDenoiser(opts: TrainOptions): Promise<Trained> {
       losses[k] = r.loss;
       opts.onStep?.(k, r.loss);
     }
+    await step.sync(state);
   } finally {
     step.dispose();
   }

@@ -108,6 +108,7 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
         opts.onLog({ step: t, loss: r.loss, lr, seconds: (performance.now() - started) / 1000 });
       }
     }
+    await step.sync(state);
     const tail = losses.slice(-Math.max(1, Math.floor(losses.length / 10)));
     return {
       config,

@@ -41,9 +41,47 @@ export interface SessionOptions {
    * that will be replaced pass false and dispose their session themselves.
    */
   cache?: boolean;
+  /**
+   * Outputs to leave in the memory of a WebGPU provider (the first provider): `runOnDevice` returns
+   * them as `DeviceTensor`s, which feed a later run without a copy through the host. Ignored where the
+   * first provider is not "webgpu".
+   */
+  deviceOutputs?: readonly string[];
 }
 
 export type Feeds = Readonly<Record<string, HostTensor>>;
+/** Feeds that may include tensors already on the device. */
+export type DeviceFeeds = Readonly<Record<string, HostTensor | DeviceTensor>>;
+
+/**
+ * An output left in a GPU provider's memory (`SessionOptions.deviceOutputs`): feed it to a later
+ * run of a graph on the same provider, or read it back with `downloadAll`. `dispose` frees it.
+ */
+export class DeviceTensor {
+  private disposed = false;
+
+  constructor(
+    /** ONNX Runtime's tensor (location "gpu-buffer"). */
+    readonly value: ort.Tensor,
+    readonly dtype: DType,
+    readonly shape: readonly number[],
+  ) {}
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.value.dispose();
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+}
+
+/** The outputs a session keeps on its device: `deviceOutputs` where the first provider is WebGPU. */
+function keptOnDevice(opts: SessionOptions, providers: readonly ExecutionProvider[]): ReadonlySet<string> {
+  return providers[0] === "webgpu" ? new Set(opts.deviceOutputs ?? []) : new Set();
+}
 
 export function defaultThreads(): number {
   const env = process.env["DIFFUSE_THREADS"];
@@ -94,6 +132,11 @@ function toOrt(t: HostTensor): ort.Tensor {
   return new ort.Tensor(type, t.data as never, t.shape as number[]);
 }
 
+function fromOrtType(type: string): DType {
+  if (type === "float32" || type === "int64" || type === "int32" || type === "bool") return type;
+  throw new Error(`unsupported output type ${type}`);
+}
+
 function fromOrt(t: ort.Tensor): HostTensor {
   const dims = t.dims as readonly number[];
   switch (t.type) {
@@ -127,12 +170,28 @@ export class CompiledGraph {
     readonly outputs: readonly ValueSpec[],
     /** The session-cache key ("" for a session outside the cache). */
     readonly key: string,
+    /** The outputs this session leaves on its GPU provider (`SessionOptions.deviceOutputs`). */
+    readonly onDevice: ReadonlySet<string> = new Set(),
   ) {
     this.outputShapes = new Map(outputs.map((o) => [o.name, o.shape]));
   }
 
   /** Runs the graph. Every input must be fed with its exact shape and dtype. */
   async run(feeds: Feeds, outputNames?: readonly string[]): Promise<Record<string, HostTensor>> {
+    if (this.onDevice.size > 0)
+      throw new Error("this graph keeps outputs on the device (deviceOutputs): run it with runOnDevice");
+    return (await this.runOnDevice(feeds, outputNames)).host;
+  }
+
+  /**
+   * Runs the graph with feeds that may already be on the device; the outputs named in
+   * `deviceOutputs` come back as `DeviceTensor`s (where the provider keeps them), the rest as host
+   * tensors.
+   */
+  async runOnDevice(
+    feeds: DeviceFeeds,
+    outputNames?: readonly string[],
+  ): Promise<{ host: Record<string, HostTensor>; device: Record<string, DeviceTensor> }> {
     if (this.disposed) throw new Error("run on a disposed graph");
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const spec of this.inputs) {
@@ -143,19 +202,27 @@ export class CompiledGraph {
           `input "${spec.name}" must be ${formatShape(spec.shape)} ${spec.dtype}, got ${formatShape(t.shape)} ${t.dtype}`,
         );
       }
-      ortFeeds[spec.name] = toOrt(t);
+      if (t instanceof DeviceTensor && t.isDisposed) throw new Error(`input "${spec.name}" was disposed`);
+      ortFeeds[spec.name] = t instanceof DeviceTensor ? t.value : toOrt(t);
     }
     const res = outputNames
       ? await this.session.run(ortFeeds, outputNames as string[])
       : await this.session.run(ortFeeds);
-    const out: Record<string, HostTensor> = {};
+    const host: Record<string, HostTensor> = {};
+    const device: Record<string, DeviceTensor> = {};
     for (const [k, v] of Object.entries(res)) {
-      const t = fromOrt(v as ort.Tensor);
       // the graph may return an output before a final reshape (compileGraph): give it its shape
       const shape = this.outputShapes.get(k);
-      out[k] = shape && !sameShape(shape, t.shape) ? t.reshape(shape) : t;
+      const ov = v as ort.Tensor;
+      if (ov.location !== "cpu") {
+        const dims = ov.dims as readonly number[];
+        device[k] = new DeviceTensor(ov, fromOrtType(ov.type), shape ?? dims);
+        continue;
+      }
+      const t = fromOrt(ov);
+      host[k] = shape && !sameShape(shape, t.shape) ? t.reshape(shape) : t;
     }
-    return out;
+    return { host, device };
   }
 
   dispose(): void {
@@ -180,6 +247,7 @@ function cacheKey(bytes: Uint8Array, outputs: readonly ValueSpec[], opts: Sessio
       opts.executionProviders ?? defaultExecutionProviders(),
       opts.optimization ?? "all",
       opts.spin ?? defaultSpin(),
+      [...(opts.deviceOutputs ?? [])].sort(),
     ]),
   );
   return h.digest("hex");
@@ -263,8 +331,20 @@ async function openSession(
 ): Promise<CompiledGraph> {
   const threads = opts.threads ?? defaultThreads();
   const providers = opts.executionProviders ?? defaultExecutionProviders();
+  const onDevice = keptOnDevice(opts, providers);
+  for (const name of onDevice) {
+    if (!outputs.some((o) => o.name === name))
+      throw new Error(`deviceOutputs names "${name}", which is not an output of the graph`);
+  }
   try {
     const session = await ort.InferenceSession.create(bytes, {
+      ...(onDevice.size > 0
+        ? {
+            preferredOutputLocation: Object.fromEntries(
+              outputs.map((o) => [o.name, onDevice.has(o.name) ? "gpu-buffer" : "cpu"] as const),
+            ),
+          }
+        : {}),
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       executionMode: "sequential",
@@ -276,7 +356,7 @@ async function openSession(
       enableMemPattern: false,
       extra: { session: { intra_op: { allow_spinning: (opts.spin ?? defaultSpin()) ? "1" : "0" } } },
     });
-    return new CompiledGraph(session, inputs, outputs, key);
+    return new CompiledGraph(session, inputs, outputs, key, onDevice);
   } catch (e) {
     const gpu = providers.filter((p) => p !== "cpu");
     const hint =
@@ -285,6 +365,35 @@ async function openSession(
         : ` (execution providers ${providers.join(",")}: check the ${gpu.join("/")} setup in README's "GPU" section, or set DIFFUSE_EP=cpu)`;
     throw new Error(`ONNX Runtime could not load the graph: ${(e as Error).message}${hint}`);
   }
+}
+
+/**
+ * Reads device tensors back to the host: one graph of Identity nodes on the same providers (cached
+ * by the tensors' shapes), its outputs on the host.
+ */
+export async function downloadAll(
+  tensors: Readonly<Record<string, DeviceTensor>>,
+  opts: SessionOptions = {},
+): Promise<Record<string, HostTensor>> {
+  const entries = Object.entries(tensors);
+  if (entries.length === 0) return {};
+  const inputs = entries.map(([, t], i) => ({ name: `i${i}`, dtype: t.dtype, shape: t.shape }));
+  const outputs = entries.map(([, t], i) => ({ name: `o${i}`, dtype: t.dtype, shape: t.shape }));
+  const bytes = encodeModel({
+    opsetVersion: OPSET,
+    irVersion: 8,
+    producerName: "diffuse",
+    graph: {
+      name: "download",
+      nodes: entries.map((_, i) => ({ opType: "Identity", inputs: [`i${i}`], outputs: [`o${i}`] })),
+      inputs,
+      outputs,
+      initializers: [],
+    },
+  });
+  const g = await loadGraph(bytes, inputs, outputs, { ...opts, deviceOutputs: [] });
+  const { host } = await g.runOnDevice(Object.fromEntries(entries.map(([, t], i) => [`i${i}`, t])));
+  return Object.fromEntries(entries.map(([name], i) => [name, host[`o${i}`]!]));
 }
 
 /** Raw data of a host tensor for a feed (exposed for tests). */

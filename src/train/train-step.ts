@@ -9,7 +9,13 @@
  */
 
 import { compileGraph, type InputSpec } from "../runtime/compile.ts";
-import type { CompiledGraph, SessionOptions } from "../runtime/session.ts";
+import {
+  type CompiledGraph,
+  type DeviceFeeds,
+  type DeviceTensor,
+  downloadAll,
+  type SessionOptions,
+} from "../runtime/session.ts";
 import { grad } from "../tensor/autodiff.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { checkParams, ParamScope, type ParamSpec, type Params } from "../tensor/params.ts";
@@ -58,7 +64,48 @@ const V = (n: string) => `adam_v/${n}`;
 const E = (n: string) => `ema/${n}`;
 const OUT = (n: string) => `new/${n}`;
 
+/**
+ * What a state's maps hold while its tensors are on the device: any read says how to get them back.
+ */
+class OnDevice extends Map<string, HostTensor<"float32">> {
+  private fail(): never {
+    throw new Error(
+      "the training state is on the GPU after the last step: await trainStep.sync(state) before reading its tensors",
+    );
+  }
+  override get(_k: string): never {
+    return this.fail();
+  }
+  override has(_k: string): never {
+    return this.fail();
+  }
+  override forEach(): never {
+    return this.fail();
+  }
+  override entries(): never {
+    return this.fail();
+  }
+  override keys(): never {
+    return this.fail();
+  }
+  override values(): never {
+    return this.fail();
+  }
+  override [Symbol.iterator](): never {
+    return this.fail();
+  }
+  override get size(): never {
+    return this.fail();
+  }
+}
+
 export class TrainStep {
+  /**
+   * After a step on a GPU provider: the state's tensors, still on the device, by input name (the
+   * state's own maps are `OnDevice` meanwhile; `sync` brings them back).
+   */
+  private resident: { state: TrainState; tensors: Map<string, DeviceTensor> } | null = null;
+
   constructor(
     readonly specs: readonly ParamSpec[],
     readonly batchSpecs: Readonly<Record<string, InputSpec>>,
@@ -66,7 +113,38 @@ export class TrainStep {
     readonly hasEma: boolean,
     readonly metricNames: readonly string[],
     private readonly graph: CompiledGraph,
+    private readonly session: SessionOptions = {},
   ) {}
+
+  /** The state's tensors by graph input name: params, moments and EMA. */
+  private stateInputs(): [input: string, of: "params" | "m" | "v" | "ema", param: string][] {
+    const out: [string, "params" | "m" | "v" | "ema", string][] = [];
+    for (const s of this.specs) {
+      out.push([s.name, "params", s.name], [M(s.name), "m", s.name], [V(s.name), "v", s.name]);
+      if (this.hasEma) out.push([E(s.name), "ema", s.name]);
+    }
+    return out;
+  }
+
+  /**
+   * Brings the state's tensors back into its maps after steps that left them on the GPU (a no-op
+   * otherwise, and on the CPU). Read `state.params`, `m`, `v` or `ema` only after it; the next step
+   * starts again from the host tensors.
+   */
+  async sync(state: TrainState): Promise<void> {
+    if (this.resident?.state !== state) return;
+    const { tensors } = this.resident;
+    this.resident = null;
+    const host = await downloadAll(Object.fromEntries(tensors), this.session);
+    for (const t of tensors.values()) t.dispose();
+    const maps = { params: new Map(), m: new Map(), v: new Map(), ema: new Map() } as Record<string, Params>;
+    for (const [input, of, param] of this.stateInputs())
+      maps[of]!.set(param, host[input] as HostTensor<"float32">);
+    state.params = maps["params"]!;
+    state.m = maps["m"]!;
+    state.v = maps["v"]!;
+    state.ema = this.hasEma ? maps["ema"]! : null;
+  }
 
   /** Fresh optimizer state around `params` (moments zero, EMA = params). */
   initState(params: Params): TrainState {
@@ -87,25 +165,37 @@ export class TrainStep {
     emaDecay = 0.999,
   ): Promise<StepResult> {
     const t = state.step + 1;
-    const feeds: Record<string, HostTensor> = {
+    const feeds: Record<string, HostTensor | DeviceTensor> = {
       lr: HostTensor.scalar(lr),
       bc1: HostTensor.scalar(1 - this.adamw.beta1 ** t),
       bc2: HostTensor.scalar(1 - this.adamw.beta2 ** t),
     };
     if (this.hasEma) feeds["ema_decay"] = HostTensor.scalar(emaDecay);
     for (const [k, v] of Object.entries(batch)) feeds[k] = v;
-    for (const s of this.specs) {
-      feeds[s.name] = state.params.get(s.name)!;
-      feeds[M(s.name)] = state.m.get(s.name)!;
-      feeds[V(s.name)] = state.v.get(s.name)!;
-      if (state.ema) feeds[E(s.name)] = state.ema.get(s.name)!;
+    const onDevice = this.resident?.state === state ? this.resident.tensors : null;
+    if (this.resident && !onDevice) await this.sync(this.resident.state); // another state's turn
+    for (const [input, of, param] of this.stateInputs()) {
+      feeds[input] = onDevice ? onDevice.get(input)! : state[of]!.get(param)!;
     }
-    const out = await this.graph.run(feeds);
-    for (const s of this.specs) {
-      state.params.set(s.name, out[OUT(s.name)] as HostTensor<"float32">);
-      state.m.set(s.name, out[OUT(M(s.name))] as HostTensor<"float32">);
-      state.v.set(s.name, out[OUT(V(s.name))] as HostTensor<"float32">);
-      if (state.ema) state.ema.set(s.name, out[OUT(E(s.name))] as HostTensor<"float32">);
+    const { host: out, device } = await this.graph.runOnDevice(feeds as DeviceFeeds);
+    if (onDevice) for (const d of onDevice.values()) d.dispose();
+    const kept = this.stateInputs().filter(([input]) => device[OUT(input)]);
+    if (kept.length > 0) {
+      // the updated tensors stay on the GPU for the next step; the state's maps wait for `sync`
+      if (kept.length !== this.stateInputs().length)
+        throw new Error("internal: the train step left only part of its state on the device");
+      const tensors = new Map<string, DeviceTensor>();
+      for (const [input] of kept) tensors.set(input, device[OUT(input)]!);
+      this.resident = { state, tensors };
+      state.params = new OnDevice();
+      state.m = new OnDevice();
+      state.v = new OnDevice();
+      if (this.hasEma) state.ema = new OnDevice();
+    } else {
+      this.resident = null;
+      for (const [input, of, param] of this.stateInputs()) {
+        state[of]!.set(param, out[OUT(input)] as HostTensor<"float32">);
+      }
     }
     state.step = t;
     const metrics: Record<string, HostTensor> = {};
@@ -118,6 +208,8 @@ export class TrainStep {
   }
 
   dispose(): void {
+    if (this.resident) for (const d of this.resident.tensors.values()) d.dispose();
+    this.resident = null;
     this.graph.dispose();
   }
 }
@@ -161,8 +253,11 @@ export async function compileTrainStep(
     outputs[OUT(V(s.name))] = u.v;
     if (emaDecay) outputs[OUT(E(s.name))] = emaUpdate(graph.input(E(s.name), s.shape), u.p, emaDecay);
   });
-  const compiled = await compileGraph(graph, outputs, opts.session);
-  return new TrainStep(specs, batchSpecs, adamw, hasEma, Object.keys(metrics), compiled);
+  // on a GPU provider the updated parameters, moments and EMA stay on the device between steps
+  const stateOutputs = Object.keys(outputs).filter((k) => k.startsWith("new/"));
+  const session = { ...opts.session, deviceOutputs: stateOutputs };
+  const compiled = await compileGraph(graph, outputs, session);
+  return new TrainStep(specs, batchSpecs, adamw, hasEma, Object.keys(metrics), compiled, session);
 }
 
 /** Traces `fn` over a fresh scope only to learn its parameters (names, shapes, initializers). */

@@ -212,6 +212,7 @@ export async function trainRun(
   });
 
   const exportModel = async () => {
+    await trainStep.sync(state); // (after steps on a GPU, the weights come back from it)
     const modelDir = join(runDir, "model");
     const unet = UNet2DModel.fromParams(cfg.model, new Map(state.ema ?? state.params));
     await savePipeline(modelDir, unet, cfg.scheduler, {
@@ -223,6 +224,7 @@ export async function trainRun(
     return modelDir;
   };
   const checkpoint = async () => {
+    await trainStep.sync(state);
     await saveCheckpoint(runDir, cfg, state);
     ctx.post({ kind: "checkpoint", step: state.step, dir: join(runDir, "checkpoint") });
   };
@@ -275,6 +277,7 @@ export async function trainRun(
       await exportModel();
     }
     if (cfg.output.sample_every > 0 && state.step % cfg.output.sample_every === 0) {
+      await trainStep.sync(state);
       ctx.post({
         kind: "samples",
         step: state.step,

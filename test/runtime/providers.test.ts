@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
-import { afterEach, describe, it } from "node:test";
-import { compile } from "../../src/runtime/compile.ts";
-import { defaultExecutionProviders } from "../../src/runtime/session.ts";
+import { afterEach, describe, it, test } from "node:test";
+import { compile, compileGraph } from "../../src/runtime/compile.ts";
+import { defaultExecutionProviders, downloadAll } from "../../src/runtime/session.ts";
+import { HostTensor } from "../../src/tensor/host.ts";
 import * as o from "../../src/tensor/ops.ts";
+import { Graph } from "../../src/tensor/symbolic.ts";
 
 describe("execution providers (DIFFUSE_EP)", () => {
   const saved = process.env["DIFFUSE_EP"];
@@ -37,4 +39,15 @@ describe("execution providers (DIFFUSE_EP)", () => {
       /DIFFUSE_EP names an unknown execution provider "gpu"/,
     );
   });
+});
+
+test("deviceOutputs only apply on a WebGPU provider: on the CPU the outputs come back to the host", async () => {
+  const g = new Graph();
+  const x = g.input("x", [2]);
+  const c = await compileGraph(g, { y: o.mul(x, 3) }, { executionProviders: ["cpu"], deviceOutputs: ["y"] });
+  assert.equal(c.onDevice.size, 0);
+  const r = await c.runOnDevice({ x: new HostTensor(Float32Array.of(1, 2), [2]) });
+  assert.deepEqual(Object.keys(r.device), []);
+  assert.deepEqual([...r.host["y"]!.data], [3, 6]);
+  assert.deepEqual(await downloadAll({}), {});
 });

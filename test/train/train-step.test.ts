@@ -43,6 +43,7 @@ test("AdamW and EMA match a hand-computed float64 update over three steps", asyn
     const bc2 = 1 - 0.99 ** t;
     p = p.map((pi, i) => pi - (lr / bc1) * (m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(bc2) + 1e-8)));
     ema = ema.map((e, i) => decay * e + (1 - decay) * p[i]!);
+    await step.sync(state); // (a no-op on the CPU; on a GPU the state comes back from it)
     const got = Array.from(state.params.get("w")!.data);
     const gotEma = Array.from(state.ema!.get("w")!.data);
     for (let i = 0; i < 3; i++) {
@@ -65,6 +66,7 @@ test("gradient clipping scales the update to the global norm", async () => {
   const r = await step.step(state, {}, 1);
   // unclipped norm is reported; with β=0 and eps=0 Adam's step is sign(g)·lr regardless of scale
   assert.ok(Math.abs(r.gradNorm - 100 * Math.SQRT2) < 1e-3);
+  await step.sync(state);
   assert.ok(Math.abs(state.params.get("w")!.data[0]! + 1) < 1e-5);
 });
 
@@ -125,4 +127,25 @@ test("a small conv net learns a fixed 3x3 filter to near-zero loss", async () =>
   let last = first;
   for (let i = 0; i < 300; i++) last = (await step.step(state, batch, 1e-2)).loss;
   assert.ok(last < first / 100 && last < 5e-3, `final loss ${last} (from ${first})`);
+});
+
+test("on the CPU provider the state stays on the host: sync changes nothing, deviceOutputs are ignored", async () => {
+  const step = await compileTrainStep(
+    (scope, b) => o.sum(o.mul(scope.param("w", [2], init.zeros()), b["c"]!)),
+    { c: { shape: [2] } },
+    { session: { executionProviders: ["cpu"] } },
+  );
+  const state = step.initState(new Map([["w", HostTensor.zeros([2])]]));
+  await step.step(state, { c: new HostTensor(Float32Array.of(1, -1), [2]) }, 0.1);
+  const [params, m, v, ema] = [state.params, state.m, state.v, state.ema];
+  const w = [...state.params.get("w")!.data];
+  await step.sync(state);
+  assert.equal(state.params, params);
+  assert.equal(state.m, m);
+  assert.equal(state.v, v);
+  assert.equal(state.ema, ema);
+  assert.deepEqual([...state.params.get("w")!.data], w);
+  // AdamW's first step moves each weight by lr against its gradient's sign
+  assert.ok(Math.abs(w[0]! + 0.1) < 1e-6 && Math.abs(w[1]! - 0.1) < 1e-6);
+  step.dispose();
 });

@@ -23,7 +23,8 @@ export interface EmitOptions {
   /**
    * The device the graph is for (default "cpu"). "gpu" drops what only pays on a CPU's caches: the
    * weight gradients' batch slices (joined by an n-ary Sum, which WebGPU runs on the CPU: a copy
-   * back and forth per slice).
+   * back and forth per slice) and the one-pass group norm (fuse-groupnorm.ts: fourteen kernels, most
+   * of them tiny, where the traced form has three).
    */
   target?: "cpu" | "gpu";
 }
@@ -146,15 +147,19 @@ export function toOnnx(
     if (nm) shapes.set(nm, value.shape);
   }
   const outputValues = new Set(outEntries.map(([name, t]) => names.get(t.id) ?? name));
-  const fused = fuseGroupNorms(nodes, {
-    tmp,
-    i64,
-    f32,
-    shape: (name) => shapes.get(name),
-    isOutput: (name) => outputValues.has(name),
-  });
-  // (assigned element by element: a spread of a large graph's node list overflows the call stack)
-  replaceAll(nodes, fused);
+  // one pass over the tensor instead of three pays on a CPU; a GPU runs the traced form's three
+  // kernels sooner than the fused form's fourteen small ones
+  if ((opts.target ?? "cpu") === "cpu") {
+    const fused = fuseGroupNorms(nodes, {
+      tmp,
+      i64,
+      f32,
+      shape: (name) => shapes.get(name),
+      isOutput: (name) => outputValues.has(name),
+    });
+    // (assigned element by element: a spread of a large graph's node list overflows the call stack)
+    replaceAll(nodes, fused);
+  }
   const block = opts.nchwcBlock ?? 0;
   const backward = graph.nodes.some((n) => needed.has(n.output.id) && BACKWARD_PRIMS.has(n.prim));
   if (block > 0 && (opts.keepBlocked ?? !backward)) {

@@ -5,8 +5,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import * as nn from "../../src/nn/index.ts";
-import { toOnnx } from "../../src/onnx/emit.ts";
+import { emitOnnx, toOnnx } from "../../src/onnx/emit.ts";
 import { compileGraph } from "../../src/runtime/compile.ts";
+import { loadGraph } from "../../src/runtime/session.ts";
 import { grad } from "../../src/tensor/autodiff.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import * as o from "../../src/tensor/ops.ts";
@@ -82,4 +83,28 @@ test("the fused group norm computes the traced one (large offsets included)", as
   const fused = await run(false);
   const traced = await run(true); // the backward pass keeps the traced form
   assertAllclose(fused["y"]!, traced["y"]!, { what: "group norm", rtol: 1e-4, atol: 1e-4 });
+});
+
+test("graphs for a GPU keep the traced group norm: LayerNormalization, Mul, Add; the same values", async () => {
+  const { g, y } = gnGraph([2, 8, 4, 4], 4);
+  const out = { y: o.silu(y) };
+  const gpu = toOnnx(g, out, { target: "gpu" }).graph.nodes.map((n) => n.opType);
+  assert.ok(gpu.includes("LayerNormalization"));
+  assert.ok(!gpu.includes("BatchNormalization") && !gpu.includes("ReduceSumSquare"));
+  // both forms on the CPU provider
+  const rng = TestRng.fromName("gn-gpu-target");
+  const specs = g.inputs.map((t) => ({ name: t.inputName!, dtype: t.dtype, shape: t.shape }));
+  const feeds = Object.fromEntries(
+    specs.map((s) => [
+      s.name,
+      new HostTensor(
+        Float32Array.from({ length: s.shape.reduce((p, q) => p * q, 1) }, () => 3 + 2 * rng.normal()),
+        s.shape,
+      ),
+    ]),
+  );
+  const outSpec = [{ name: "y", dtype: "float32" as const, shape: [2, 8, 4, 4] }];
+  const run = async (target: "cpu" | "gpu") =>
+    (await loadGraph(emitOnnx(g, out, { target }), specs, outSpec, { threads: 1 })).run(feeds);
+  assertAllclose((await run("gpu"))["y"]!, (await run("cpu"))["y"]!, { atol: 1e-5, rtol: 1e-5 });
 });

@@ -117,14 +117,18 @@ export class TrainStep {
   ) {}
 
   /** The state's tensors by graph input name: params, moments and EMA. */
-  private stateInputs(): [input: string, of: "params" | "m" | "v" | "ema", param: string][] {
-    const out: [string, "params" | "m" | "v" | "ema", string][] = [];
-    for (const s of this.specs) {
-      out.push([s.name, "params", s.name], [M(s.name), "m", s.name], [V(s.name), "v", s.name]);
-      if (this.hasEma) out.push([E(s.name), "ema", s.name]);
+  private get stateInputs(): readonly [input: string, of: "params" | "m" | "v" | "ema", param: string][] {
+    if (!this.inputsOfState) {
+      const out: [string, "params" | "m" | "v" | "ema", string][] = [];
+      for (const s of this.specs) {
+        out.push([s.name, "params", s.name], [M(s.name), "m", s.name], [V(s.name), "v", s.name]);
+        if (this.hasEma) out.push([E(s.name), "ema", s.name]);
+      }
+      this.inputsOfState = out;
     }
-    return out;
+    return this.inputsOfState;
   }
+  private inputsOfState: [string, "params" | "m" | "v" | "ema", string][] | null = null;
 
   /**
    * Brings the state's tensors back into its maps after steps that left them on the GPU (a no-op
@@ -138,7 +142,7 @@ export class TrainStep {
     const host = await downloadAll(Object.fromEntries(tensors), this.session);
     for (const t of tensors.values()) t.dispose();
     const maps = { params: new Map(), m: new Map(), v: new Map(), ema: new Map() } as Record<string, Params>;
-    for (const [input, of, param] of this.stateInputs())
+    for (const [input, of, param] of this.stateInputs)
       maps[of]!.set(param, host[input] as HostTensor<"float32">);
     state.params = maps["params"]!;
     state.m = maps["m"]!;
@@ -174,15 +178,15 @@ export class TrainStep {
     for (const [k, v] of Object.entries(batch)) feeds[k] = v;
     const onDevice = this.resident?.state === state ? this.resident.tensors : null;
     if (this.resident && !onDevice) await this.sync(this.resident.state); // another state's turn
-    for (const [input, of, param] of this.stateInputs()) {
+    for (const [input, of, param] of this.stateInputs) {
       feeds[input] = onDevice ? onDevice.get(input)! : state[of]!.get(param)!;
     }
     const { host: out, device } = await this.graph.runOnDevice(feeds as DeviceFeeds);
     if (onDevice) for (const d of onDevice.values()) d.dispose();
-    const kept = this.stateInputs().filter(([input]) => device[OUT(input)]);
+    const kept = this.stateInputs.filter(([input]) => device[OUT(input)]);
     if (kept.length > 0) {
       // the updated tensors stay on the GPU for the next step; the state's maps wait for `sync`
-      if (kept.length !== this.stateInputs().length)
+      if (kept.length !== this.stateInputs.length)
         throw new Error("internal: the train step left only part of its state on the device");
       const tensors = new Map<string, DeviceTensor>();
       for (const [input] of kept) tensors.set(input, device[OUT(input)]!);
@@ -193,7 +197,7 @@ export class TrainStep {
       if (this.hasEma) state.ema = new OnDevice();
     } else {
       this.resident = null;
-      for (const [input, of, param] of this.stateInputs()) {
+      for (const [input, of, param] of this.stateInputs) {
         state[of]!.set(param, out[OUT(input)] as HostTensor<"float32">);
       }
     }

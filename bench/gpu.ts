@@ -3,7 +3,8 @@
  * CPU provider in the same process, and the PyTorch peer on CUDA where this machine has one:
  *   forward  one U-Net forward at batch 128 and 1024 (GPU time, CPU time, largest difference);
  *   sample   the mnist bench's loop: 64 digits, 50 DDIM steps, guidance 3 as one 2×64 forward;
- *   train    the mnist bench's train step at batch 64 (first losses on both sides, then the time).
+ *   train    the mnist bench's train step at batch 64 (first losses on both sides, the weights after
+ *            three steps compared — on the GPU they are read back with `sync` — then the time).
  * The peer is shared/bench/torch_bench.py run on CUDA by bench/gpu_peer.py (default device cuda,
  * timers read after a synchronize), once with PyTorch's defaults (TF32 convolutions) and once with
  * TF32 off (float32 throughout, as WebGPU computes).
@@ -106,10 +107,15 @@ async function train(session: SessionOptions, iters: number) {
   const { step, state, batches } = await trainRig(session);
   const losses: number[] = [];
   for (let i = 0; i < 3; i++) losses.push((await step.step(state, batches[i]!, 1e-4)).loss);
+  // the weights after three steps (on a GPU they come back from it: `sync`)
+  const t = performance.now();
+  await step.sync(state);
+  const syncMs = performance.now() - t;
+  const params = new Map(state.params);
   let i = 0;
   const r = await timed(iters, () => step.step(state, batches[i++ % 3]!, 1e-4));
   step.dispose();
-  return { ...r, losses };
+  return { ...r, losses, params, syncMs };
 }
 
 interface PeerJson {
@@ -166,6 +172,17 @@ export async function main(args: readonly string[]): Promise<void> {
   const f = (xs: number[]) => xs.map((x) => x.toFixed(6)).join(", ");
   console.log(
     `train step (batch 64): ${o.ep} ${s(gt.medianS)} (first ${s(gt.first)}), cpu ${s(ct.medianS)}; first losses ${o.ep} [${f(gt.losses)}], cpu [${f(ct.losses)}]`,
+  );
+  let worst = { maxAbsDiff: 0, maxAbs: 0 };
+  for (const [k, t] of gt.params) {
+    const d = diff(t, ct.params.get(k)!);
+    worst = {
+      maxAbsDiff: Math.max(worst.maxAbsDiff, d.maxAbsDiff),
+      maxAbs: Math.max(worst.maxAbs, d.maxAbs),
+    };
+  }
+  console.log(
+    `weights after 3 steps (${gt.params.size} tensors, read back in ${gt.syncMs.toFixed(0)} ms): max |diff| ${worst.maxAbsDiff.toExponential(2)} of max |w| ${worst.maxAbs.toFixed(2)}`,
   );
   ratios.push(`train=${(ct.medianS / gt.medianS).toFixed(2)}`);
   const missing = peerMissing(o);

@@ -11,7 +11,6 @@
 import { compileGraph, type InputSpec } from "../runtime/compile.ts";
 import {
   type CompiledGraph,
-  type DeviceFeeds,
   type DeviceTensor,
   downloadAll,
   type SessionOptions,
@@ -106,6 +105,9 @@ export class TrainStep {
    */
   private resident: { state: TrainState; tensors: Map<string, DeviceTensor> } | null = null;
 
+  /** The state's tensors by graph input name: params, moments and EMA. */
+  private readonly stateInputs: [input: string, of: "params" | "m" | "v" | "ema", param: string][] = [];
+
   constructor(
     readonly specs: readonly ParamSpec[],
     readonly batchSpecs: Readonly<Record<string, InputSpec>>,
@@ -114,21 +116,12 @@ export class TrainStep {
     readonly metricNames: readonly string[],
     private readonly graph: CompiledGraph,
     private readonly session: SessionOptions = {},
-  ) {}
-
-  /** The state's tensors by graph input name: params, moments and EMA. */
-  private get stateInputs(): readonly [input: string, of: "params" | "m" | "v" | "ema", param: string][] {
-    if (!this.inputsOfState) {
-      const out: [string, "params" | "m" | "v" | "ema", string][] = [];
-      for (const s of this.specs) {
-        out.push([s.name, "params", s.name], [M(s.name), "m", s.name], [V(s.name), "v", s.name]);
-        if (this.hasEma) out.push([E(s.name), "ema", s.name]);
-      }
-      this.inputsOfState = out;
+  ) {
+    for (const s of specs) {
+      this.stateInputs.push([s.name, "params", s.name], [M(s.name), "m", s.name], [V(s.name), "v", s.name]);
+      if (hasEma) this.stateInputs.push([E(s.name), "ema", s.name]);
     }
-    return this.inputsOfState;
   }
-  private inputsOfState: [string, "params" | "m" | "v" | "ema", string][] | null = null;
 
   /**
    * Brings the state's tensors back into its maps after steps that left them on the GPU (a no-op
@@ -181,7 +174,7 @@ export class TrainStep {
     for (const [input, of, param] of this.stateInputs) {
       feeds[input] = onDevice ? onDevice.get(input)! : state[of]!.get(param)!;
     }
-    const { host: out, device } = await this.graph.runOnDevice(feeds as DeviceFeeds);
+    const { host: out, device } = await this.graph.runOnDevice(feeds);
     if (onDevice) for (const d of onDevice.values()) d.dispose();
     const kept = this.stateInputs.filter(([input]) => device[OUT(input)]);
     if (kept.length > 0) {

@@ -146,7 +146,7 @@ function randomHost(shape: readonly number[], rng: Rng): HostTensor {
 }
 
 /** Both sessions of a case, with their feeds. */
-async function build(c: Case, opts: SessionOptions): Promise<Built> {
+export async function build(c: Case, opts: SessionOptions): Promise<Built> {
   const rng = new Rng(7);
   let specs: ParamSpec[] = [];
   const bwdTrace = trace({}, (_t, g) => {
@@ -196,6 +196,8 @@ async function runOurs(cases: readonly Case[], opts: SessionOptions, warmup: num
   const others: number[] = [];
   for (const c of cases) {
     const b = await build(c, opts);
+    if (c === cases[0])
+      console.log(`diffuse sessions through ${b.fwd.binding} (DIFFUSE_CAPI=0: onnxruntime-node)`);
     mon.start();
     const fwd = await timeRuns(() => b.fwd.run(b.fwdFeeds), warmup, iters);
     const bwd = await timeRuns(() => b.fwdBwd.run(b.fwdBwdFeeds), warmup, iters);

@@ -1,10 +1,11 @@
 /**
- * ONNX Runtime sessions: the only module that imports onnxruntime.
+ * ONNX Runtime sessions: the only module that imports onnxruntime (with `capi.ts`).
  *
  * A compiled graph is an ONNX model plus a session; sessions are cached by the model bytes (a graph
  * traced for one shape is one model) and by the options. Intra-op threads default to all cores.
- * `run` is synchronous inside ONNX Runtime and blocks its thread: long work (training, sampling)
- * runs in a worker thread (`worker.ts`).
+ * CPU sessions go through ONNX Runtime's C API (`capi.ts`: outputs written straight into JavaScript
+ * memory) where it loads, GPU sessions through onnxruntime-node. `run` is synchronous inside ONNX
+ * Runtime and blocks its thread: long work (training, sampling) runs in a worker thread (`worker.ts`).
  */
 import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
@@ -13,6 +14,7 @@ import { OPSET } from "../onnx/lowering.ts";
 import { NCHWC_DOMAIN } from "../onnx/nchwc.ts";
 import { encodeModel } from "../onnx/proto.ts";
 import { type DType, formatShape, type HostData, HostTensor, sameShape } from "../tensor/host.ts";
+import { capiEnabled, type NativeFeed, NativeSession, nativeApi } from "./capi.ts";
 
 export type ExecutionProvider = "cpu" | "cuda" | "webgpu";
 
@@ -165,7 +167,8 @@ export class CompiledGraph {
   private readonly outputShapes: ReadonlyMap<string, readonly number[]>;
 
   constructor(
-    private readonly session: ort.InferenceSession,
+    /** The session: onnxruntime-node's, or one opened through the C API (CPU only). */
+    private readonly session: ort.InferenceSession | NativeSession,
     readonly inputs: readonly ValueSpec[],
     readonly outputs: readonly ValueSpec[],
     /** The session-cache key ("" for a session outside the cache). */
@@ -174,6 +177,11 @@ export class CompiledGraph {
     readonly onDevice: ReadonlySet<string> = new Set(),
   ) {
     this.outputShapes = new Map(outputs.map((o) => [o.name, o.shape]));
+  }
+
+  /** How the session is reached: ONNX Runtime's C API (CPU sessions where it loads) or onnxruntime-node. */
+  get binding(): "c-api" | "onnxruntime-node" {
+    return this.session instanceof NativeSession ? "c-api" : "onnxruntime-node";
   }
 
   /** Runs the graph. Every input must be fed with its exact shape and dtype. */
@@ -193,6 +201,8 @@ export class CompiledGraph {
     outputNames?: readonly string[],
   ): Promise<{ host: Record<string, HostTensor>; device: Record<string, DeviceTensor> }> {
     if (this.disposed) throw new Error("run on a disposed graph");
+    if (this.session instanceof NativeSession)
+      return { host: await this.runNative(feeds, outputNames), device: {} };
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const spec of this.inputs) {
       const t = feeds[spec.name];
@@ -225,11 +235,43 @@ export class CompiledGraph {
     return { host, device };
   }
 
+  private async runNative(
+    feeds: DeviceFeeds,
+    outputNames?: readonly string[],
+  ): Promise<Record<string, HostTensor>> {
+    const session = this.session as NativeSession;
+    const native = new Map<string, NativeFeed>();
+    for (const spec of this.inputs) {
+      const t = feeds[spec.name];
+      if (!t) throw new Error(`missing input "${spec.name}" ${formatShape(spec.shape)} ${spec.dtype}`);
+      if (t.dtype !== spec.dtype || !sameShape(t.shape, spec.shape)) {
+        throw new Error(
+          `input "${spec.name}" must be ${formatShape(spec.shape)} ${spec.dtype}, got ${formatShape(t.shape)} ${t.dtype}`,
+        );
+      }
+      if (t instanceof DeviceTensor)
+        throw new Error(
+          `input "${spec.name}" is on a GPU, and this graph runs on the CPU: read it back first`,
+        );
+      native.set(spec.name, { dtype: t.dtype, shape: t.shape, data: t.data });
+    }
+    // as onnxruntime-node does: the run starts on a later turn of the event loop
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const res = session.run(native, outputNames ?? this.outputs.map((o) => o.name));
+    const host: Record<string, HostTensor> = {};
+    for (const [k, { data, dims }] of Object.entries(res)) {
+      // the graph may return an output before a final reshape (compileGraph): give it its shape
+      host[k] = new HostTensor(data, this.outputShapes.get(k) ?? dims);
+    }
+    return host;
+  }
+
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     for (const [k, v] of cache) if (v === this) cache.delete(k);
-    void this.session.release();
+    if (this.session instanceof NativeSession) this.session.release();
+    else void this.session.release();
   }
 }
 
@@ -248,6 +290,7 @@ function cacheKey(bytes: Uint8Array, outputs: readonly ValueSpec[], opts: Sessio
       opts.optimization ?? "all",
       opts.spin ?? defaultSpin(),
       [...(opts.deviceOutputs ?? [])].sort(),
+      capiEnabled(),
     ]),
   );
   return h.digest("hex");
@@ -337,6 +380,15 @@ async function openSession(
       throw new Error(`deviceOutputs names "${name}", which is not an output of the graph`);
   }
   try {
+    const native = providers.every((p) => p === "cpu") ? await nativeApi() : null;
+    if (native) {
+      const session = NativeSession.create(native, bytes, {
+        threads,
+        optimization: opts.optimization ?? "all",
+        spin: opts.spin ?? defaultSpin(),
+      });
+      return new CompiledGraph(session, inputs, outputs, key, onDevice);
+    }
     const session = await ort.InferenceSession.create(bytes, {
       ...(onDevice.size > 0
         ? {

@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import { afterEach, describe, it } from "node:test";
+import { compile, compileGraph } from "../../src/runtime/compile.ts";
+import type { CompiledGraph } from "../../src/runtime/session.ts";
+import { HostTensor } from "../../src/tensor/host.ts";
+import * as o from "../../src/tensor/ops.ts";
+import { Graph } from "../../src/tensor/symbolic.ts";
+
+/** A graph with every dtype among its outputs, a final reshape, a scalar and an input passed through. */
+async function mixed(): Promise<CompiledGraph> {
+  const g = new Graph();
+  const x = g.input("x", [2, 3]);
+  const i = g.input("i", [2], "int64");
+  const m = g.input("m", [2, 3], "bool");
+  return compileGraph(g, {
+    y: o.reshape(o.mul(x, x), [3, 2]),
+    s: o.sum(x),
+    picked: o.gather(x, i, 1),
+    i32: o.cast(i, "int32"),
+    iOut: i,
+    masked: o.where(m, x, o.neg(x)),
+    nonzero: o.cast(i, "bool"),
+  });
+}
+
+function feeds(offset = 0) {
+  // x is a view into a larger buffer: the run must read from its byte offset
+  const backing = new Float32Array(6 + offset);
+  backing.set([1, -2, 3, 4.5, 5, -6], offset);
+  return {
+    x: new HostTensor(backing.subarray(offset), [2, 3]),
+    i: new HostTensor(BigInt64Array.of(2n, 0n), [2]),
+    m: new HostTensor(Uint8Array.of(1, 0, 1, 0, 0, 1), [2, 3]),
+  };
+}
+
+function plain(r: Record<string, HostTensor>) {
+  return Object.fromEntries(
+    Object.entries(r).map(([k, t]) => [
+      k,
+      { dtype: t.dtype, shape: t.shape, data: Array.from(t.data as never) },
+    ]),
+  );
+}
+
+describe("ONNX Runtime's C API (CPU sessions)", () => {
+  const saved = process.env["DIFFUSE_CAPI"];
+  afterEach(() => {
+    if (saved === undefined) delete process.env["DIFFUSE_CAPI"];
+    else process.env["DIFFUSE_CAPI"] = saved;
+  });
+
+  it("opens CPU sessions through the C API, and through onnxruntime-node with DIFFUSE_CAPI=0", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    assert.equal((await mixed()).binding, "c-api");
+    process.env["DIFFUSE_CAPI"] = "0";
+    assert.equal((await mixed()).binding, "onnxruntime-node");
+  });
+
+  it("gives the same outputs as onnxruntime-node for every dtype, shape and input view", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    const viaC = plain(await (await mixed()).run(feeds(5)));
+    process.env["DIFFUSE_CAPI"] = "0";
+    const viaNode = plain(await (await mixed()).run(feeds(0)));
+    assert.deepEqual(viaC, viaNode);
+    assert.deepEqual(viaC["y"], { dtype: "float32", shape: [3, 2], data: [1, 4, 9, 20.25, 25, 36] });
+    assert.deepEqual(viaC["s"], { dtype: "float32", shape: [], data: [5.5] });
+    assert.deepEqual(viaC["picked"]!.data, [3, 1, -6, 4.5]);
+    assert.deepEqual(viaC["iOut"], { dtype: "int64", shape: [2], data: [2n, 0n] });
+    assert.deepEqual(viaC["i32"], { dtype: "int32", shape: [2], data: [2, 0] });
+    assert.deepEqual(viaC["masked"]!.data, [1, 2, 3, -4.5, -5, -6]);
+    assert.deepEqual(viaC["nonzero"], { dtype: "bool", shape: [2], data: [1, 0] });
+  });
+
+  it("runs only the outputs asked for, each in its own memory", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    const g = await mixed();
+    const a = await g.run(feeds(), ["y", "s"]);
+    assert.deepEqual(Object.keys(a).sort(), ["s", "y"]);
+    const x2 = feeds();
+    (x2.x.data as Float32Array).fill(2);
+    const b = await g.run(x2, ["y"]);
+    // a later run writes new memory: the earlier result is unchanged
+    assert.deepEqual([...a["y"]!.data], [1, 4, 9, 20.25, 25, 36]);
+    assert.deepEqual([...b["y"]!.data], [4, 4, 4, 4, 4, 4]);
+    assert.notEqual(a["y"]!.data.buffer, b["y"]!.data.buffer);
+  });
+
+  it("handles empty tensors", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    const g = await compile({ x: { shape: [0, 3] } }, ({ x }) => ({ y: o.mul(x, 2), s: o.sum(x) }));
+    assert.equal(g.binding, "c-api");
+    const r = await g.run({ x: new HostTensor(new Float32Array(0), [0, 3]) });
+    assert.deepEqual(r["y"]!.shape, [0, 3]);
+    assert.equal(r["y"]!.data.length, 0);
+    assert.deepEqual([...r["s"]!.data], [0]);
+  });
+
+  it("turns ONNX Runtime's failures into errors, and the session keeps working", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    const g = await compile({ x: { shape: [3] }, i: { shape: [2], dtype: "int64" } }, ({ x, i }) => ({
+      y: o.gather(x, i, 0),
+    }));
+    const x = new HostTensor(Float32Array.of(1, 2, 3), [3]);
+    await assert.rejects(
+      g.run({ x, i: new HostTensor(BigInt64Array.of(0n, 7n), [2]) }),
+      /out of data bounds/,
+    );
+    const r = await g.run({ x, i: new HostTensor(BigInt64Array.of(2n, 0n), [2]) });
+    assert.deepEqual([...r["y"]!.data], [3, 1]);
+  });
+
+  it("names a bad DIFFUSE_CAPI", async () => {
+    process.env["DIFFUSE_CAPI"] = "yes";
+    await assert.rejects(
+      compile({ x: { shape: [3] } }, ({ x }) => ({ y: o.mul(x, x) })),
+      /DIFFUSE_CAPI must be 0 or 1, got "yes"/,
+    );
+  });
+
+  it("leaves output memory to the garbage collector: many large runs do not pile up", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    // 8 MiB out per run; 150 runs would be 1.2 GiB if nothing were reclaimed
+    const g = await compile({ x: { shape: [1] } }, ({ x }) => ({ y: o.expand(x, [2 * 1024 * 1024]) }));
+    const x = new HostTensor(Float32Array.of(0.5), [1]);
+    const before = process.memoryUsage().rss;
+    for (let k = 0; k < 150; k++) {
+      const r = await g.run({ x });
+      assert.equal(r["y"]!.data[2 * 1024 * 1024 - 1], 0.5);
+    }
+    const grown = (process.memoryUsage().rss - before) / 2 ** 20;
+    assert.ok(grown < 400, `RSS grew ${grown.toFixed(0)} MiB over 150 runs of an 8 MiB output`);
+  });
+});

@@ -33,7 +33,7 @@
 import type { ConvAttrs, PrimAttrs, WeightGradStrategy } from "../tensor/primitives.ts";
 import type { Node } from "../tensor/symbolic.ts";
 import type { LowerCtx } from "./lowering.ts";
-import { blockedConv, canBlock } from "./nchwc.ts";
+import { blockedConv, blockedWeight, canBlock } from "./nchwc.ts";
 import type { OnnxAttr } from "./proto.ts";
 
 const ints = (value: readonly number[]): OnnxAttr => ({ kind: "ints", value });
@@ -57,6 +57,15 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
   if (stride1 && a.group === 1 && C >= 8 && flippedPads.every((p) => p >= 0)) {
     // stride 1: dx = conv(g, flip(wᵀ)) with "full" padding — one Conv, faster than ConvTranspose
     // unless x has few channels: they are the rows of that Conv's GEMM (1 or 3 rows: 2–3× slower)
+    const conv = { strides: [1, 1], pads: flippedPads, dilations: a.dilations };
+    const O = wShape[0];
+    const B = c.nchwcBlock;
+    if (canBlock(c, O, C) && O % B === 0 && C % B === 0) {
+      // the flipped, transposed kernel straight into the blocked layout
+      const wb = blockedWeight(c, w, wShape, true);
+      blockedConv(c, g, wb, [C, O, kh, kw], conv, c.out, undefined, wb);
+      return;
+    }
     const wt = c.tmp("wT");
     c.emit("Transpose", [w], [wt], { perm: ints([1, 0, 2, 3]) });
     const wf = c.tmp("wflip");
@@ -65,8 +74,6 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
       [wt, c.i64([-1, -1]), c.i64([-(kh + 1), -(kw + 1)]), c.i64([2, 3]), c.i64([-1, -1])],
       [wf],
     );
-    const conv = { strides: [1, 1], pads: flippedPads, dilations: a.dilations };
-    const O = wShape[0];
     if (canBlock(c, O, C)) blockedConv(c, g, wf, [C, O, kh, kw], conv, c.out);
     else
       c.emit("Conv", [g, wf], [c.out], {

@@ -6,7 +6,7 @@
  * only for convolutions whose weights are constants (it reorders them once when the session opens),
  * so in a training step — weights are inputs — every convolution ran in the plain layout. The
  * blocked kernel takes its weight as an ordinary input, so the engine emits the layout change
- * itself: the weight is reordered in the graph (a Reshape and a Transpose, small next to the
+ * itself: the weight is reordered in the graph (`blockedWeight`: two transposes, small next to the
  * convolution), the input is reordered into blocks and the output back. Measured on the 2-core
  * machine of docs/benchmarks.md, one convolution with its weights as an input (batch 64, 3×3,
  * reorders included): [64,64,16,16] 15.6 → 11.5 ms, [64,128,8,8] 17.2 → 10.1 ms, [64,32,32,32]
@@ -58,10 +58,54 @@ export function canBlock(c: LowerCtx, C: number, O: number): boolean {
 }
 
 /**
+ * The kernel's filter layout [O/B, C/B, kh, kw, B_in, B_out] (as [O, C, kh, kw]) of w [O, C, kh, kw]
+ * with O and C whole blocks; with `flip`, of flip(wᵀ) instead — the kernel of the input gradient,
+ * [C/B, O/B, kh, kw, B_o, B_c] with the taps reversed (as [C, O, kh, kw]). Two transposes of the
+ * kinds ONNX Runtime copies in blocks (one axis moved; the innermost axis kept), not one 6-D
+ * transpose that moves the innermost axis, which it copies element by element: [128,128,3,3] in
+ * 0.45 ms against 1.3, and the flipped kernel in 0.58 ms against 2.5 with a Transpose and a
+ * reversing Slice before it (docs/benchmarks.md).
+ */
+export function blockedWeight(c: LowerCtx, w: string, wShape: readonly number[], flip: boolean): string {
+  const B = c.nchwcBlock;
+  const [O, C, kh, kw] = wShape as [number, number, number, number];
+  const K = kh * kw;
+  const wb = c.tmp(flip ? "w_flipped_blocked" : "w_blocked");
+  if (!flip) {
+    // [O/B, B_out, C·K] → [O/B, C·K, B_out] = [O/B·C/B, B_in, K, B_out] → [O/B·C/B, K, B_in, B_out]
+    const a = c.tmp("w_split");
+    c.emit("Reshape", [w, c.i64([O / B, B, C * K])], [a]);
+    const t1 = c.tmp("w_out_inner");
+    c.emit("Transpose", [a], [t1], { perm: ints([0, 2, 1]) });
+    const b = c.tmp("w_split");
+    c.emit("Reshape", [t1, c.i64([(O / B) * (C / B), B, K, B])], [b]);
+    const t2 = c.tmp("w_blocked4");
+    c.emit("Transpose", [b], [t2], { perm: ints([0, 2, 1, 3]) });
+    c.emit("Reshape", [t2, c.i64([O, C, kh, kw])], [wb]);
+    return wb;
+  }
+  // [O/B, B_o, C/B, B_c, K] → [O/B, B_o, K, C/B, B_c] → taps reversed → [C/B, O/B, K, B_o, B_c]
+  const a = c.tmp("w_split");
+  c.emit("Reshape", [w, c.i64([O / B, B, C / B, B, K])], [a]);
+  const t1 = c.tmp("w_taps_out");
+  c.emit("Transpose", [a], [t1], { perm: ints([0, 1, 4, 2, 3]) });
+  let f = t1;
+  if (K > 1) {
+    f = c.tmp("w_taps_reversed");
+    c.emit("Gather", [t1, c.i64(Array.from({ length: K }, (_, k) => K - 1 - k))], [f], { axis: int(2) });
+  }
+  const t2 = c.tmp("w_blocked5");
+  c.emit("Transpose", [f], [t2], { perm: ints([3, 0, 2, 1, 4]) });
+  c.emit("Reshape", [t2, c.i64([C, O, kh, kw])], [wb]);
+  return wb;
+}
+
+/**
  * y = conv(x, w) + b (group 1; b optional) through the blocked kernel: x [N, C, H, W] and y in the
  * plain layout. w [O, C, kh, kw] is reordered in the graph to [O/B, C/B, kh, kw, B_in, B_out], or to
  * [O/B, C, kh, kw, B_out] when C < B (the input then stays plain); O is padded to whole blocks with
- * zero filters and the padding dropped again by the output reorder.
+ * zero filters and the padding dropped again by the output reorder. `wBlocked`: w already in the
+ * blocked layout (`blockedWeight`; O and C whole blocks).
  */
 export function blockedConv(
   c: LowerCtx,
@@ -71,32 +115,37 @@ export function blockedConv(
   a: Conv2d,
   out: string,
   bias?: string,
+  wBlocked?: string,
 ): void {
   const B = c.nchwcBlock;
   const [O, C, kh, kw] = wShape as [number, number, number, number];
-  const Op = Math.ceil(O / B) * B;
-  let wp = w;
-  let bp = bias;
-  if (Op !== O) {
-    wp = c.tmp("w_padded");
-    c.emit("Pad", [w, c.i64([0, 0, 0, 0, Op - O, 0, 0, 0])], [wp]);
-    if (bias) {
-      bp = c.tmp("b_padded");
-      c.emit("Pad", [bias, c.i64([0, Op - O])], [bp]);
-    }
-  }
   const plainInput = C < B;
-  const w6 = c.tmp("w_split");
-  const wt = c.tmp("w_blocked6");
-  if (plainInput) {
-    c.emit("Reshape", [wp, c.i64([Op / B, B, C, kh, kw])], [w6]);
-    c.emit("Transpose", [w6], [wt], { perm: ints([0, 2, 3, 4, 1]) });
-  } else {
-    c.emit("Reshape", [wp, c.i64([Op / B, B, C / B, B, kh, kw])], [w6]);
-    c.emit("Transpose", [w6], [wt], { perm: ints([0, 2, 4, 5, 3, 1]) });
+  let wb = wBlocked;
+  let bp = bias;
+  if (!wb && O % B === 0 && C % B === 0) wb = blockedWeight(c, w, wShape, false);
+  if (!wb) {
+    const Op = Math.ceil(O / B) * B;
+    let wp = w;
+    if (Op !== O) {
+      wp = c.tmp("w_padded");
+      c.emit("Pad", [w, c.i64([0, 0, 0, 0, Op - O, 0, 0, 0])], [wp]);
+      if (bias) {
+        bp = c.tmp("b_padded");
+        c.emit("Pad", [bias, c.i64([0, Op - O])], [bp]);
+      }
+    }
+    const w6 = c.tmp("w_split");
+    const wt = c.tmp("w_blocked6");
+    if (plainInput) {
+      c.emit("Reshape", [wp, c.i64([Op / B, B, C, kh, kw])], [w6]);
+      c.emit("Transpose", [w6], [wt], { perm: ints([0, 2, 3, 4, 1]) });
+    } else {
+      c.emit("Reshape", [wp, c.i64([Op / B, B, C / B, B, kh, kw])], [w6]);
+      c.emit("Transpose", [w6], [wt], { perm: ints([0, 2, 4, 5, 3, 1]) });
+    }
+    wb = c.tmp("w_blocked");
+    c.emit("Reshape", [wt, c.i64([Op, C, kh, kw])], [wb]);
   }
-  const wb = c.tmp("w_blocked");
-  c.emit("Reshape", [wt, c.i64([Op, C, kh, kw])], [wb]);
   let xb = x;
   if (!plainInput) {
     xb = c.tmp("x_blocked");

@@ -21,11 +21,11 @@ afterEach(() => {
 });
 
 /** conv → loss, with the gradients of x and w (the input gradient is a Conv too). */
-function convStep(C: number, O: number) {
+function convStep(C: number, O: number, kh = 3, kw = 3) {
   const g = new Graph();
   const x = g.input("x", [4, C, 8, 8]);
-  const w = g.input("w", [O, C, 3, 3]);
-  const y = o.conv2d(x, w, undefined, { padding: 1 });
+  const w = g.input("w", [O, C, kh, kw]);
+  const y = o.conv2d(x, w, undefined, { padding: [(kh - 1) / 2, (kw - 1) / 2] });
   const loss = o.sum(o.mul(y, y));
   const [dx, dw] = grad(loss, [x, w]);
   return { g, outputs: { y, dx: dx!, dw: dw! } };
@@ -73,15 +73,41 @@ test("a conv step through the blocked kernel equals the plain one", async () => 
       Float32Array.from({ length: shape.reduce((p, q) => p * q, 1) }, () => rng.normal()),
       shape,
     );
-  const feeds = { x: fill([4, 32, 8, 8]), w: fill([16, 32, 3, 3]) };
-  const run = async () => {
-    const { g, outputs } = convStep(32, 16);
-    return (await compileGraph(g, outputs, { threads: 1 })).run(feeds);
-  };
-  const blocked = await run();
-  process.env["DIFFUSE_NCHWC"] = "0";
-  const plain = await run();
-  for (const k of ["y", "dx", "dw"]) {
-    assertAllclose(blocked[k]!, plain[k]!, { what: k, rtol: 1e-4, atol: 1e-3 });
+  // whole blocks (the weights reordered by two transposes, the input gradient's kernel flipped by a
+  // Gather over its taps), a non-square kernel, a 1×1 one, and channels that need padding
+  for (const [C, O, kh, kw] of [
+    [32, 16, 3, 3],
+    [16, 8, 1, 3],
+    [8, 16, 1, 1],
+    [16, 12, 3, 3],
+  ] as const) {
+    const feeds = { x: fill([4, C, 8, 8]), w: fill([O, C, kh, kw]) };
+    const run = async () => {
+      const { g, outputs } = convStep(C, O, kh, kw);
+      return (await compileGraph(g, outputs, { threads: 1 })).run(feeds);
+    };
+    delete process.env["DIFFUSE_NCHWC"];
+    const blocked = await run();
+    process.env["DIFFUSE_NCHWC"] = "0";
+    const plain = await run();
+    for (const k of ["y", "dx", "dw"]) {
+      assertAllclose(blocked[k]!, plain[k]!, {
+        what: `${k} of [${O},${C},${kh},${kw}]`,
+        rtol: 1e-4,
+        atol: 1e-3,
+      });
+    }
   }
+});
+
+test("whole-block weights are reordered without a 6-D transpose or a reversing Slice", () => {
+  const { g, outputs } = convStep(16, 16);
+  const nodes = toOnnx(g, outputs, { nchwcBlock: 8 }).graph.nodes;
+  const transposes = nodes.filter((n) => n.opType === "Transpose");
+  const ranks = transposes.map((n) => n.attributes?.["perm"]?.value as number[]).map((p) => p.length);
+  assert.ok(
+    ranks.every((r) => r < 6),
+    `transpose ranks ${ranks}`,
+  );
+  assert.ok(!nodes.some((n) => n.opType === "Slice" && n.inputs.length === 5));
 });

@@ -8,7 +8,7 @@
  * - fwd+bwd: the forward pass, loss = Σ y ⊙ R (R a fixed random input), and `grad` of the loss with
  *   respect to every input and weight — all in ONE session.
  *
- * `run` is timed (warm-up, then the median of N; outputs are copied to JS as a user gets them). The
+ * `run` is timed (warm-up, then the median of N; outputs end up in JS memory as a user gets them). The
  * PyTorch peer `engine_peer.py` times the same cases (same shapes, same threads, `.backward()` for
  * fwd+bwd) twice: with the default allocator (the floor) and tuned (jemalloc without decay,
  * OMP_WAIT_POLICY=PASSIVE: shared/bench/README.md, "The peer at its best"), the one to beat. With

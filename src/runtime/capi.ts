@@ -2,8 +2,8 @@
  * ONNX Runtime's C API, called through koffi (a foreign-function interface), for CPU sessions.
  *
  * onnxruntime-node's binding copies every output of a run into a fresh, zero-filled ArrayBuffer, even
- * an output the caller pre-allocated: 1–3 ms a run for the few MiB a U-Net convolution returns on a
- * 2-core machine, 10–20% of the run. Through the C API, ONNX Runtime writes each output straight into
+ * an output the caller pre-allocated: 0.8–3 ms a run for the 2–8 MiB a batch-64 U-Net convolution
+ * returns, on a 2-core machine (docs/benchmarks.md). Through the C API, ONNX Runtime writes each output straight into
  * an ArrayBuffer allocated here (uninitialised: every element is written by the run). It is the same
  * library file that onnxruntime-node ships and loads, so the same kernels, threads and results.
  *

@@ -161,6 +161,18 @@ export interface ValueSpec {
   shape: readonly number[];
 }
 
+/** The feed for an input, which must have the input's exact shape and dtype. */
+function checkedFeed(feeds: DeviceFeeds, spec: ValueSpec): HostTensor | DeviceTensor {
+  const t = feeds[spec.name];
+  if (!t) throw new Error(`missing input "${spec.name}" ${formatShape(spec.shape)} ${spec.dtype}`);
+  if (t.dtype !== spec.dtype || !sameShape(t.shape, spec.shape)) {
+    throw new Error(
+      `input "${spec.name}" must be ${formatShape(spec.shape)} ${spec.dtype}, got ${formatShape(t.shape)} ${t.dtype}`,
+    );
+  }
+  return t;
+}
+
 /** A session over one ONNX model, with checked feeds. */
 export class CompiledGraph {
   private disposed = false;
@@ -205,13 +217,7 @@ export class CompiledGraph {
       return { host: await this.runNative(feeds, outputNames), device: {} };
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const spec of this.inputs) {
-      const t = feeds[spec.name];
-      if (!t) throw new Error(`missing input "${spec.name}" ${formatShape(spec.shape)} ${spec.dtype}`);
-      if (t.dtype !== spec.dtype || !sameShape(t.shape, spec.shape)) {
-        throw new Error(
-          `input "${spec.name}" must be ${formatShape(spec.shape)} ${spec.dtype}, got ${formatShape(t.shape)} ${t.dtype}`,
-        );
-      }
+      const t = checkedFeed(feeds, spec);
       if (t instanceof DeviceTensor && t.isDisposed) throw new Error(`input "${spec.name}" was disposed`);
       ortFeeds[spec.name] = t instanceof DeviceTensor ? t.value : toOrt(t);
     }
@@ -242,13 +248,7 @@ export class CompiledGraph {
     const session = this.session as NativeSession;
     const native = new Map<string, NativeFeed>();
     for (const spec of this.inputs) {
-      const t = feeds[spec.name];
-      if (!t) throw new Error(`missing input "${spec.name}" ${formatShape(spec.shape)} ${spec.dtype}`);
-      if (t.dtype !== spec.dtype || !sameShape(t.shape, spec.shape)) {
-        throw new Error(
-          `input "${spec.name}" must be ${formatShape(spec.shape)} ${spec.dtype}, got ${formatShape(t.shape)} ${t.dtype}`,
-        );
-      }
+      const t = checkedFeed(feeds, spec);
       if (t instanceof DeviceTensor)
         throw new Error(
           `input "${spec.name}" is on a GPU, and this graph runs on the CPU: read it back first`,

@@ -21,7 +21,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UNet2DModel } from "../src/models/unet/index.ts";
-import type { ExecutionProvider, SessionOptions } from "../src/runtime/session.ts";
+import type { ExecutionProvider, SessionOptions } from "../src/runtime/options.ts";
 import { HostTensor } from "../src/tensor/host.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import { modelConfig, sampleRig, trainRig } from "./mnist.ts";

@@ -20,7 +20,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { guidedNetwork } from "../src/diffusion/guidance.ts";
 import { type DiffusersConfig, initUNet, resolveUNetConfig, UNet2DModel } from "../src/models/unet/index.ts";
-import type { SessionOptions } from "../src/runtime/session.ts";
+import type { SessionOptions } from "../src/runtime/options.ts";
 import { Scheduler } from "../src/samplers/scheduler.ts";
 import { HostTensor } from "../src/tensor/host.ts";
 import { Rng } from "../src/tensor/rng.ts";

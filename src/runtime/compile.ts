@@ -5,13 +5,8 @@
 import { emitOnnx } from "../onnx/emit.ts";
 import type { DType, HostTensor } from "../tensor/host.ts";
 import { Graph, type Tensor } from "../tensor/symbolic.ts";
-import {
-  type CompiledGraph,
-  defaultExecutionProviders,
-  loadGraph,
-  nchwcBlockSize,
-  type SessionOptions,
-} from "./session.ts";
+import { defaultExecutionProviders, type SessionOptions } from "./options.ts";
+import { type CompiledGraph, loadGraph, nchwcBlockSize } from "./session.ts";
 
 export interface InputSpec {
   shape: readonly number[];

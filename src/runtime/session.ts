@@ -22,14 +22,6 @@ import {
   type SessionOptions,
 } from "./options.ts";
 
-export {
-  defaultExecutionProviders,
-  defaultSpin,
-  defaultThreads,
-  type ExecutionProvider,
-  type SessionOptions,
-} from "./options.ts";
-
 export type Feeds = Readonly<Record<string, HostTensor>>;
 /** Feeds that may include tensors already on the device. */
 export type DeviceFeeds = Readonly<Record<string, HostTensor | DeviceTensor>>;

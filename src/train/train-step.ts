@@ -9,12 +9,8 @@
  */
 
 import { compileGraph, type InputSpec } from "../runtime/compile.ts";
-import {
-  type CompiledGraph,
-  type DeviceTensor,
-  downloadAll,
-  type SessionOptions,
-} from "../runtime/session.ts";
+import type { SessionOptions } from "../runtime/options.ts";
+import { type CompiledGraph, type DeviceTensor, downloadAll } from "../runtime/session.ts";
 import { grad } from "../tensor/autodiff.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { checkParams, ParamScope, type ParamSpec, type Params } from "../tensor/params.ts";

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { afterEach, describe, it, test } from "node:test";
 import { compile, compileGraph } from "../../src/runtime/compile.ts";
-import { defaultExecutionProviders, downloadAll } from "../../src/runtime/session.ts";
+import { defaultExecutionProviders } from "../../src/runtime/options.ts";
+import { downloadAll } from "../../src/runtime/session.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import * as o from "../../src/tensor/ops.ts";
 import { Graph } from "../../src/tensor/symbolic.ts";

@@ -11,7 +11,8 @@
  *   await unet.savePretrained(out, { dtype: "F16" });
  */
 import { compileGraph, trace } from "../../runtime/compile.ts";
-import type { CompiledGraph, SessionOptions } from "../../runtime/session.ts";
+import type { SessionOptions } from "../../runtime/options.ts";
+import type { CompiledGraph } from "../../runtime/session.ts";
 import { type DataOf, formatShape, HostTensor } from "../../tensor/host.ts";
 import { countParams, initParams, ParamScope, type ParamSpec, type Params } from "../../tensor/params.ts";
 import { Rng } from "../../tensor/rng.ts";

@@ -3,7 +3,19 @@
 export { loadImageFolder } from "./data/image-folder.ts";
 export { DataLoader } from "./data/loader.ts";
 export { loadMnist } from "./data/mnist.ts";
-export { guidedNetwork, rescaleNoiseCfg } from "./diffusion/guidance.ts";
+export {
+  batchOf,
+  type Conditioning,
+  classCondition,
+  concatConditions,
+  noCondition,
+} from "./diffusion/conditioning.ts";
+export {
+  type ConditionalNetwork,
+  classifierFreeGuidance,
+  guidedNetwork,
+  rescaleNoiseCfg,
+} from "./diffusion/guidance.ts";
 // diffusion core and samplers
 export * as diffusion from "./diffusion/index.ts";
 export { encodeApng } from "./io/apng.ts";
@@ -11,6 +23,15 @@ export { makeGrid } from "./io/grid.ts";
 export { encodePng, readPngText } from "./io/png.ts";
 // files and data
 export { readSafetensors, writeSafetensors } from "./io/safetensors.ts";
+export { type DiTConfig, DiTTransformer2DModel } from "./models/dit/index.ts";
+export { type AnyDenoiserModel, loadModel, modelFromConfig, modelFromParams } from "./models/load.ts";
+export {
+  type BoundDenoiser,
+  type ConditioningSpec,
+  DENOISER_CLASS_NAMES,
+  type DenoiserDef,
+  resolveDenoiser,
+} from "./models/registry.ts";
 // models and pipelines
 export { type DiffusersConfig, type UNet2DConfig, UNet2DModel, unetForward } from "./models/unet/index.ts";
 export * as nn from "./nn/index.ts";

@@ -7,6 +7,7 @@
  */
 
 import { HostTensor } from "../tensor/host.ts";
+import { batchOf, type Conditioning, concatConditions } from "./conditioning.ts";
 import { asF32, type F32, f32, zip } from "./float32.ts";
 import type { Network } from "./parameterization.ts";
 
@@ -82,4 +83,37 @@ export function guidedNetwork(batched: Network, scale: number, options: Guidance
     const guided = combineGuidance(uncond, cond, scale);
     return rescale > 0 ? rescaleNoiseCfg(guided, cond, rescale) : guided;
   };
+}
+
+/** A network conditioned on a `Conditioning`: (x [N, …], t, cond for N samples) → prediction [N, …]. */
+export type ConditionalNetwork = (
+  x: HostTensor,
+  t: number,
+  cond: Conditioning,
+) => HostTensor | Promise<HostTensor>;
+
+/**
+ * Classifier-free guidance as a transformation of denoisers over conditions: `cond` and its
+ * unconditional counterpart `uncond` (the null label, the empty prompt — or a negative prompt, which
+ * is what "negative conditioning" means) become a plain `Network`. Scale 1 asks `net` for the
+ * conditional prediction alone and scale 0 for the unconditional one; any other scale makes ONE
+ * batched call on [x | x] with [uncond | cond], then ε(∅) + w·(ε(c) − ε(∅)) and the optional rescale.
+ */
+export function classifierFreeGuidance(
+  net: ConditionalNetwork,
+  cond: Conditioning,
+  uncond: Conditioning,
+  scale: number,
+  options: GuidanceOptions = {},
+): Network {
+  if (!Number.isFinite(scale)) throw new Error(`guidance scale must be a finite number, got ${scale}`);
+  if (batchOf(cond) !== batchOf(uncond)) {
+    throw new Error(
+      `the unconditional counterpart is for ${batchOf(uncond)} samples, the condition for ${batchOf(cond)}`,
+    );
+  }
+  if (scale === 1) return (x, t) => net(x, t, cond);
+  if (scale === 0) return (x, t) => net(x, t, uncond);
+  const both = concatConditions(uncond, cond);
+  return guidedNetwork((x, t) => net(x, t, both), scale, options);
 }

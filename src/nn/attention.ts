@@ -6,7 +6,7 @@
 import * as o from "../tensor/ops.ts";
 import type { ParamScope } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
-import { linear, linearParams } from "./linear.ts";
+import { type LayerInit, linear, linearParams } from "./linear.ts";
 
 /** q [B, H, Lq, D], k [B, H, Lk, D], v [B, H, Lk, Dv] → [B, H, Lq, Dv]. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, scale?: number): Tensor {
@@ -37,6 +37,8 @@ export interface AttentionOptions {
   /** Bias on the q/k/v projections (diffusers' `bias`, default true for UNet2D attention). */
   qkvBias?: boolean;
   outBias?: boolean;
+  /** Initialization of the four projections (default: PyTorch's). */
+  init?: LayerInit;
 }
 
 /**
@@ -77,10 +79,13 @@ export function multiHeadAttention(p: ParamScope, x: Tensor, opts: AttentionOpti
   const inner = opts.heads * (opts.headDim ?? c / opts.heads);
   if (!Number.isInteger(inner) || inner <= 0)
     throw new Error(`attention: ${c} channels do not split into ${opts.heads} heads`);
-  const bias = { bias: opts.qkvBias ?? true };
+  const bias = { bias: opts.qkvBias ?? true, ...(opts.init ? { init: opts.init } : {}) };
   const q = splitHeads(linear(p.sub("to_q"), x, inner, bias), opts.heads); // [B, H, L, D]
   const k = splitHeads(linear(p.sub("to_k"), ctx, inner, bias), opts.heads); // [B, H, Lc, D]
   const v = splitHeads(linear(p.sub("to_v"), ctx, inner, bias), opts.heads); // [B, H, Lc, D]
   const y = mergeHeads(scaledDotProductAttention(q, k, v)); // [B, L, inner]
-  return linear(p.sub("to_out").sub(0), y, c, { bias: opts.outBias ?? true }); // [B, L, C]
+  return linear(p.sub("to_out").sub(0), y, c, {
+    bias: opts.outBias ?? true,
+    ...(opts.init ? { init: opts.init } : {}),
+  }); // [B, L, C]
 }

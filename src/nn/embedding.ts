@@ -4,12 +4,12 @@
  */
 import { HostTensor } from "../tensor/host.ts";
 import * as o from "../tensor/ops.ts";
-import { init, type ParamScope } from "../tensor/params.ts";
+import { type Init, init, type ParamScope } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
 
-/** Rows of a [num, dim] table picked by int64 ids; initialized N(0, 1) as nn.Embedding. */
-export function embedding(p: ParamScope, ids: Tensor, num: number, dim: number): Tensor {
-  const table = p.param("weight", [num, dim], init.normal(1));
+/** Rows of a [num, dim] table picked by int64 ids; initialized N(0, 1) as nn.Embedding (or as given). */
+export function embedding(p: ParamScope, ids: Tensor, num: number, dim: number, how?: Init): Tensor {
+  const table = p.param("weight", [num, dim], how ?? init.normal(1));
   return o.gather(table, ids); // [...ids, dim]
 }
 

@@ -1,10 +1,17 @@
 /** Fully connected and convolution layers with PyTorch's layouts, names and default initialization. */
 import * as o from "../tensor/ops.ts";
-import { init, type ParamScope } from "../tensor/params.ts";
+import { type Init, init, type ParamScope } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
+
+/** How a layer's weights start, when not PyTorch's default (DiT's xavier and zero inits, zero convolutions). */
+export interface LayerInit {
+  weight?: Init;
+  bias?: Init;
+}
 
 export interface LinearOptions {
   bias?: boolean;
+  init?: LayerInit;
 }
 
 /** nn.Linear's parameters: weight [out, in] and (unless `bias` is false) bias [out], PyTorch's init. */
@@ -14,9 +21,9 @@ export function linearParams(
   outFeatures: number,
   opts: LinearOptions = {},
 ): { weight: Tensor; bias: Tensor | undefined } {
-  const weight = p.param("weight", [outFeatures, inFeatures], init.torchDefault(inFeatures));
-  const bias =
-    (opts.bias ?? true) ? p.param("bias", [outFeatures], init.torchDefault(inFeatures)) : undefined;
+  const dflt = init.torchDefault(inFeatures);
+  const weight = p.param("weight", [outFeatures, inFeatures], opts.init?.weight ?? dflt);
+  const bias = (opts.bias ?? true) ? p.param("bias", [outFeatures], opts.init?.bias ?? dflt) : undefined;
   return { weight, bias };
 }
 
@@ -33,6 +40,7 @@ export interface Conv2dLayerOptions {
   dilation?: number;
   groups?: number;
   bias?: boolean;
+  init?: LayerInit;
 }
 
 /** nn.Conv2d: weight [out, in/groups, k, k], bias [out]. */
@@ -46,8 +54,9 @@ export function conv2d(
   const groups = opts.groups ?? 1;
   const inChannels = x.shape[1]!;
   const fanIn = (inChannels / groups) * kernel * kernel;
-  const w = p.param("weight", [outChannels, inChannels / groups, kernel, kernel], init.torchDefault(fanIn));
-  const b = (opts.bias ?? true) ? p.param("bias", [outChannels], init.torchDefault(fanIn)) : undefined;
+  const dflt = init.torchDefault(fanIn);
+  const w = p.param("weight", [outChannels, inChannels / groups, kernel, kernel], opts.init?.weight ?? dflt);
+  const b = (opts.bias ?? true) ? p.param("bias", [outChannels], opts.init?.bias ?? dflt) : undefined;
   return o.conv2d(x, w, b, {
     stride: opts.stride ?? 1,
     padding: opts.padding ?? 0,

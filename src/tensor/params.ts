@@ -29,6 +29,11 @@ export const init = {
   normal: (std = 1): Init => ({ kind: "normal", std }),
   /** PyTorch's nn.Linear / nn.Conv default (kaiming_uniform with a=√5, and the bias rule): U(±1/√fan_in). */
   torchDefault: (fanIn: number): Init => ({ kind: "uniform", bound: 1 / Math.sqrt(fanIn) }),
+  /** Glorot & Bengio (2010), nn.init.xavier_uniform_: U(±√(6 / (fan_in + fan_out))). */
+  xavierUniform: (fanIn: number, fanOut: number): Init => ({
+    kind: "uniform",
+    bound: Math.sqrt(6 / (fanIn + fanOut)),
+  }),
 };
 
 export interface ParamSpec {

@@ -97,3 +97,15 @@ export function assertAllclose(actual: Values, expected: Values, opts: CloseOpti
   }
   return r;
 }
+
+/** max|a − b| / max|ref|, the diffusers fixtures' criterion. */
+export function maxRel(a: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (a.length !== ref.length) throw new Error(`maxRel: lengths differ (${a.length} vs ${ref.length})`);
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < ref.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - ref[i]!));
+    m = Math.max(m, Math.abs(ref[i]!));
+  }
+  return d / m;
+}

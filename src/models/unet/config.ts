@@ -8,6 +8,28 @@
  * running it as a plain UNet2DModel would silently compute something else. Supported keys with
  * values outside the supported subset are rejected with the key, the value and what is allowed.
  */
+import {
+  bool,
+  ConfigError,
+  type ConfigSchema,
+  configFromFields,
+  type DiffusersConfig,
+  type FieldTable,
+  fail,
+  fieldsToDiffusers,
+  int,
+  list,
+  nullable,
+  num,
+  oneOf,
+  type Parse,
+  parseFields,
+  positive,
+  probability,
+  resolveFields,
+} from "../config-fields.ts";
+
+export { ConfigError, DIFFUSERS_VERSION, type DiffusersConfig } from "../config-fields.ts";
 
 export type DownBlockType = "DownBlock2D" | "AttnDownBlock2D";
 export type UpBlockType = "UpBlock2D" | "AttnUpBlock2D";
@@ -55,46 +77,8 @@ export interface UNet2DConfig {
   numTrainTimesteps: number | null;
 }
 
-/** A config.json object (diffusers keys). */
-export type DiffusersConfig = Record<string, unknown>;
-
 export const UNET2D_CLASS_NAME = "UNet2DModel";
-/** The diffusers version whose UNet2DModel this implementation was checked against (test/fixtures/unet2d-a). */
-export const DIFFUSERS_VERSION = "0.40.0.dev0";
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-type Parse<T> = (v: unknown, key: string) => T;
-
-function fail(key: string, v: unknown, allowed: string): never {
-  throw new ConfigError(`UNet2DModel config: "${key}" is ${JSON.stringify(v)}; use ${allowed}`);
-}
-
-const bool: Parse<boolean> = (v, k) => (typeof v === "boolean" ? v : fail(k, v, "true or false"));
-const num: Parse<number> = (v, k) =>
-  typeof v === "number" && Number.isFinite(v) ? v : fail(k, v, "a number");
-const positive: Parse<number> = (v, k) =>
-  typeof v === "number" && Number.isFinite(v) && v > 0 ? v : fail(k, v, "a positive number");
-const int =
-  (min: number): Parse<number> =>
-  (v, k) =>
-    Number.isInteger(v) && (v as number) >= min ? (v as number) : fail(k, v, `an integer ≥ ${min}`);
-const nullable =
-  <T>(p: Parse<T>): Parse<T | null> =>
-  (v, k) =>
-    v === null ? null : p(v, k);
-function oneOf<T extends string>(allowed: readonly T[]): Parse<T> {
-  return (v, k) =>
-    allowed.includes(v as T) ? (v as T) : fail(k, v, allowed.map((a) => JSON.stringify(a)).join(" or "));
-}
-const list =
-  <T>(p: Parse<T>): Parse<readonly T[]> =>
-  (v, k) => {
-    if (!Array.isArray(v) || v.length === 0) fail(k, v, "a non-empty list");
-    return v.map((x, i) => p(x, `${k}[${i}]`));
-  };
 /** diffusers strips a "UNetRes" prefix from block names ("UNetResDownBlock2D" = "DownBlock2D"). */
 const blockType = <T extends string>(allowed: readonly T[]): Parse<T> => {
   const p = oneOf(allowed);
@@ -106,14 +90,8 @@ const sampleSize: Parse<number | readonly [number, number] | null> = (v, k) => {
   return int(1)(v, k);
 };
 
-interface Field<T> {
-  readonly key: string;
-  readonly dflt: T;
-  readonly parse: Parse<T>;
-}
-
 /** Every UNet2DModel key: its diffusers name, default and parser. */
-const FIELDS: { readonly [K in keyof UNet2DConfig]: Field<UNet2DConfig[K]> } = {
+const FIELDS: FieldTable<UNet2DConfig> = {
   sampleSize: { key: "sample_size", dflt: null, parse: sampleSize },
   inChannels: { key: "in_channels", dflt: 3, parse: int(1) },
   outChannels: { key: "out_channels", dflt: 3, parse: int(1) },
@@ -139,11 +117,7 @@ const FIELDS: { readonly [K in keyof UNet2DConfig]: Field<UNet2DConfig[K]> } = {
   downsamplePadding: { key: "downsample_padding", dflt: 1, parse: int(0) },
   downsampleType: { key: "downsample_type", dflt: "conv", parse: oneOf(["conv", "resnet"]) },
   upsampleType: { key: "upsample_type", dflt: "conv", parse: oneOf(["conv", "resnet"]) },
-  dropout: {
-    key: "dropout",
-    dflt: 0,
-    parse: (v, k) => (typeof v === "number" && v >= 0 && v < 1 ? v : fail(k, v, "a probability in [0, 1)")),
-  },
+  dropout: { key: "dropout", dflt: 0, parse: probability },
   actFn: { key: "act_fn", dflt: "silu", parse: oneOf(["silu", "swish"]) },
   attentionHeadDim: { key: "attention_head_dim", dflt: 8, parse: nullable(int(1)) },
   normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1) },
@@ -159,8 +133,6 @@ const FIELDS: { readonly [K in keyof UNet2DConfig]: Field<UNet2DConfig[K]> } = {
   numClassEmbeds: { key: "num_class_embeds", dflt: null, parse: nullable(int(1)) },
   numTrainTimesteps: { key: "num_train_timesteps", dflt: null, parse: nullable(int(1)) },
 };
-
-const NAMES = Object.keys(FIELDS) as (keyof UNet2DConfig)[];
 
 /**
  * Keys of UNet2DConditionModel and other diffusers U-Nets that change the architecture. diffusers
@@ -182,66 +154,30 @@ const FOREIGN_KEYS = [
   "class_embeddings_concat",
 ];
 
+/** The UNet2DModel field table, its foreign keys and its validation. */
+export const UNET2D_SCHEMA: ConfigSchema<UNet2DConfig> = {
+  className: UNET2D_CLASS_NAME,
+  fields: FIELDS,
+  foreignKeys: FOREIGN_KEYS,
+  foreignOwner: "another U-Net (e.g. UNet2DConditionModel)",
+  validate,
+};
+
 /** Parses a diffusers config.json object: defaults filled in, values and their combination checked. */
-export function unetConfigFromDiffusers(json: DiffusersConfig): UNet2DConfig {
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new ConfigError(`UNet2DModel config must be a JSON object, got ${JSON.stringify(json)}`);
-  }
-  const cls = json["_class_name"];
-  if (cls !== undefined && cls !== UNET2D_CLASS_NAME) {
-    throw new ConfigError(
-      `UNet2DModel config: "_class_name" is ${JSON.stringify(cls)}; this loader reads "${UNET2D_CLASS_NAME}" configs only`,
-    );
-  }
-  const foreign = FOREIGN_KEYS.filter((k) => k in json);
-  if (foreign.length > 0) {
-    throw new ConfigError(
-      `UNet2DModel config: ${foreign.map((k) => `"${k}"`).join(", ")} belong to another U-Net (e.g. UNet2DConditionModel), which is not supported`,
-    );
-  }
-  const out: Record<string, unknown> = {};
-  for (const name of NAMES) {
-    const f = FIELDS[name] as Field<unknown>;
-    out[name] = json[f.key] === undefined ? f.dflt : f.parse(json[f.key], f.key);
-  }
-  const cfg = out as unknown as UNet2DConfig;
-  validate(cfg);
-  return cfg;
-}
+export const unetConfigFromDiffusers = (json: DiffusersConfig): UNet2DConfig =>
+  parseFields(UNET2D_SCHEMA, json);
 
 /** A typed config from some of its fields (the rest take diffusers' defaults), checked. */
-export function unetConfig(fields: Partial<UNet2DConfig> = {}): UNet2DConfig {
-  const json: DiffusersConfig = {};
-  for (const [name, v] of Object.entries(fields)) {
-    const f = FIELDS[name as keyof UNet2DConfig] as Field<unknown> | undefined;
-    if (!f) throw new ConfigError(`UNet2DConfig has no field "${name}"; known: ${NAMES.join(", ")}`);
-    if (v !== undefined) json[f.key] = v;
-  }
-  return unetConfigFromDiffusers(json);
-}
+export const unetConfig = (fields: Partial<UNet2DConfig> = {}): UNet2DConfig =>
+  configFromFields(UNET2D_SCHEMA, fields);
 
 /** Either form: a diffusers config.json object (snake_case) or typed fields (camelCase). */
-export function resolveUNetConfig(config: DiffusersConfig | Partial<UNet2DConfig>): UNet2DConfig {
-  const keys = Object.keys(config);
-  const camel = keys.filter((k) => /[A-Z]/.test(k) && !k.startsWith("_"));
-  const snake = keys.filter((k) => k.includes("_") && !k.startsWith("_"));
-  if (camel.length > 0 && snake.length > 0) {
-    throw new ConfigError(
-      `UNet2DModel config mixes diffusers keys (${snake[0]}) and camelCase fields (${camel[0]}); use one form`,
-    );
-  }
-  return camel.length > 0
-    ? unetConfig(config as Partial<UNet2DConfig>)
-    : unetConfigFromDiffusers(config as DiffusersConfig);
-}
+export const resolveUNetConfig = (config: DiffusersConfig | Partial<UNet2DConfig>): UNet2DConfig =>
+  resolveFields(UNET2D_SCHEMA, config);
 
 /** The config as diffusers writes it: every key, sorted, with `_class_name` and `_diffusers_version`. */
-export function unetConfigToDiffusers(cfg: UNet2DConfig): DiffusersConfig {
-  const out: DiffusersConfig = { _class_name: UNET2D_CLASS_NAME, _diffusers_version: DIFFUSERS_VERSION };
-  const entries = NAMES.map((n) => [FIELDS[n].key, cfg[n]] as const).sort(([a], [b]) => (a < b ? -1 : 1));
-  for (const [k, v] of entries) out[k] = Array.isArray(v) ? [...v] : v;
-  return out;
-}
+export const unetConfigToDiffusers = (cfg: UNet2DConfig): DiffusersConfig =>
+  fieldsToDiffusers(UNET2D_SCHEMA, cfg);
 
 /** Checks that the fields fit together (lengths, group counts, head widths). */
 function validate(c: UNet2DConfig): void {

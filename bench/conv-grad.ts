@@ -16,13 +16,14 @@
  * options: --rounds R (5) --iters N (3) --warmup N (3) --threads N (2)
  *          --only SUBSTRING (shapes whose name contains it) --strategies a,b,… --wait-idle MAX_S
  */
-import { weightGradStrategy } from "../src/onnx/conv-grad.ts";
+import type { WeightGradStrategy } from "../src/onnx/passes/options.ts";
+import { weightGradStrategy } from "../src/onnx/passes/weight-grad.ts";
 import { encodeModel } from "../src/onnx/proto.ts";
 import { compile } from "../src/runtime/compile.ts";
 import { type CompiledGraph, loadGraph } from "../src/runtime/session.ts";
 import { HostTensor } from "../src/tensor/host.ts";
 import * as o from "../src/tensor/ops.ts";
-import type { ConvAttrs, WeightGradStrategy } from "../src/tensor/primitives.ts";
+import type { ConvAttrs } from "../src/tensor/primitives.ts";
 import { LoadMonitor, load1, median, timeRuns, waitIdle } from "./timing.ts";
 
 export interface ConvShape {
@@ -183,7 +184,10 @@ async function variantsOf(
   add("dx ConvTranspose", await convTransposeSession(s, threads), { g: gy, w: wt });
   for (const strategy of strategies) {
     const xg = { x: { shape: s.x }, g: { shape: y } };
-    const dw = await compile(xg, (t) => ({ dw: o.convWeightGrad(t.x, t.g, a, w, strategy) }), opts);
+    const dw = await compile(xg, (t) => ({ dw: o.convWeightGrad(t.x, t.g, a, w) }), {
+      ...opts,
+      passes: { convWeightGrad: strategy },
+    });
     add(`dW ${strategy}`, dw, { x, g: gy });
   }
   return out;
@@ -230,7 +234,7 @@ export async function main(args: readonly string[]): Promise<void> {
     }
     const dws = variants.filter((v) => v.name.startsWith("dW "));
     const best = dws.reduce((p, q) => (Math.min(...q.times) < Math.min(...p.times) ? q : p));
-    const picked = weightGradStrategy({ ...attrsOf(s), wShape: shapesOf(s).w, strategy: "auto" }, s.x);
+    const picked = weightGradStrategy({ ...attrsOf(s), wShape: shapesOf(s).w }, s.x);
     console.log(
       `${s.name}: fastest ${best.name} (by min); auto picks ${picked}; others used ${others.toFixed(2)} cores\n`,
     );

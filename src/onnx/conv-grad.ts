@@ -28,18 +28,19 @@
  *   from g — so each operand is only kh (kw) times its tensor and the product is [C·kh, K] · [K, kw·O]:
  *   the fastest when O is small or below C.
  *
- * `weightGradStrategy` picks one per shape ("auto"); the measurements behind it are in its comment.
+ * Which one runs, and whether its columns are built a batch slice at a time, are passes
+ * (passes/weight-grad.ts: "convWeightGrad", "weightGradSlices").
  */
-import type { ConvAttrs, PrimAttrs, WeightGradStrategy } from "../tensor/primitives.ts";
+import type { ConvAttrs } from "../tensor/primitives.ts";
 import type { Node } from "../tensor/symbolic.ts";
-import type { LowerCtx } from "./lowering.ts";
-import { blockedConv, blockedWeight, canBlock } from "./nchwc.ts";
+import type { LowerCtx } from "./context.ts";
+import { blockedConv, blockedWeight, canBlock } from "./passes/nchwc.ts";
+import type { ConcreteWeightGrad } from "./passes/options.ts";
+import { batchChunks, chooseWeightGrad, type Dims } from "./passes/weight-grad.ts";
 import type { OnnxAttr } from "./proto.ts";
 
 const ints = (value: readonly number[]): OnnxAttr => ({ kind: "ints", value });
 const int = (value: number): OnnxAttr => ({ kind: "int", value });
-
-export type ConcreteWeightGrad = Exclude<WeightGradStrategy, "auto">;
 
 /** Input gradient of a convolution: dx for y = conv(x, w), given g = dy. */
 export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void {
@@ -59,7 +60,7 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
     // unless x has few channels: they are the rows of that Conv's GEMM (1 or 3 rows: 2–3× slower)
     const conv = { strides: [1, 1], pads: flippedPads, dilations: a.dilations };
     const O = wShape[0];
-    const B = c.nchwcBlock;
+    const B = c.passes.nchwc;
     if (canBlock(c, O, C) && O % B === 0 && C % B === 0) {
       // the flipped, transposed kernel straight into the blocked layout
       const wb = blockedWeight(c, w, wShape, true);
@@ -93,81 +94,6 @@ export function lowerConvTranspose(n: Node<"convTranspose">, c: LowerCtx): void 
     group: int(a.group),
     output_padding: ints([H - natH, W - natW]),
   });
-}
-
-/**
- * The weight-gradient graph for a shape. Measured with `npm run bench -- conv-grad` on the 2-core
- * machine of docs/benchmarks.md while it was otherwise idle (2 threads, batch 64, fastest of 12 runs
- * interleaved with the other variants, milliseconds per dW):
- *
- *   conv (C→O @ H)     im2col-matmul  gather-matmul  gather-gemm  split-gather   picked
- *   3x3 1→32 @32                 1.5            4.0          4.8          11.2     im2col-matmul
- *   3x3 3→64 @32                 4.7            6.1          8.2          22.8     im2col-matmul
- *   3x3 32→32 @32               33.3           25.8         27.7          22.8     split-gather
- *   3x3 64→64 @32              103.2           71.0         76.0          66.9     split-gather
- *   3x3/2 32→32 @32             26.8           10.9         10.5          15.6     gather-matmul
- *   3x3/2 64→64 @32             48.5           26.8         25.7          42.9     gather-matmul
- *   3x3 32→64 @16               11.7            8.5          9.5          11.2     gather-matmul
- *   3x3 64→64 @16               24.5           18.3         19.3          18.2     split-gather
- *   3x3 64→128 @16              37.1           26.7         29.3          35.3     gather-matmul
- *   3x3 128→128 @16             64.3           51.5         55.6          56.0     gather-matmul
- *   3x3 64→64 @8                 6.9            5.7          4.7           5.3     gather-gemm
- *   3x3 128→128 @8              20.2           16.5         13.5          14.9     gather-gemm
- *   3x3/2 64→64 @16             12.5            6.2          6.7          11.6     gather-gemm
- *   1x1 128→128 @8               1.6            2.2          2.0           3.5     im2col-matmul
- *   3x3 192→64 @16              76.5           51.6         56.4          47.3     split-gather
- *   3x3 96→32 @32              113.8           76.6         79.3          53.6     split-gather
- *   1x1 192→64 @16               5.4            8.0          7.7          10.5     im2col-matmul
- *   3x3 32→1 @32                25.4           13.2         14.3           8.3     split-gather
- *
- * conv-batch-transposed (1.5–5× slower than the best here) and seven more graphs tried and dropped
- * (docs/benchmarks.md) were never clearly the fastest. Re-measured 2026-11-26 (10 rounds, by the
- * minimum) once the columns were built in batch slices of ≤ 8 MiB, the output images of 16×16 and
- * smaller favour one product over the whole batch:
- *
- *   conv (C→O @ H)     gather-matmul  gather-gemm  split-gather
- *   3x3 32→64 @16                9.3          9.2          11.5
- *   3x3 64→64 @16               17.0         15.1          20.3
- *   3x3 64→128 @16              29.3         26.1          30.1
- *   3x3 128→128 @16             48.3         41.9          49.8
- *   3x3/2 64→64 @16             10.5          7.2           9.8
- *   3x3 192→64 @16              41.6         36.9          38.2
- *   3x3/2 32→32 @32 (3 rounds)   8.6          7.9          10.5
- *
- * (the MNIST train step with these picks: 0.98× the time, two sets of 12 and 16 rounds). Hence: 1×1
- * kernels and few input channels (C·kh·kw < 32) keep the plain per-sample product; output images of
- * ≤ 16×16 (Ho·Wo ≤ 256) gather the columns into one product; larger stride-1 convolutions whose
- * output channels are few (≤ 32), fewer than the input's, or equal to them at ≤ 64 split the taps;
- * the rest gather the columns with one product per sample.
- */
-export function weightGradStrategy(
-  a: PrimAttrs["convWeightGrad"],
-  xShape: readonly number[],
-): ConcreteWeightGrad {
-  if (a.strategy !== "auto") return a.strategy;
-  const [O, C, kh, kw] = a.wShape as [number, number, number, number];
-  const og = O / a.group;
-  const [H, W] = [xShape[2]!, xShape[3]!];
-  const Ho = Math.floor((H + a.pads[0] + a.pads[2] - a.dilations[0] * (kh - 1) - 1) / a.strides[0]) + 1;
-  const Wo = Math.floor((W + a.pads[1] + a.pads[3] - a.dilations[1] * (kw - 1) - 1) / a.strides[1]) + 1;
-  if (kh * kw === 1 || C * kh * kw < 32) return "im2col-matmul";
-  if (Ho * Wo <= 256) return "gather-gemm";
-  const stride1 = a.strides[0] === 1 && a.strides[1] === 1;
-  if (stride1 && (og <= 32 || og < C || (og <= 64 && og === C))) return "split-gather";
-  return "gather-matmul";
-}
-
-/** Shapes of one group's weight gradient: x [N, C, H, W], g [N, O, Ho, Wo], kernel kh × kw. */
-interface Dims {
-  N: number;
-  C: number;
-  H: number;
-  W: number;
-  O: number;
-  Ho: number;
-  Wo: number;
-  kh: number;
-  kw: number;
 }
 
 /** Zero-pads the two spatial axes (at positions `hw` of a rank-4 tensor) by the conv's pads. */
@@ -372,40 +298,10 @@ const STRATEGIES: Record<
   "split-gather": splitGather,
 };
 
-/** Bytes of the columns (the operands built for the product) a strategy lays out for a whole batch. */
-function columnBytes(strategy: ConcreteWeightGrad, d: Dims, a: ConvAttrs): number {
-  const kk = d.kh * d.kw;
-  switch (strategy) {
-    case "conv-batch-transposed":
-      return 0;
-    case "split-gather": {
-      const Wp = d.W + a.pads[1] + a.pads[3];
-      return 4 * d.Ho * d.N * Wp * (d.C * d.kh + d.kw * d.O);
-    }
-    default:
-      return 4 * d.N * d.Ho * d.Wo * kk * d.C;
-  }
-}
-
-/**
- * Columns above this size are built one slice of the batch at a time (the partial products summed):
- * the first weight gradients of a backward pass run while the forward pass's activations are all
- * still kept, so their columns set a train step's peak memory. In slices of ≤ 8 MiB the U-Net step
- * of docs/benchmarks.md peaked ~110 MiB lower, for one more copy of x and g.
- */
-export const COLUMN_SLICE_BYTES = 8 * 2 ** 20;
-
-/** Slices of the batch for a weight gradient: the fewest that divide N and keep each slice's columns ≤ COLUMN_SLICE_BYTES. */
-export function batchChunks(strategy: ConcreteWeightGrad, d: Dims, a: ConvAttrs): number {
-  const bytes = columnBytes(strategy, d, a);
-  for (let k = 1; k <= d.N; k++) if (d.N % k === 0 && bytes / k <= COLUMN_SLICE_BYTES) return k;
-  return d.N;
-}
-
 /** Weight gradient of a convolution; grouped convolutions run one product per group. */
 export function lowerWeightGrad(n: Node<"convWeightGrad">, c: LowerCtx): void {
   const a = n.attrs;
-  const strategy = weightGradStrategy(a, n.inputs[0]!.shape);
+  const strategy = chooseWeightGrad(c.passes.convWeightGrad, n);
   const lower = STRATEGIES[strategy];
   const [N, C, H, W] = n.inputs[0]!.shape as [number, number, number, number];
   const [, O, Ho, Wo] = n.inputs[1]!.shape as [number, number, number, number];
@@ -414,7 +310,7 @@ export function lowerWeightGrad(n: Node<"convWeightGrad">, c: LowerCtx): void {
   const d: Dims = { N, C: C / G, H, W, O: O / G, Ho, Wo, kh, kw };
   const [x, g] = c.ins as [string, string];
   if (G === 1) {
-    const k = c.target === "gpu" ? 1 : batchChunks(strategy, d, a);
+    const k = c.passes.weightGradSlices ? batchChunks(strategy, d, a) : 1;
     if (k === 1) {
       lower(c, x, g, d, a, c.out);
       return;

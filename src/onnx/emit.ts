@@ -1,32 +1,25 @@
 /**
  * Graph → ONNX model. Keeps only the nodes the requested outputs need, turns constants into
- * initializers, names values (graph inputs keep their names, e.g. the dotted parameter names), and
- * runs each primitive's lowering.
+ * initializers, names values (graph inputs keep their names, e.g. the dotted parameter names), runs
+ * each primitive's lowering, then the node-list passes the options ask for (passes/options.ts):
+ * "fuseGroupNorm", then "keepBlocked".
  */
 import type { PrimName } from "../tensor/primitives.ts";
 import type { Graph, Node, Tensor } from "../tensor/symbolic.ts";
-import { fuseGroupNorms } from "./fuse-groupnorm.ts";
-import { type LowerCtx, lowerings, OPSET } from "./lowering.ts";
-import { keepBlocked } from "./nchwc-layout.ts";
+import type { LowerCtx, RewriteCtx } from "./context.ts";
+import { lowerings, OPSET } from "./lowering.ts";
+import { fuseGroupNorms } from "./passes/fuse-groupnorm.ts";
+import { keepBlocked } from "./passes/nchwc-layout.ts";
+import { defaultPasses, type EmitPasses, type Target } from "./passes/options.ts";
 import { encodeModel, type OnnxAttr, type OnnxModel, type OnnxNode, type OnnxTensor } from "./proto.ts";
 
 export interface EmitOptions {
   /** Graph name in the model. */
   name?: string;
-  /** ONNX Runtime's NCHWc block size: convolutions run blocked where they can (nchwc.ts). Default 0: never. */
-  nchwcBlock?: number;
-  /**
-   * With `nchwcBlock`: keep activations blocked between convolutions (nchwc-layout.ts). Default: in
-   * graphs without a backward pass through a convolution or a group norm.
-   */
-  keepBlocked?: boolean;
-  /**
-   * The device the graph is for (default "cpu"). "gpu" drops what only pays on a CPU's caches: the
-   * weight gradients' batch slices (joined by an n-ary Sum, which WebGPU runs on the CPU: a copy
-   * back and forth per slice) and the one-pass group norm (fuse-groupnorm.ts: fourteen kernels, most
-   * of them tiny, where the traced form has three).
-   */
-  target?: "cpu" | "gpu";
+  /** The device the graph is for (default "cpu"): it picks the default passes (`defaultPasses`). */
+  target?: Target;
+  /** Passes to switch on or off, or to set, over the target's defaults (passes/options.ts). */
+  passes?: Partial<EmitPasses>;
 }
 
 /** Primitives only a backward pass has: their graphs read forward values in the plain layout. */
@@ -69,6 +62,7 @@ export function toOnnx(
     taken.add(n);
     return n;
   };
+  const passes: Readonly<EmitPasses> = { ...defaultPasses(opts.target), ...opts.passes };
   const nodes: OnnxNode[] = [];
   const initializers: OnnxTensor[] = [];
   let tmpCount = 0;
@@ -132,8 +126,7 @@ export function toOnnx(
         });
       },
       tmp,
-      nchwcBlock: opts.nchwcBlock ?? 0,
-      target: opts.target ?? "cpu",
+      passes,
       i64,
       f32: (value) => f32([], Float32Array.of(value)),
     };
@@ -147,37 +140,24 @@ export function toOnnx(
     if (nm) shapes.set(nm, value.shape);
   }
   const outputValues = new Set(outEntries.map(([name, t]) => names.get(t.id) ?? name));
-  // one pass over the tensor instead of three pays on a CPU; a GPU runs the traced form's three
-  // kernels sooner than the fused form's fourteen small ones
-  if ((opts.target ?? "cpu") === "cpu") {
-    const fused = fuseGroupNorms(nodes, {
-      tmp,
-      i64,
-      f32,
-      shape: (name) => shapes.get(name),
-      isOutput: (name) => outputValues.has(name),
-    });
-    // (assigned element by element: a spread of a large graph's node list overflows the call stack)
-    replaceAll(nodes, fused);
-  }
-  const block = opts.nchwcBlock ?? 0;
+  const data = new Map(initializers.map((t) => [t.name, t.data]));
+  const rewrite: RewriteCtx = {
+    tmp,
+    i64,
+    f32,
+    shape: (name) => shapes.get(name),
+    isOutput: (name) => outputValues.has(name),
+    constant: (name) => {
+      const d = data.get(name) ?? initializers.find((t) => t.name === name)?.data;
+      return d instanceof Float32Array || d instanceof BigInt64Array ? d : undefined;
+    },
+  };
+  // (the passes' results are assigned element by element: a spread of a large graph's node list
+  // overflows the call stack)
+  if (passes.fuseGroupNorm) replaceAll(nodes, fuseGroupNorms(nodes, rewrite));
   const backward = graph.nodes.some((n) => needed.has(n.output.id) && BACKWARD_PRIMS.has(n.prim));
-  if (block > 0 && (opts.keepBlocked ?? !backward)) {
-    const data = new Map(initializers.map((t) => [t.name, t.data]));
-    const kept = keepBlocked(nodes, {
-      block,
-      tmp,
-      i64,
-      f32,
-      shape: (name) => shapes.get(name),
-      isOutput: (name) => outputValues.has(name),
-      constant: (name) => {
-        const d = data.get(name) ?? initializers.find((t) => t.name === name)?.data;
-        return d instanceof Float32Array || d instanceof BigInt64Array ? d : undefined;
-      },
-    });
-    replaceAll(nodes, kept);
-  }
+  const keep = passes.keepBlocked === "inference" ? !backward : passes.keepBlocked;
+  if (passes.nchwc > 0 && keep) replaceAll(nodes, keepBlocked(nodes, { ...rewrite, block: passes.nchwc }));
   // a fused group norm leaves its LayerNormalization's shape constant unread: ONNX Runtime warns
   const read = new Set(nodes.flatMap((n) => n.inputs));
   const kept = initializers.filter((t) => read.has(t.name) || outputValues.has(t.name));

@@ -5,39 +5,17 @@
  * Most primitives map to one ONNX operator. The convolution gradients are where the speed is: the
  * input gradient runs as a Conv with flipped, transposed weights where it can (faster than
  * ConvTranspose in ONNX Runtime), and the weight gradient by one of several measured graphs; both
- * live in `conv-grad.ts`.
+ * live in `conv-grad.ts`. The passes an emission applies (passes/options.ts) reach the lowerings
+ * in `LowerCtx.passes`: blocked convolutions ("nchwc"), the weight-gradient graph.
  */
 import type { ConvAttrs, PrimName } from "../tensor/primitives.ts";
 import type { Node } from "../tensor/symbolic.ts";
+import type { LowerCtx } from "./context.ts";
 import { lowerConvTranspose, lowerWeightGrad } from "./conv-grad.ts";
-import { blockedConv, canBlock } from "./nchwc.ts";
+import { blockedConv, canBlock } from "./passes/nchwc.ts";
 import { ONNX_DTYPE, type OnnxAttr } from "./proto.ts";
 
 export const OPSET = 17;
-
-export interface LowerCtx {
-  /** ONNX names of the node's inputs. */
-  readonly ins: readonly string[];
-  /** ONNX name the node's result must have. */
-  readonly out: string;
-  emit(
-    opType: string,
-    inputs: readonly string[],
-    outputs: readonly string[],
-    attrs?: Record<string, OnnxAttr>,
-    domain?: string,
-  ): void;
-  /** A fresh value name. */
-  tmp(hint: string): string;
-  /** A 1-D int64 initializer; returns its name. */
-  i64(values: readonly number[]): string;
-  /** A float32 scalar initializer. */
-  f32(value: number): string;
-  /** ONNX Runtime's NCHWc block size when convolutions may run blocked (nchwc.ts); 0: never. */
-  readonly nchwcBlock: number;
-  /** The device the graph is for (EmitOptions.target). */
-  readonly target: "cpu" | "gpu";
-}
 
 type Lowering<K extends PrimName> = (node: Node<K>, c: LowerCtx) => void;
 

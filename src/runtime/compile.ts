@@ -3,6 +3,7 @@
  * symbolic tensors, emit ONNX for its outputs and open (or reuse) a session.
  */
 import { emitOnnx } from "../onnx/emit.ts";
+import type { EmitPasses } from "../onnx/passes/options.ts";
 import type { DType, HostTensor } from "../tensor/host.ts";
 import { Graph, type Tensor } from "../tensor/symbolic.ts";
 import { defaultExecutionProviders, type SessionOptions } from "./options.ts";
@@ -28,22 +29,31 @@ export function trace<S extends Record<string, InputSpec>>(
   return { graph, outputs: fn(inputs, graph) };
 }
 
+export interface CompileOptions extends SessionOptions {
+  /**
+   * The emission passes (onnx/passes/options.ts) to switch on or off over the defaults: on CPU
+   * sessions every pass, with ONNX Runtime's own NCHWc block; on GPU sessions the GPU's defaults.
+   */
+  passes?: Partial<EmitPasses>;
+}
+
 /** Emits the graph's outputs as ONNX and opens a session for them. */
 export async function compileGraph(
   graph: Graph,
   outputs: Outputs,
-  opts: SessionOptions = {},
+  opts: CompileOptions = {},
 ): Promise<CompiledGraph> {
-  const cpuOnly = (opts.executionProviders ?? defaultExecutionProviders()).every((p) => p === "cpu");
+  const { passes, ...session } = opts;
+  const cpuOnly = (session.executionProviders ?? defaultExecutionProviders()).every((p) => p === "cpu");
   const bytes = emitOnnx(graph, sessionOutputs(outputs), {
-    nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0,
     target: cpuOnly ? "cpu" : "gpu",
+    passes: { nchwc: cpuOnly && passes?.nchwc === undefined ? await nchwcBlockSize() : 0, ...passes },
   });
   return loadGraph(
     bytes,
     graph.inputs.map((t) => ({ name: t.inputName!, dtype: t.dtype, shape: t.shape })),
     Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape })),
-    opts,
+    session,
   );
 }
 
@@ -66,7 +76,7 @@ export function sessionOutputs(outputs: Outputs): Outputs {
 export async function compile<S extends Record<string, InputSpec>>(
   specs: S,
   fn: (inputs: { [K in keyof S]: Tensor }, graph: Graph) => Outputs,
-  opts: SessionOptions = {},
+  opts: CompileOptions = {},
 ): Promise<CompiledGraph> {
   const { graph, outputs } = trace(specs, fn);
   return compileGraph(graph, outputs, opts);
@@ -76,7 +86,7 @@ export async function compile<S extends Record<string, InputSpec>>(
 export async function evaluate(
   inputs: Readonly<Record<string, HostTensor>>,
   fn: (inputs: Record<string, Tensor>, graph: Graph) => Outputs,
-  opts: SessionOptions = {},
+  opts: CompileOptions = {},
 ): Promise<Record<string, HostTensor>> {
   const specs: Record<string, InputSpec> = {};
   for (const [k, v] of Object.entries(inputs)) specs[k] = { shape: v.shape, dtype: v.dtype };

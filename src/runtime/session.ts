@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
 import { OPSET } from "../onnx/lowering.ts";
-import { NCHWC_DOMAIN } from "../onnx/nchwc.ts";
+import { NCHWC_DOMAIN } from "../onnx/passes/nchwc.ts";
 import { encodeModel } from "../onnx/proto.ts";
 import { type DType, formatShape, type HostData, HostTensor, sameShape } from "../tensor/host.ts";
 import { capiEnabled, type NativeFeed, NativeSession, nativeApi } from "./capi.ts";

@@ -7,20 +7,51 @@
  * forward pass, its loss, its gradients and an optimizer update become one ONNX graph.
  */
 
-import { fusedGradient } from "./grad-fusions.ts";
-import { beginBackward, gradRules } from "./grad-rules.ts";
+import type { BackwardCtx, BackwardHooks, BackwardPass } from "./backward.ts";
+import { fuseGroupNormGrad } from "./grad-fusions.ts";
+import { gradRules } from "./grad-rules.ts";
 import { formatShape, sameShape } from "./host.ts";
 import * as o from "./ops.ts";
 import type { PrimName } from "./primitives.ts";
+import { recompute } from "./recompute.ts";
 import type { Node, Tensor } from "./symbolic.ts";
 
-type AnyRule = (node: Node, g: Tensor, wants: readonly boolean[]) => (Tensor | null)[];
+type AnyRule = (node: Node, g: Tensor, wants: readonly boolean[], ctx: BackwardCtx) => (Tensor | null)[];
+
+/** The backward passes `grad` runs unless told otherwise: both, as every train step has used. */
+export const DEFAULT_BACKWARD_PASSES: readonly BackwardPass[] = [fuseGroupNormGrad, recompute];
+
+export interface GradOptions {
+  /** The named backward passes to run (backward.ts); default DEFAULT_BACKWARD_PASSES, [] for none. */
+  passes?: readonly BackwardPass[];
+}
+
+/** The context the rules see: each read goes to the passes in order, the first copy wins. */
+function backwardCtx(hooks: readonly BackwardHooks[]): BackwardCtx {
+  return {
+    read(x, dep, site) {
+      for (const h of hooks) {
+        const r = h.read?.(x, dep, site);
+        if (r !== undefined && r !== x) return r;
+      }
+      return x;
+    },
+    recomputed(t) {
+      for (const h of hooks) {
+        const r = h.recomputed?.(t);
+        if (r) return r;
+      }
+      return undefined;
+    },
+  };
+}
 
 /**
  * Gradients of `y` with respect to each of `xs`. `y` must be a scalar unless a seed gradient
- * `dy` (same shape as `y`) is given. A tensor that `y` does not depend on gets zeros.
+ * `dy` (same shape as `y`) is given. A tensor that `y` does not depend on gets zeros. `opts.passes`
+ * names the backward passes (group-norm gradient fusion, recomputation) to run.
  */
-export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
+export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor, opts: GradOptions = {}): Tensor[] {
   const graph = y.graph;
   if (!dy && y.size !== 1)
     throw new Error(`grad: output ${formatShape(y.shape)} is not a scalar; pass a seed gradient`);
@@ -49,7 +80,9 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
   const readers = (t: Tensor): number => readCount.get(t.id) ?? 0;
   const isActive = (t: Tensor): boolean => active.has(t.id);
 
-  beginBackward();
+  const hooks = (opts.passes ?? DEFAULT_BACKWARD_PASSES).map((p) => p.begin());
+  const fusers = hooks.filter((h) => h.fuse);
+  const ctx = backwardCtx(hooks);
   const grads = new Map<number, Tensor>();
   const accumulate = (t: Tensor, g: Tensor) => {
     const prev = grads.get(t.id);
@@ -61,14 +94,17 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
     const n = nodes[i]!;
     const g = grads.get(n.output.id);
     if (!g || !active.has(n.output.id)) continue;
-    const fused = fusedGradient(n, g, readers, isActive);
+    const fused = fusers.reduce<[Tensor, Tensor][] | null>(
+      (done, h) => done ?? h.fuse!(n, g, readers, isActive),
+      null,
+    );
     if (fused) {
       for (const [x, gx] of fused) accumulate(x, gx);
       continue;
     }
     const wants = n.inputs.map((x) => active.has(x.id));
     const rule = gradRules[n.prim as PrimName] as unknown as AnyRule;
-    const gs = rule(n, g, wants);
+    const gs = rule(n, g, wants, ctx);
     n.inputs.forEach((x, k) => {
       const gx = gs[k];
       if (gx && wants[k]) {

@@ -1,11 +1,13 @@
 /**
- * Gradients of a few multi-node patterns, computed in one go instead of node by node. `grad` asks
- * `fusedGradient` at every node first; where a pattern ends at that node, its inputs get their
- * gradients directly and the pattern's inner nodes receive none (so the walk skips them).
+ * The "fuse-groupnorm-grad" backward pass: the gradient of a group norm with its affine computed in
+ * one go instead of node by node. With the pass on (`GradOptions.passes`), `grad` asks it at every
+ * node first; where the pattern ends at that node, its inputs get their gradients directly and the
+ * pattern's inner nodes receive none (so the walk skips them).
  *
  * A pattern is only taken when each inner value is read by the next node of the pattern alone:
  * another reader would need the gradient of that inner value, which a fused rule never forms.
  */
+import type { BackwardPass } from "./backward.ts";
 import { sameShape } from "./host.ts";
 import * as o from "./ops.ts";
 import type { Node, Tensor } from "./symbolic.ts";
@@ -105,11 +107,8 @@ function groupNormAffineGrad(
   return out;
 }
 
-/**
- * The gradients a fused pattern ending at `n` gives its inputs (for the inputs `wants` names), or
- * null where no pattern ends there. `readers(t)` counts the forward nodes that read t.
- */
-export function fusedGradient(
+/** The gradients the group norm + affine ending at `n` gives its inputs, or null (BackwardHooks.fuse). */
+function fusedGradient(
   n: Node,
   g: Tensor,
   readers: (t: Tensor) => number,
@@ -118,3 +117,8 @@ export function fusedGradient(
   const gn = matchGroupNormAffine(n, readers);
   return gn ? groupNormAffineGrad(gn, g, wants) : null;
 }
+
+export const fuseGroupNormGrad: BackwardPass = {
+  name: "fuse-groupnorm-grad",
+  begin: () => ({ fuse: fusedGradient }),
+};

@@ -3,13 +3,22 @@
  * `g` of its output, a rule returns the gradient of each input (null where an input has none, or
  * where `wants[i]` says nobody needs it). Rules build their results from the same traced ops, so
  * backward graphs are ordinary graphs and lower to ONNX like forward ones.
+ *
+ * A rule reads a forward value through `ctx.read` where a backward pass (backward.ts) may hand it a
+ * recomputed copy instead (recompute.ts); without such a pass that is the forward value itself.
  */
+import type { BackwardCtx } from "./backward.ts";
 import * as o from "./ops.ts";
 import type { PrimAttrs, PrimName } from "./primitives.ts";
 import type { Node, Tensor } from "./symbolic.ts";
 
 type Grads = (Tensor | null)[];
-type Rule<K extends PrimName> = (node: Node<K>, g: Tensor, wants: readonly boolean[]) => Grads;
+type Rule<K extends PrimName> = (
+  node: Node<K>,
+  g: Tensor,
+  wants: readonly boolean[],
+  ctx: BackwardCtx,
+) => Grads;
 
 const when = (want: boolean | undefined, f: () => Tensor): Tensor | null => (want ? f() : null);
 
@@ -21,93 +30,6 @@ function inputs2(n: Node): [Tensor, Tensor] {
 function keepShape(x: Tensor, axes: readonly number[]): number[] {
   const set = axes.map((a) => (a < 0 ? a + x.rank : a));
   return x.shape.map((d, i) => (set.includes(i) ? 1 : d));
-}
-
-const numel = (t: Tensor): number => t.shape.reduce((a, b) => a * b, 1);
-
-/**
- * `x` once more, computed only after `dep` exists: x + 0 taken from dep's first element (a `where`
- * that is 0 whatever that element holds, NaN included). For small x this costs nothing; it pins
- * the computation of whatever uses it after `dep`, in ONNX Runtime's schedule as in any other.
- */
-function after(x: Tensor, dep: Tensor): Tensor {
-  const first = o.slice(o.reshape(dep, [-1]), 0, 0, 1);
-  return o.add(x, o.where(o.less(first, first), first, 0));
-}
-
-/**
- * `x` recomputed in the backward pass when it is a broadcast affine u·a + b of a tensor u with small
- * a and b (a group norm's per-channel scale and shift, a ResNet's time-embedding scale and shift):
- * u is kept for a's gradient anyway, so recomputing x (two cheap passes, pinned after `dep`, the
- * gradient flowing in) spares keeping x — or a sigmoid of it — from the forward pass to the backward.
- * Any other x is returned as it is.
- */
-function recomputed(x: Tensor, dep: Tensor): Tensor {
-  const done = recomputes.get(x);
-  if (done) return done;
-  const r = recomputeAffine(x, dep);
-  if (r !== x) recomputes.set(x, r);
-  return r;
-}
-
-/**
- * The current backward pass's recomputations, by the forward value they stand for: a conv's weight
- * gradient recomputes its input silu(u·a + b) first, and silu's own gradient, later in the same
- * backward pass, reuses that u·a + b instead of computing it once more.
- */
-let recomputes = new WeakMap<Tensor, Tensor>();
-
-/**
- * Starts a backward pass (`grad` calls it): recomputations are shared within one pass only — another
- * pass over the same graph must not reuse values pinned after the first one's gradients.
- */
-export function beginBackward(): void {
-  recomputes = new WeakMap();
-}
-
-/**
- * A conv's input in its weight gradient, recomputed after `dep` (the conv's output gradient) where
- * that is cheap, so the forward pass need not keep it until the backward pass:
- * - a SiLU of a recomputable affine (a ResNet's group norm + SiLU before each of its convolutions):
- *   one full activation per convolution;
- * - a nearest upsampling (an upsampler's conv): the input is scale² times the tensor it came from.
- * silu's own gradient then reads the recomputed output instead of the forward's. Measured on the
- * MNIST U-Net's train step (batch 64, same child process, three runs each): peak RSS 1,084–1,097 →
- * 954–965 MiB; the two step graphs in one process, taking turns for 20 rounds: the same speed
- * within the machine's noise (mean time ratios 1.05 and 0.98 in two sets).
- */
-function recomputedConvInput(x: Tensor, dep: Tensor): Tensor {
-  const p = x.graph.producer(x);
-  if (p?.prim === "upsampleNearest") {
-    const done = recomputes.get(x);
-    if (done) return done;
-    const r = o.upsampleNearest(after(p.inputs[0]!, dep), (p as Node<"upsampleNearest">).attrs.scale);
-    recomputes.set(x, r);
-    return r;
-  }
-  if (p?.prim !== "silu") return x;
-  const done = recomputes.get(x);
-  if (done) return done;
-  const u = recomputed(p.inputs[0]!, dep);
-  if (u === p.inputs[0]) return x;
-  const r = o.silu(u);
-  recomputes.set(x, r);
-  return r;
-}
-
-function recomputeAffine(x: Tensor, dep: Tensor): Tensor {
-  const small = (t: Tensor): boolean => numel(t) * 8 <= numel(x);
-  const add = x.graph.producer(x);
-  if (add?.prim !== "add") return x;
-  const [p, q] = add.inputs as [Tensor, Tensor];
-  const [m, b] = small(q) ? [p, q] : small(p) ? [q, p] : [null, null];
-  const mul =
-    m && m.shape.length === x.shape.length && numel(m) === numel(x) ? x.graph.producer(m) : undefined;
-  if (mul?.prim !== "mul" || !b) return x;
-  const [u, v] = mul.inputs as [Tensor, Tensor];
-  const [big, a] = small(v) ? [u, v] : small(u) ? [v, u] : [null, null];
-  if (!big || !a || numel(big) !== numel(x)) return x;
-  return o.add(o.mul(big, after(a, dep)), b);
 }
 
 export const gradRules: { [K in PrimName]: Rule<K> } = {
@@ -168,17 +90,15 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
   sqrt: (n, g) => [o.div(o.mul(g, 0.5), n.output)],
   tanh: (n, g) => [o.mul(g, o.sub(1, o.square(n.output)))],
   sigmoid: (n, g) => [o.mul(g, o.mul(n.output, o.sub(1, n.output)))],
-  // y = x·s, s = sigmoid(x):  dy/dx = s + x·s·(1 − s) = s + y·(1 − s). Where x is a per-channel
-  // affine (after a group norm) x, s and y are recomputed from it in the backward pass, so the
-  // forward keeps none of them (and ONNX Runtime fuses its Sigmoid and Mul into one kernel);
-  // otherwise s is the forward's own Sigmoid node again (ONNX Runtime merges the two)
-  silu: (n, g) => {
+  // y = x·s, s = sigmoid(x):  dy/dx = s + x·s·(1 − s) = s + y·(1 − s). s is a Sigmoid of its own
+  // (ONNX Runtime merges it with the forward's). Where a backward pass recomputes x, y is
+  // recomputed too (or taken from a conv's weight gradient, which recomputed it first), so the
+  // forward keeps none of x, s, y for the backward pass
+  silu: (n, g, _w, ctx) => {
     const x = n.inputs[0]!;
-    const u = recomputed(x, g);
+    const u = ctx.read(x, g, "silu-grad");
     const s = o.sigmoid(u);
-    // with a recomputed input, y is recomputed too (or taken from a conv's weight gradient, which
-    // recomputed it first): the forward's y is then read by the forward alone
-    const y = u === x ? n.output : (recomputes.get(n.output) ?? o.mul(u, s));
+    const y = u === x ? n.output : (ctx.recomputed(n.output) ?? o.mul(u, s));
     return [o.mul(g, o.add(s, o.mul(y, o.sub(1, s))))];
   },
   // d/dx erf(x) = 2/√π · exp(−x²)
@@ -250,12 +170,12 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
       }),
     ];
   },
-  conv: (n, g, w) => {
+  conv: (n, g, w, ctx) => {
     const [x, wt] = inputs2(n);
     const a = n.attrs;
     return [
       when(w[0], () => o.convTranspose(g, wt, a, x.shape)),
-      when(w[1], () => o.convWeightGrad(recomputedConvInput(x, g), g, a, wt.shape)),
+      when(w[1], () => o.convWeightGrad(ctx.read(x, g, "conv-weight-grad"), g, a, wt.shape)),
       when(w[2], () => o.sum(g, [0, 2, 3])),
     ];
   },
@@ -268,7 +188,7 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
   convWeightGrad: (n, gy, w) => {
     // dW = weightGrad(x, g) is bilinear: <dW, H> = <g, conv(x, H)> = <convᵀ(g, H), x>
     const [x, g] = inputs2(n);
-    const { wShape: _w, strategy: _s, ...a } = n.attrs;
+    const { wShape: _w, ...a } = n.attrs;
     return [when(w[0], () => o.convTranspose(g, gy, a, x.shape)), when(w[1], () => o.conv2dRaw(x, gy, a))];
   },
   softmax: (n, g) => {

@@ -3,70 +3,50 @@
  * compositions that autodiff itself needs (mean, unbroadcast). Numbers stand for scalar constants of
  * the other operand's dtype. Layers built on these live in `nn/`.
  */
-import { type DType, formatShape, sameShape, sizeOf } from "./host.ts";
+import { formatShape, sameShape } from "./host.ts";
+import { type ConvAttrs, normAxis, ShapeError } from "./primitives.ts";
 import {
-  broadcastShapes,
-  type ConvAttrs,
-  normAxis,
-  ShapeError,
-  type WeightGradStrategy,
-} from "./primitives.ts";
-import type { Operand, Tensor } from "./symbolic.ts";
+  add,
+  cast,
+  div,
+  exp,
+  liftOperands as lift,
+  log,
+  matmul,
+  max,
+  mean,
+  mul,
+  neg,
+  type Operand,
+  reshape,
+  sqrt,
+  sub,
+  sum,
+  type Tensor,
+  transpose,
+  uniformValue,
+} from "./symbolic.ts";
 
-function lift(a: Operand, b: Operand, op: string): [Tensor, Tensor] {
-  if (typeof a === "number" && typeof b === "number")
-    throw new Error(`${op}: at least one operand must be a tensor`);
-  if (typeof a === "number") {
-    const tb = b as Tensor;
-    return [tb.graph.scalar(a, tb.dtype), tb];
-  }
-  if (typeof b === "number") return [a, a.graph.scalar(b, a.dtype)];
-  return [a, b];
-}
+// the ops behind Tensor's methods live beside the class (symbolic.ts)
+export {
+  add,
+  cast,
+  div,
+  exp,
+  log,
+  matmul,
+  max,
+  mean,
+  mul,
+  neg,
+  reshape,
+  sqrt,
+  sub,
+  sum,
+  transpose,
+  uniformValue,
+};
 
-/**
- * The one value of a constant that holds a single number (a scalar constant, possibly reshaped or
- * broadcast), else undefined.
- */
-export function uniformValue(t: Tensor): number | undefined {
-  const c = t.graph.constants.get(t.id);
-  if (c) return c.data.length === 1 ? Number(c.data[0]) : undefined;
-  const p = t.graph.producer(t);
-  return p && (p.prim === "reshape" || p.prim === "expand") ? uniformValue(p.inputs[0]!) : undefined;
-}
-
-/**
- * The operands of an elementwise op with broadcasts that the op's own broadcasting makes redundant
- * taken off: an `expand` of x whose input broadcasts against y to the same result is not
- * materialized (autodiff's seeds and sum gradients are such expands).
- */
-function unexpand(op: string, x: Tensor, y: Tensor): [Tensor, Tensor, number[]] {
-  const out = broadcastShapes(op, x.shape, y.shape);
-  const strip = (t: Tensor, other: Tensor): Tensor => {
-    const p = t.graph.producer(t);
-    if (p?.prim !== "expand") return t;
-    const inner = p.inputs[0]!;
-    return sameShape(broadcastShapes(op, inner.shape, other.shape), out) ? strip(inner, other) : t;
-  };
-  const x2 = strip(x, y);
-  return [x2, strip(y, x2), out];
-}
-
-/** x + y, x − y, x·y or x / y; x·1, 1·y, x + 0, 0 + y, x − 0 and x / 1 return the other operand. */
-function arith(op: "add" | "sub" | "mul" | "div", a: Operand, b: Operand): Tensor {
-  const [x0, y0] = lift(a, b, op);
-  if (x0.dtype !== y0.dtype || x0.dtype === "bool") return x0.graph.apply(op, [x0, y0], {});
-  const [x, y, out] = unexpand(op, x0, y0);
-  const identity = op === "add" || op === "sub" ? 0 : 1;
-  if (uniformValue(y) === identity && sameShape(x.shape, out)) return x;
-  if ((op === "add" || op === "mul") && uniformValue(x) === identity && sameShape(y.shape, out)) return y;
-  return x.graph.apply(op, [x, y], {});
-}
-
-export const add = (a: Operand, b: Operand): Tensor => arith("add", a, b);
-export const sub = (a: Operand, b: Operand): Tensor => arith("sub", a, b);
-export const mul = (a: Operand, b: Operand): Tensor => arith("mul", a, b);
-export const div = (a: Operand, b: Operand): Tensor => arith("div", a, b);
 export const maximum = (a: Operand, b: Operand): Tensor => {
   const [x, y] = lift(a, b, "maximum");
   return x.graph.apply("maximum", [x, y], {});
@@ -92,10 +72,6 @@ export const where = (cond: Tensor, a: Operand, b: Operand): Tensor => {
   return cond.graph.apply("where", [cond, x, y], {});
 };
 
-export const neg = (x: Tensor): Tensor => x.graph.apply("neg", [x], {});
-export const exp = (x: Tensor): Tensor => x.graph.apply("exp", [x], {});
-export const log = (x: Tensor): Tensor => x.graph.apply("log", [x], {});
-export const sqrt = (x: Tensor): Tensor => x.graph.apply("sqrt", [x], {});
 export const tanh = (x: Tensor): Tensor => x.graph.apply("tanh", [x], {});
 export const sigmoid = (x: Tensor): Tensor => x.graph.apply("sigmoid", [x], {});
 /** x·sigmoid(x), one primitive: its gradient needs fewer passes than the composite's. */
@@ -107,55 +83,6 @@ export const abs = (x: Tensor): Tensor => x.graph.apply("abs", [x], {});
 export const square = (x: Tensor): Tensor => mul(x, x);
 /** 1/√x */
 export const rsqrt = (x: Tensor): Tensor => div(1, sqrt(x));
-export const cast = (x: Tensor, to: DType): Tensor =>
-  x.dtype === to ? x : x.graph.apply("cast", [x], { to });
-
-function axesOf(op: string, x: Tensor, axes: number | readonly number[] | undefined): number[] {
-  if (axes === undefined) return x.shape.map((_, i) => i);
-  const list = typeof axes === "number" ? [axes] : axes;
-  return list.map((a) => normAxis(op, a, x.rank));
-}
-
-export function sum(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  const ax = axesOf("sum", x, axes);
-  if (ax.length === 0) return x;
-  return x.graph.apply("sum", [x], { axes: ax, keepDims });
-}
-
-export function mean(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  const ax = axesOf("mean", x, axes);
-  let n = 1;
-  for (const a of ax) n *= x.shape[a]!;
-  return div(sum(x, ax, keepDims), n);
-}
-
-export function max(x: Tensor, axes?: number | readonly number[], keepDims = false): Tensor {
-  const ax = axesOf("max", x, axes);
-  if (ax.length === 0) return x;
-  return x.graph.apply("max", [x], { axes: ax, keepDims });
-}
-
-/** Reshape; one dimension may be -1 (inferred). */
-export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  const free = shape.filter((d) => d === -1).length;
-  let target = [...shape];
-  if (free > 1) throw new ShapeError(`reshape: at most one -1 allowed in ${formatShape(shape)}`);
-  if (free === 1) {
-    const known = sizeOf(shape.filter((d) => d !== -1));
-    if (known === 0 || x.size % known !== 0) {
-      throw new ShapeError(`reshape: cannot reshape ${formatShape(x.shape)} to ${formatShape(shape)}`);
-    }
-    target = shape.map((d) => (d === -1 ? x.size / known : d));
-  }
-  if (sameShape(target, x.shape)) return x;
-  return x.graph.apply("reshape", [x], { shape: target });
-}
-
-export function transpose(x: Tensor, perm: readonly number[]): Tensor {
-  if (perm.every((p, i) => p === i) && perm.length === x.rank) return x;
-  return x.graph.apply("transpose", [x], { perm });
-}
-
 /** Broadcasts x to `shape` (NumPy rules). */
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
   if (sameShape(shape, x.shape)) return x;
@@ -220,8 +147,6 @@ export function gather(table: Tensor, indices: Tensor, axis = 0): Tensor {
 export const scatterAdd = (indices: Tensor, updates: Tensor, shape: readonly number[]): Tensor =>
   indices.graph.apply("scatterAdd", [indices, updates], { shape });
 
-export const matmul = (a: Tensor, b: Tensor): Tensor => a.graph.apply("matmul", [a, b], {});
-
 export interface Conv2dOptions {
   stride?: number | readonly [number, number];
   /** A number, [ph, pw] (symmetric), or [top, left, bottom, right]. */
@@ -254,13 +179,8 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions = {
 export const convTranspose = (g: Tensor, w: Tensor, a: ConvAttrs, outShape: readonly number[]): Tensor =>
   g.graph.apply("convTranspose", [g, w], { ...a, outShape });
 
-export const convWeightGrad = (
-  x: Tensor,
-  g: Tensor,
-  a: ConvAttrs,
-  wShape: readonly number[],
-  strategy: WeightGradStrategy = "auto",
-): Tensor => x.graph.apply("convWeightGrad", [x, g], { ...a, wShape, strategy });
+export const convWeightGrad = (x: Tensor, g: Tensor, a: ConvAttrs, wShape: readonly number[]): Tensor =>
+  x.graph.apply("convWeightGrad", [x, g], { ...a, wShape });
 
 export const softmax = (x: Tensor, axis = -1): Tensor =>
   x.graph.apply("softmax", [x], { axis: normAxis("softmax", axis, x.rank) });

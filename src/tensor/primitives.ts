@@ -20,15 +20,6 @@ export interface ConvAttrs {
   group: number;
 }
 
-/** Which graph computes a convolution's weight gradient; `auto` picks the measured-fastest for the shape. */
-export type WeightGradStrategy =
-  | "auto"
-  | "conv-batch-transposed"
-  | "im2col-matmul"
-  | "gather-matmul"
-  | "gather-gemm"
-  | "split-gather";
-
 export interface PrimAttrs {
   // elementwise, broadcasting
   add: Empty;
@@ -77,7 +68,8 @@ export interface PrimAttrs {
   matmul: Empty;
   conv: ConvAttrs;
   convTranspose: ConvAttrs & { outShape: readonly number[] };
-  convWeightGrad: ConvAttrs & { wShape: readonly number[]; strategy: WeightGradStrategy };
+  /** The weight gradient of conv (which ONNX graph computes it is the lowering's choice: onnx/passes). */
+  convWeightGrad: ConvAttrs & { wShape: readonly number[] };
   // fused
   softmax: { axis: number };
   /** (x − mean) / √(var + eps) over the axes from `axis` to the last (fused: ONNX LayerNormalization). */

@@ -1,20 +1,22 @@
 /**
  * The convolution-gradient lowerings of `src/onnx/conv-grad.ts` beyond what `primitives.test.ts`
- * covers: every weight-gradient strategy (any that cases-conv.ts does not list gets the round-trip
- * and finite-difference checks here), all strategies against each other on U-Net-sized shapes, the
- * "auto" rule against its table, and the flipped-Conv path of the input gradient.
+ * covers: every weight-gradient strategy (the "convWeightGrad" pass set to it) on every geometry of
+ * cases-conv.ts, all strategies against each other on U-Net-sized shapes, the "auto" rule against
+ * its table, and the flipped-Conv path of the input gradient.
  */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { weightGradStrategy } from "../../src/onnx/conv-grad.ts";
+import type { WeightGradStrategy } from "../../src/onnx/passes/options.ts";
+import { weightGradStrategy } from "../../src/onnx/passes/weight-grad.ts";
 import { evaluate } from "../../src/runtime/compile.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import { convAttrs } from "../../src/tensor/ops.ts";
-import type { WeightGradStrategy } from "../../src/tensor/primitives.ts";
+import type { Tensor } from "../../src/tensor/symbolic.ts";
 import { assertAllclose } from "../support/allclose.ts";
 import { checkGrad, checkRoundTrip, type OpCase, TestRng } from "../support/check.ts";
 import { convOutShape } from "../support/ref-conv.ts";
-import { GEOMETRIES, STRATEGIES } from "./cases-conv.ts";
+import { GEOMETRIES, STRATEGIES, weightGradCase } from "./cases-conv.ts";
+import { checkRoundTripWith } from "./check-passes.ts";
 
 /** Every strategy (the record makes the compiler list a new one here). */
 const ALL: Record<WeightGradStrategy, true> = {
@@ -25,18 +27,13 @@ const ALL: Record<WeightGradStrategy, true> = {
   "gather-gemm": true,
   "split-gather": true,
 };
-const EXTRA = (Object.keys(ALL) as WeightGradStrategy[]).filter((s) => !STRATEGIES.includes(s));
 
-for (const strategy of EXTRA) {
+for (const strategy of STRATEGIES) {
   describe(`convWeightGrad (${strategy})`, () => {
     for (const g of GEOMETRIES) {
-      const c: OpCase = {
-        name: `convWeightGrad ${g.name} (${strategy})`,
-        args: { x: { shape: g.x }, g: { shape: convOutShape(g.x, g.w, g.a) } },
-        build: (t, gr) => gr.apply("convWeightGrad", [t["x"]!, t["g"]!], { ...g.a, wShape: g.w, strategy }),
-      };
-      test(`${g.name}: ONNX round trip`, () => checkRoundTrip(c));
-      test(`${g.name}: gradient`, () => checkGrad(c));
+      const c = weightGradCase(g);
+      test(`${g.name}: ONNX round trip`, () =>
+        checkRoundTripWith({ ...c, name: `${c.name} (${strategy})` }, { convWeightGrad: strategy }));
     }
   });
 }
@@ -65,13 +62,19 @@ test("all weight-gradient strategies agree on U-Net-sized shapes", async () => {
       );
     };
     const feeds = { x: fill(s.x), g: fill(gShape) };
-    const outs = await evaluate(feeds, ({ x, g }, gr) =>
-      Object.fromEntries(
-        (Object.keys(ALL) as WeightGradStrategy[]).map((strategy) => [
-          strategy,
-          gr.apply("convWeightGrad", [x!, g!], { ...s.a, wShape: s.w, strategy }),
-        ]),
-      ),
+    // one weight gradient per strategy in one graph, the pass told which node takes which
+    const picks = new Map<Tensor, WeightGradStrategy>();
+    const outs = await evaluate(
+      feeds,
+      ({ x, g }, gr) =>
+        Object.fromEntries(
+          (Object.keys(ALL) as WeightGradStrategy[]).map((strategy) => {
+            const dw = gr.apply("convWeightGrad", [x!, g!], { ...s.a, wShape: s.w });
+            picks.set(dw, strategy);
+            return [strategy, dw];
+          }),
+        ),
+      { passes: { convWeightGrad: (n) => picks.get(n.output)! } },
     );
     const want = outs["im2col-matmul"]!;
     for (const [strategy, got] of Object.entries(outs)) {
@@ -103,11 +106,7 @@ const PICKS: readonly [readonly number[], readonly number[], number, WeightGradS
 test("auto picks the measured-fastest strategy of the table", () => {
   for (const [x, w, stride, want] of PICKS) {
     const a = convAttrs({ stride, padding: w[2] === 3 ? 1 : 0 });
-    assert.equal(
-      weightGradStrategy({ ...a, wShape: w, strategy: "auto" }, x),
-      want,
-      `${x} * ${w} /${stride}`,
-    );
+    assert.equal(weightGradStrategy({ ...a, wShape: w }, x), want, `${x} * ${w} /${stride}`);
   }
 });
 
@@ -136,7 +135,7 @@ describe("convTranspose, flipped-Conv path", () => {
 
 test("auto resolves to a concrete strategy", () => {
   for (const s of UNET_SHAPES) {
-    const picked = weightGradStrategy({ ...s.a, wShape: s.w, strategy: "auto" }, s.x);
+    const picked = weightGradStrategy({ ...s.a, wShape: s.w }, s.x);
     assert.ok(picked in ALL && picked !== ("auto" as string), `auto picked ${picked}`);
   }
 });

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { batchChunks, COLUMN_SLICE_BYTES, weightGradStrategy } from "../../src/onnx/conv-grad.ts";
 import { toOnnx } from "../../src/onnx/emit.ts";
+import { batchChunks, COLUMN_SLICE_BYTES, weightGradStrategy } from "../../src/onnx/passes/weight-grad.ts";
 import { evaluate } from "../../src/runtime/compile.ts";
 import { grad } from "../../src/tensor/autodiff.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
@@ -88,7 +88,7 @@ test("weight gradients whose columns exceed COLUMN_SLICE_BYTES run in batch slic
   const xShape = [16, 32, 32, 32];
   const wShape = [32, 32, 3, 3];
   const a = o.convAttrs({ padding: 1 });
-  const attrs = { ...a, wShape, strategy: "auto" as const };
+  const attrs = { ...a, wShape };
   const strategy = weightGradStrategy(attrs, xShape);
   const dims = { N: 16, C: 32, H: 32, W: 32, O: 32, Ho: 32, Wo: 32, kh: 3, kw: 3 };
   const k = batchChunks(strategy, dims, a);
@@ -102,10 +102,15 @@ test("weight gradients whose columns exceed COLUMN_SLICE_BYTES run in batch slic
       Float32Array.from({ length: shape.reduce((p, q) => p * q, 1) }, () => rng.normal()),
       shape,
     );
-  const out = await evaluate({ x: fill(xShape), g: fill(xShape) }, ({ x, g }, gr) => ({
-    sliced: gr.apply("convWeightGrad", [x!, g!], attrs),
-    whole: gr.apply("convWeightGrad", [x!, g!], { ...attrs, strategy: "conv-batch-transposed" }),
-  }));
+  let whole: Tensor | undefined;
+  const out = await evaluate(
+    { x: fill(xShape), g: fill(xShape) },
+    ({ x, g }, gr) => {
+      whole = gr.apply("convWeightGrad", [x!, g!], attrs);
+      return { sliced: gr.apply("convWeightGrad", [x!, g!], attrs), whole };
+    },
+    { passes: { convWeightGrad: (n) => (n.output === whole ? "conv-batch-transposed" : "auto") } },
+  );
   assertAllclose(out["sliced"]!, out["whole"]!, { what: "dW", rtol: 1e-4, atol: 1e-3 });
 });
 
@@ -116,7 +121,6 @@ test("graphs for a GPU take the weight gradient in one piece: no batch slices, n
   const dw = g.apply("convWeightGrad", [x, dy], {
     ...o.convAttrs({ padding: 1 }),
     wShape: [32, 32, 3, 3],
-    strategy: "auto",
   });
   const ops = (target: "cpu" | "gpu") => toOnnx(g, { dw }, { target }).graph.nodes.map((n) => n.opType);
   const cpu = ops("cpu");
@@ -137,7 +141,7 @@ test("the MNIST U-Net's sampling and training graphs leave no node output unread
     JSON.parse(readFileSync(new URL("../fixtures/unet-configs/unet-mnist.json", import.meta.url), "utf8")),
   );
   const unread = (g: Graph, outputs: Record<string, Tensor>, nchwcBlock = 0) => {
-    const m = toOnnx(g, outputs, { nchwcBlock });
+    const m = toOnnx(g, outputs, { passes: { nchwc: nchwcBlock } });
     const read = new Set([...m.graph.nodes.flatMap((n) => n.inputs), ...m.graph.outputs.map((v) => v.name)]);
     return m.graph.nodes.flatMap((n) => n.outputs.filter((v) => v && !read.has(v)).map(() => n.opType));
   };

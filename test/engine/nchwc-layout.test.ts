@@ -30,7 +30,10 @@ const kinds = (
   g: Graph,
   outputs: Record<string, Tensor>,
   opts: { nchwcBlock: number; keepBlocked?: boolean },
-) => toOnnx(g, outputs, opts).graph.nodes.map((n) => `${n.domain ? "nchwc:" : ""}${n.opType}`);
+) =>
+  toOnnx(g, outputs, {
+    passes: { nchwc: opts.nchwcBlock, keepBlocked: opts.keepBlocked ?? "inference" },
+  }).graph.nodes.map((n) => `${n.domain ? "nchwc:" : ""}${n.opType}`);
 const count = (ks: string[], k: string) => ks.filter((q) => q === k).length;
 
 /**
@@ -89,7 +92,7 @@ test("a forward graph keeps activations blocked: reorders only where the plain l
   // one (the tensor with itself); the time-embedding add folded into the second group norm's
   // statistics and shift (no convolution of its own)
   assert.equal(count(kept, "nchwc:Conv"), 5 + 3 + 2, kept.join(" "));
-  const convs = toOnnx(g, { y }, { nchwcBlock: 8 }).graph.nodes.filter(
+  const convs = toOnnx(g, { y }, { passes: { nchwc: 8 } }).graph.nodes.filter(
     (n) => n.domain && n.opType === "Conv",
   );
   assert.equal(convs.filter((n) => n.inputs.length === 4).length, 1);
@@ -137,7 +140,7 @@ test("graphs with a backward pass, and graph outputs, stay in the plain layout",
   const w = h.input("w", [8, 8, 3, 3]);
   const mid = o.silu(o.conv2d(x, w, undefined, { padding: 1 }));
   const out = o.conv2d(mid, w, undefined, { padding: 1 });
-  const m = toOnnx(h, { mid, out }, { nchwcBlock: 8 });
+  const m = toOnnx(h, { mid, out }, { passes: { nchwc: 8 } });
   const midNode = m.graph.nodes.find((n) => n.outputs.includes("mid"));
   assert.equal(midNode?.opType, "Mul");
 });

@@ -43,7 +43,9 @@ test("ONNX Runtime's block size comes from ONNX Runtime; DIFFUSE_NCHWC=0 turns b
 test("which convolutions are emitted blocked: input channels in whole blocks or fewer than one", () => {
   const ops = (C: number, O: number, block: number) => {
     const { g, outputs } = convStep(C, O);
-    return toOnnx(g, outputs, { nchwcBlock: block }).graph.nodes.map((n) => `${n.domain ?? ""}:${n.opType}`);
+    return toOnnx(g, outputs, { passes: { nchwc: block } }).graph.nodes.map(
+      (n) => `${n.domain ?? ""}:${n.opType}`,
+    );
   };
   const count = (kinds: string[], k: string) => kinds.filter((n) => n === k).length;
   // the forward conv and the input gradient's conv; the weight gradient is a product of columns
@@ -102,7 +104,7 @@ test("a conv step through the blocked kernel equals the plain one", async () => 
 
 test("whole-block weights are reordered without a 6-D transpose or a reversing Slice", () => {
   const { g, outputs } = convStep(16, 16);
-  const nodes = toOnnx(g, outputs, { nchwcBlock: 8 }).graph.nodes;
+  const nodes = toOnnx(g, outputs, { passes: { nchwc: 8 } }).graph.nodes;
   const transposes = nodes.filter((n) => n.opType === "Transpose");
   const ranks = transposes.map((n) => n.attributes?.["perm"]?.value as number[]).map((p) => p.length);
   assert.ok(

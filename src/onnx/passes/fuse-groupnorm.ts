@@ -1,5 +1,6 @@
 /**
- * Group norm in inference graphs as one pass of per-(sample, channel) scale and shift.
+ * The "fuseGroupNorm" pass: group norm in inference graphs as one pass of per-(sample, channel)
+ * scale and shift.
  *
  * `nn.groupNorm` is traced as Reshape [N, G, M] → LayerNormalization (the `standardize` primitive) →
  * Reshape back → Mul by the per-channel weight → Add the per-channel bias: three passes over the
@@ -11,23 +12,11 @@
  * ReduceSumSquare: E[x²] − μ², the formula ONNX Runtime's LayerNormalization kernel uses too).
  * Training graphs keep the traced form: their backward pass reads the normalized tensor.
  */
-import { addReader, attrInt, type OnnxNode } from "./proto.ts";
-
-export interface FuseCtx {
-  /** A fresh value name. */
-  tmp(hint: string): string;
-  /** A 1-D int64 initializer; returns its name. */
-  i64(values: readonly number[]): string;
-  /** A float32 initializer; returns its name. */
-  f32(dims: readonly number[], data: Float32Array): string;
-  /** Shapes of the values the lowering named (primitive outputs, graph inputs, constants). */
-  shape(name: string): readonly number[] | undefined;
-  /** Whether the value is one of the graph's outputs (those stay as they are). */
-  isOutput(name: string): boolean;
-}
+import type { RewriteCtx } from "../context.ts";
+import { addReader, attrInt, type OnnxNode } from "../proto.ts";
 
 /** Rewrites every fusable group norm in `nodes` (returned as a new list; the old one is untouched). */
-export function fuseGroupNorms(nodes: readonly OnnxNode[], c: FuseCtx): OnnxNode[] {
+export function fuseGroupNorms(nodes: readonly OnnxNode[], c: RewriteCtx): OnnxNode[] {
   const readers = new Map<string, OnnxNode[]>();
   const producer = new Map<string, OnnxNode>();
   for (const n of nodes) {

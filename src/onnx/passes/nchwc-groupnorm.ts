@@ -14,9 +14,9 @@
  *   becomes a·t + s, so h itself is never written (its depthwise add is emitted and then dropped as
  *   unread).
  */
+import { attrInt, attrInts, type OnnxNode } from "../proto.ts";
 import { depthwise, int, ints, NCHWC_DOMAIN, same } from "./nchwc.ts";
-import type { Layout, Twin } from "./nchwc-layout.ts";
-import { attrInt, attrInts, type OnnxNode } from "./proto.ts";
+import type { Layout, Twin } from "./nchwc-state.ts";
 
 interface StatsView {
   /** The [N, C/B, H·W, B] view of the normalized tensor (or of x when folding x + t). */

@@ -1,5 +1,7 @@
 /**
- * Convolutions in ONNX Runtime's blocked channel layout (NCHWc), with weights that are graph values.
+ * The "nchwc" pass: convolutions in ONNX Runtime's blocked channel layout (NCHWc), with weights that
+ * are graph values (the lowerings of conv and of its input gradient call these where
+ * `passes.nchwc` gives a block size).
  *
  * ONNX Runtime's CPU provider has a faster convolution kernel for tensors whose channels are stored
  * in blocks of B (8 with AVX2, 16 with AVX-512): [N, C/B, H, W, B]. Its own graph optimizer uses it
@@ -7,19 +9,16 @@
  * so in a training step — weights are inputs — every convolution ran in the plain layout. The
  * blocked kernel takes its weight as an ordinary input, so the engine emits the layout change
  * itself: the weight is reordered in the graph (`blockedWeight`: two transposes, small next to the
- * convolution), the input is reordered into blocks and the output back. Measured on the 2-core
- * machine of docs/benchmarks.md, one convolution with its weights as an input (batch 64, 3×3,
- * reorders included): [64,64,16,16] 15.6 → 11.5 ms, [64,128,8,8] 17.2 → 10.1 ms, [64,32,32,32]
- * 22.4 → 17.1 ms. The MNIST U-Net's whole train step, with and without, loaded in one process and
- * taking turns: 0.917× the time (medians 2.12 s against 2.33 s).
+ * convolution), the input is reordered into blocks and the output back. It pays even with the
+ * reorders, for single convolutions and for the whole train step (docs/benchmarks.md, "NCHWc").
  *
  * Only the CPU provider has these operators: `compileGraph` turns this on only for CPU sessions and
  * asks ONNX Runtime for B (`nchwcBlockSize` in runtime/session.ts), never guesses it. Exported
- * models (`emitOnnx`) never contain them.
+ * models (`emitOnnx`) contain them only when asked to.
  */
-import { sameShape } from "../tensor/host.ts";
-import type { LowerCtx } from "./lowering.ts";
-import type { OnnxAttr } from "./proto.ts";
+import { sameShape } from "../../tensor/host.ts";
+import type { LowerCtx } from "../context.ts";
+import type { OnnxAttr } from "../proto.ts";
 
 export const NCHWC_DOMAIN = "com.microsoft.nchwc";
 
@@ -53,7 +52,7 @@ export interface Conv2d {
  * first convolution); O any count (the weight is padded with zero filters to whole blocks).
  */
 export function canBlock(c: LowerCtx, C: number, O: number): boolean {
-  const b = c.nchwcBlock;
+  const b = c.passes.nchwc;
   return b > 0 && C > 0 && O > 0 && (C % b === 0 || C < b);
 }
 
@@ -62,12 +61,11 @@ export function canBlock(c: LowerCtx, C: number, O: number): boolean {
  * with O and C whole blocks; with `flip`, of flip(wᵀ) instead — the kernel of the input gradient,
  * [C/B, O/B, kh, kw, B_o, B_c] with the taps reversed (as [C, O, kh, kw]). Two transposes of the
  * kinds ONNX Runtime copies in blocks (one axis moved; the innermost axis kept), not one 6-D
- * transpose that moves the innermost axis, which it copies element by element: [128,128,3,3] in
- * 0.45 ms against 1.3, and the flipped kernel in 0.58 ms against 2.5 with a Transpose and a
- * reversing Slice before it (docs/benchmarks.md).
+ * transpose that moves the innermost axis, which it copies element by element (3–4× slower; the
+ * figures are in docs/benchmarks.md, "NCHWc").
  */
 export function blockedWeight(c: LowerCtx, w: string, wShape: readonly number[], flip: boolean): string {
-  const B = c.nchwcBlock;
+  const B = c.passes.nchwc;
   const [O, C, kh, kw] = wShape as [number, number, number, number];
   const K = kh * kw;
   const wb = c.tmp(flip ? "w_flipped_blocked" : "w_blocked");
@@ -117,7 +115,7 @@ export function blockedConv(
   bias?: string,
   wBlocked?: string,
 ): void {
-  const B = c.nchwcBlock;
+  const B = c.passes.nchwc;
   const [O, C, kh, kw] = wShape as [number, number, number, number];
   const plainInput = C < B;
   let wb = wBlocked;

@@ -19,6 +19,7 @@ import { availableParallelism } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { guidedNetwork } from "../src/diffusion/guidance.ts";
+import { resolveDenoiser } from "../src/models/registry.ts";
 import { type DiffusersConfig, initUNet, resolveUNetConfig, UNet2DModel } from "../src/models/unet/index.ts";
 import type { SessionOptions } from "../src/runtime/options.ts";
 import { Scheduler } from "../src/samplers/scheduler.ts";
@@ -95,7 +96,8 @@ const peakRss = (): number => process.resourceUsage().maxRSS / 1024;
 export async function trainRig(session: SessionOptions) {
   const cfg = modelConfig();
   const B = 64;
-  const step = await compileTrainStep(diffusionLoss(cfg, "epsilon"), batchSpecs(cfg, B, 32), {
+  const model = resolveDenoiser(cfg);
+  const step = await compileTrainStep(diffusionLoss(model), batchSpecs(model, B, 32), {
     adamw: { weightDecay: 0.01 },
     ema: false,
     session,
@@ -108,7 +110,7 @@ export async function trainRig(session: SessionOptions) {
     alphasCumprod: sched.alphasCumprod,
     numTrainTimesteps: 1000,
     weighting: { kind: "uniform" as const },
-    numClassEmbeds: 11,
+    nullLabel: 10,
     condDropout: 0.1,
     timesteps: { kind: "uniform" as const },
   };

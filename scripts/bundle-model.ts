@@ -5,7 +5,7 @@
  * model in diffusers layout with F16 weights, plus its training config and eval figures in
  * diffuse.json.
  *
- *   node --import tsx scripts/bundle-model.ts runs/mnist [--per-label 50] [--guidance 2]
+ *   node --import tsx scripts/bundle-model.ts runs/mnist [--name mnist] [--per-label 50] [--guidance 2] [--scheduler dpm++2m]
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -21,7 +21,13 @@ const opt = (name: string, dflt: number): number => {
   const i = rest.indexOf(`--${name}`);
   return i >= 0 ? Number(rest[i + 1]) : dflt;
 };
+const str = (name: string, dflt: string): string => {
+  const i = rest.indexOf(`--${name}`);
+  return i >= 0 ? String(rest[i + 1]) : dflt;
+};
 const perLabel = opt("per-label", 50);
+const name = str("name", "mnist");
+const schedulerName = str("scheduler", "dpm++2m");
 const guidance = opt("guidance", 3);
 const steps = opt("steps", 20);
 
@@ -29,7 +35,8 @@ const pipe = await loadPipeline(run);
 const numClasses = pipe.info.numClasses ?? 10;
 const labels = Array.from({ length: perLabel * numClasses }, (_, i) => i % numClasses);
 const t0 = performance.now();
-const images = await generate(pipe.unet, schedulerFor({ name: "dpm++2m" }, pipe.schedulerConfig), {
+const scheduler = schedulerFor({ name: schedulerName }, pipe.schedulerConfig);
+const images = await generate(pipe.denoiser, scheduler, {
   labels,
   numClasses,
   steps,
@@ -39,7 +46,7 @@ const images = await generate(pipe.unet, schedulerFor({ name: "dpm++2m" }, pipe.
 const sampleSeconds = (performance.now() - t0) / 1000;
 const r = await evaluateMnist(images, labels);
 const evalFigures = {
-  sampler: `DPMSolverMultistepScheduler (dpm++2m), ${steps} steps`,
+  sampler: `${String(scheduler.config.className)} (${schedulerName}), ${steps} steps`,
   guidance,
   samples: labels.length,
   accuracy: r.accuracy,
@@ -53,13 +60,20 @@ const evalFigures = {
 };
 console.log(JSON.stringify(evalFigures, null, 2));
 const training = JSON.parse(readFileSync(join(run, "config.json"), "utf8")) as Record<string, unknown>;
-const dest = join(assetsDir(), "models", "mnist");
+const dest = join(assetsDir(), "models", name);
 await replaceDirAtomicAsync(dest, async (tmp) => {
   await savePipeline(
     tmp,
-    pipe.unet,
+    pipe.denoiser,
     pipe.schedulerConfig,
-    { ...pipe.info, numClasses, trainedWith: "diffuse train", training, eval: evalFigures },
+    {
+      ...pipe.info,
+      numClasses,
+      sampling: { scheduler: schedulerName, steps, guidance },
+      trainedWith: "diffuse train",
+      training,
+      eval: evalFigures,
+    },
     "F16",
   );
 });

@@ -100,9 +100,9 @@ export async function run(argv: readonly string[]): Promise<void> {
   // per-label images laid out label-major within each row: with "all", a row per sample index
   const labels: number[] | null = classes ? Array.from({ length: perLabel }, () => classes).flat() : null;
   const total = labels ? labels.length : perLabel;
-  const unet = pipe.unet;
-  const c = unet.typedConfig.inChannels;
-  const size = typeof unet.typedConfig.sampleSize === "number" ? unet.typedConfig.sampleSize : 32;
+  const model = pipe.denoiser;
+  const c = model.bound.geometry.inChannels;
+  const size = model.bound.geometry.sampleSize ?? 32;
   const all = new Float32Array(total * c * size * size);
   const progress = new Progress("sample");
   const chunks = Math.ceil(total / batch);
@@ -110,7 +110,7 @@ export async function run(argv: readonly string[]): Promise<void> {
   for (let k = 0; k < chunks; k++) {
     const lo = k * batch;
     const hi = Math.min(total, lo + batch);
-    const imgs = await generate(unet, scheduler, {
+    const imgs = await generate(model, scheduler, {
       labels: labels ? labels.slice(lo, hi) : hi - lo,
       numClasses: pipe.info.numClasses,
       steps,

@@ -118,23 +118,34 @@ export function estimate(prediction: Prediction, out: F32, x: F32, level: NoiseL
   }
 }
 
-/** The network's training target F for (x0, ε) at `level` — the inverse of `estimate`. */
-export function target(prediction: Prediction, x0: F32, eps: F32, level: NoiseLevel): F32 {
+/**
+ * The network's training target F = cx0·x0 + cε·ε at `level`, as its two coefficients — the inverse
+ * of `estimate`, and the one definition of the target: the host (`target`) and the training graph
+ * (train/objective.ts, fed these per sample) both use it.
+ */
+export function targetCoefficients(prediction: Prediction, level: NoiseLevel): { x0: number; eps: number } {
   switch (prediction) {
     case "epsilon":
-      return eps;
+      return { x0: 0, eps: 1 };
     case "x0":
-      return x0;
+      return { x0: 1, eps: 0 };
     case "v": {
-      // v is defined on the VP path: α_n = α/c, σ_n = σ/c with c = √(α² + σ²).
+      // v = α_n·ε − σ_n·x0 is defined on the VP path: α_n = α/c, σ_n = σ/c with c = √(α² + σ²).
       const c = inputDivisor(level, "vp");
-      const a = f32(level.alpha / c);
-      const s = f32(level.sigma / c);
-      return zip(x0, eps, (x, e) => f32(a * e) - f32(s * x));
+      return { x0: -f32(level.sigma / c), eps: f32(level.alpha / c) };
     }
     case "flow":
-      return zip(x0, eps, (x, e) => e - x);
+      return { x0: -1, eps: 1 };
   }
+}
+
+/** The network's training target F for (x0, ε) at `level` — the inverse of `estimate`. */
+export function target(prediction: Prediction, x0: F32, eps: F32, level: NoiseLevel): F32 {
+  const c = targetCoefficients(prediction, level);
+  if (c.x0 === 0 && c.eps === 1) return eps;
+  if (c.x0 === 1 && c.eps === 0) return x0;
+  if (c.x0 === -1 && c.eps === 1) return zip(x0, eps, (x, e) => e - x);
+  return zip(x0, eps, (x, e) => f32(c.eps * e) + f32(c.x0 * x));
 }
 
 /** Karras et al.'s preconditioning of a network on the VE path: D(x; σ) = cSkip·x + cOut·F(cIn·x). */

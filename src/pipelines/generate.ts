@@ -1,21 +1,35 @@
 /**
- * Class-conditional generation: a U-Net, a scheduler and classifier-free guidance (Ho & Salimans
- * 2022) with ONE batched forward of [unconditional | conditional] per step. Images come back in
- * [0, 1]; `onStep` sees every step's x_t and x̂0 (for live previews).
+ * Generation with any registered denoiser: a model, a scheduler and classifier-free guidance (Ho &
+ * Salimans 2022) as a transformation over conditions — [unconditional | conditional] in ONE batched
+ * forward per step. Images come back in [0, 1]; `onStep` sees every step's x_t and x̂0 (live previews).
  */
-
-import { guidedNetwork } from "../diffusion/guidance.ts";
+import type { Conditioning } from "../diffusion/conditioning.ts";
+import { classCondition, noCondition } from "../diffusion/conditioning.ts";
+import { classifierFreeGuidance } from "../diffusion/guidance.ts";
 import type { Network } from "../diffusion/parameterization.ts";
-import type { UNet2DModel } from "../models/unet/model.ts";
+import type { TensorLike, Timesteps } from "../models/denoiser-model.ts";
+import type { BoundDenoiser } from "../models/registry.ts";
 import type { Scheduler } from "../samplers/scheduler.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { Rng } from "../tensor/rng.ts";
 
+/** What generation needs of a model: its class-independent description and the conditional network. */
+export interface ConditionalDenoiser {
+  readonly bound: BoundDenoiser;
+  denoise(x: TensorLike, t: Timesteps, cond: Conditioning): Promise<HostTensor<"float32">>;
+}
+
 export interface GenerateOptions {
   /** One class label per image (length = number of images), or a count for an unconditional model. */
   labels: readonly number[] | number;
-  /** Number of classes the model was trained with (labels must be below it); the null label is this number. */
-  numClasses: number | null;
+  /**
+   * Real classes (labels must be below it) and the "no class" label; default: what the model's
+   * config implies (a pipeline's diffuse.json may say otherwise for a U-Net).
+   */
+  numClasses?: number | null;
+  nullLabel?: number | null;
+  /** Labels for the unconditional half instead of the null label (negative conditioning). */
+  negativeLabels?: readonly number[];
   steps: number;
   /** Classifier-free guidance scale w (1: conditional only, 0: unconditional only). */
   guidance?: number;
@@ -48,47 +62,68 @@ export function toUnitRange(x: HostTensor<"float32">): HostTensor<"float32"> {
   return new HostTensor(out, x.shape);
 }
 
+/** The condition and its unconditional counterpart for the asked labels, checked against the model. */
+function conditions(
+  model: BoundDenoiser,
+  opts: GenerateOptions,
+): { n: number; cond: Conditioning; uncond: Conditioning | null } {
+  const spec = model.conditioning;
+  const n = typeof opts.labels === "number" ? opts.labels : opts.labels.length;
+  if (!Number.isInteger(n) || n < 1) throw new Error(`need at least one image to generate, got ${n}`);
+  if (typeof opts.labels === "number") {
+    if (spec.kind === "class")
+      throw new Error(`${model.className} is class-conditional: give one class label per image`);
+    return { n, cond: noCondition(n), uncond: null };
+  }
+  if (spec.kind !== "class") throw new Error("this model is unconditional: it takes no class labels");
+  const numClasses = opts.numClasses !== undefined ? opts.numClasses : spec.numClasses;
+  const nullLabel = opts.nullLabel !== undefined ? opts.nullLabel : spec.nullLabel;
+  const check = (l: number) => {
+    if (numClasses !== null && (!Number.isInteger(l) || l < 0 || l >= numClasses)) {
+      throw new Error(`label ${l} is outside this model's classes 0..${numClasses - 1}`);
+    }
+  };
+  opts.labels.forEach(check);
+  let uncond: Conditioning | null = null;
+  if (opts.negativeLabels) {
+    if (opts.negativeLabels.length !== n)
+      throw new Error(
+        `got ${opts.negativeLabels.length} negative labels for ${n} images; give one per image`,
+      );
+    opts.negativeLabels.forEach(check);
+    uncond = classCondition(opts.negativeLabels);
+  } else if (nullLabel !== null) {
+    uncond = classCondition(opts.labels.map(() => nullLabel));
+  }
+  return { n, cond: classCondition(opts.labels), uncond };
+}
+
 export async function generate(
-  unet: UNet2DModel,
+  model: ConditionalDenoiser,
   scheduler: Scheduler,
   opts: GenerateOptions,
 ): Promise<HostTensor<"float32">> {
-  const cfg = unet.typedConfig;
-  const labels = typeof opts.labels === "number" ? null : opts.labels;
-  const n = typeof opts.labels === "number" ? opts.labels : opts.labels.length;
-  if (!Number.isInteger(n) || n < 1) throw new Error(`need at least one image to generate, got ${n}`);
-  if (labels && opts.numClasses === null)
-    throw new Error("this model is unconditional: it takes no class labels");
-  if (labels && opts.numClasses !== null) {
-    for (const l of labels) {
-      if (!Number.isInteger(l) || l < 0 || l >= opts.numClasses) {
-        throw new Error(`label ${l} is outside this model's classes 0..${opts.numClasses - 1}`);
-      }
-    }
-  }
+  const bound = model.bound;
+  const { n, cond, uncond } = conditions(bound, opts);
   const guidance = opts.guidance ?? 1;
-  const size = opts.size ?? (typeof cfg.sampleSize === "number" ? cfg.sampleSize : 32);
-  const shape = [n, cfg.inChannels, size, size];
-  const rng = new Rng(opts.seed ?? 0);
-  const xT = new HostTensor(rng.fold("xT").normal(n * cfg.inChannels * size * size), shape);
-  const nullClass = opts.numClasses;
-  const forward = (x: HostTensor, t: number, ys: readonly number[] | null) =>
-    unet.forward(x as HostTensor<"float32">, t, ys ? { classLabels: ys } : {});
-
-  let net: Network;
-  if (!labels || nullClass === null) net = (x, t) => forward(x, t, null);
-  else if (guidance === 1) net = (x, t) => forward(x, t, labels);
-  else if (guidance === 0)
-    net = (x, t) =>
-      forward(
-        x,
-        t,
-        labels.map(() => nullClass),
-      );
-  else {
-    const both = [...labels.map(() => nullClass), ...labels];
-    net = guidedNetwork((x, t) => forward(x, t, both), guidance, { rescale: opts.guidanceRescale ?? 0 });
+  if (guidance !== 1 && !uncond) {
+    throw new Error(
+      `${bound.className} has no unconditional label to guide against; use guidance 1 (no classifier-free guidance)`,
+    );
   }
+  const geo = bound.geometry;
+  const size = opts.size ?? geo.sampleSize ?? 32;
+  if (size % geo.multipleOf !== 0) {
+    throw new Error(`image size ${size} is not a multiple of ${geo.multipleOf}, as ${bound.className} needs`);
+  }
+  const shape = [n, geo.inChannels, size, size];
+  const rng = new Rng(opts.seed ?? 0);
+  const xT = new HostTensor(rng.fold("xT").normal(n * geo.inChannels * size * size), shape);
+  const forward = (x: HostTensor, t: number, c: Conditioning) =>
+    model.denoise(x as HostTensor<"float32">, t, c);
+  const net: Network = classifierFreeGuidance(forward, cond, uncond ?? cond, guidance, {
+    rescale: opts.guidanceRescale ?? 0,
+  });
   const checked: Network = (x, t) => {
     if (opts.signal?.aborted) throw new CancelledError();
     return net(x, t);

@@ -1,27 +1,45 @@
 /**
- * Model folders as diffusers lays out a pipeline: `model_index.json`, `unet/` (config.json +
- * diffusion_pytorch_model.safetensors) and `scheduler/scheduler_config.json`, plus `diffuse.json`
- * with what diffusers does not record (number of classes, data range, training and eval figures).
- * A bare UNet folder (config.json + weights) loads too, with a default DDPM scheduler.
+ * Pipeline folders as diffusers lays them out: `model_index.json` names the pipeline class and each
+ * component's library and class (`"transformer": ["diffusers", "DiTTransformer2DModel"]`), each
+ * component in its own folder (`unet/`, `transformer/`, `scheduler/scheduler_config.json`), plus
+ * `diffuse.json` with what diffusers does not record (number of classes, data range, the recommended
+ * sampling settings, training and eval figures). Supported now: `DDPMPipeline` (a UNet2DModel) and
+ * `DiTPipeline` (a DiTTransformer2DModel; its VAE is optional here: pixel-space DiTs have none).
+ * A bare model folder (config.json + weights) loads too, with a default DDPM scheduler.
  * Bundled models live in assets/models/<name>/.
  */
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeJsonAtomic } from "../io/atomic.ts";
-import { classConditioning } from "../models/unet/config.ts";
-import { UNet2DModel } from "../models/unet/model.ts";
+import { DIFFUSERS_VERSION } from "../models/config-fields.ts";
+import { type AnyDenoiserModel, loadModel } from "../models/load.ts";
+import { denoiserClass } from "../models/registry.ts";
+
+/** Sampling settings a model recommends (the CLI and the studio start from them). */
+export interface RecommendedSampling {
+  scheduler?: string;
+  steps?: number;
+  guidance?: number;
+}
 
 export interface PipelineInfo {
-  /** Real classes (labels 0..numClasses−1); the label numClasses is "no class" (CFG). null: unconditional. */
+  /** Real classes (labels 0..numClasses−1). null: unconditional. */
   numClasses: number | null;
+  /** The label that means "no class" (classifier-free guidance); default: the model's. */
+  nullLabel?: number | null;
   dataset?: string;
+  /** What the model's author recommends for sampling. */
+  sampling?: RecommendedSampling;
   [key: string]: unknown;
 }
 
 export interface LoadedPipeline {
   dir: string;
-  unet: UNet2DModel;
+  /** diffusers' pipeline class (model_index.json `_class_name`). */
+  pipelineClass: string;
+  /** The denoiser (the unet/ or transformer/ component). */
+  denoiser: AnyDenoiserModel;
   schedulerConfig: Record<string, unknown>;
   info: PipelineInfo;
 }
@@ -35,15 +53,24 @@ export const DEFAULT_SCHEDULER: Readonly<Record<string, unknown>> = {
   prediction_type: "epsilon",
 };
 
+/** The pipelines diffuse reads, and the component folder each keeps its denoiser in. */
+const PIPELINES: Readonly<Record<string, { denoiser: string; optional: readonly string[] }>> = {
+  DDPMPipeline: { denoiser: "unet", optional: [] },
+  DiTPipeline: { denoiser: "transformer", optional: ["vae"] },
+};
+
 /** The package's assets folder (works from src/ and from dist/). */
 export function assetsDir(): string {
   return fileURLToPath(new URL("../../assets/", import.meta.url));
 }
 
+/** The names of the bundled models (assets/models/<name>/model_index.json). */
 export function bundledModels(): string[] {
   const dir = join(assetsDir(), "models");
   if (!existsSync(dir)) return [];
-  return ["mnist"].filter((n) => existsSync(join(dir, n, "model_index.json")));
+  return readdirSync(dir)
+    .filter((n) => existsSync(join(dir, n, "model_index.json")))
+    .sort();
 }
 
 /** A folder path, or the name of a bundled model. */
@@ -55,7 +82,7 @@ export function resolveModelDir(nameOrDir: string): string {
   throw new Error(
     `model "${nameOrDir}" is neither a folder nor a bundled model` +
       (names.length ? ` (bundled: ${names.join(", ")})` : "") +
-      "; pass a model folder (with unet/ and scheduler/, or config.json and weights) or a run's model/ folder",
+      "; pass a model folder (with model_index.json, or config.json and weights) or a run's folder",
   );
 }
 
@@ -71,46 +98,91 @@ function readJson(path: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
+/** The denoiser's folder of a pipeline root, from its model_index.json (checked), or the root itself. */
+function denoiserDir(root: string): { dir: string; pipelineClass: string } {
+  const indexPath = join(root, "model_index.json");
+  if (!existsSync(indexPath)) {
+    for (const sub of ["unet", "transformer"]) {
+      if (existsSync(join(root, sub, "config.json"))) return { dir: join(root, sub), pipelineClass: "" };
+    }
+    if (existsSync(join(root, "config.json"))) return { dir: root, pipelineClass: "" };
+    throw new Error(
+      `${root} has no model_index.json, unet/, transformer/ or config.json: not a diffusers model folder`,
+    );
+  }
+  const index = readJson(indexPath);
+  const cls = String(index["_class_name"]);
+  const layout = PIPELINES[cls];
+  if (!layout) {
+    throw new Error(
+      `${indexPath}: pipeline "${cls}" is not one diffuse can load; supported: ${Object.keys(PIPELINES).join(", ")}`,
+    );
+  }
+  for (const [name, value] of Object.entries(index)) {
+    if (name.startsWith("_") || value === null || (Array.isArray(value) && value[0] === null)) continue;
+    if (name === "scheduler" || name === layout.denoiser || layout.optional.includes(name)) continue;
+    throw new Error(`${indexPath}: component "${name}" is not one a ${cls} folder holds for diffuse`);
+  }
+  const entry = index[layout.denoiser];
+  if (!Array.isArray(entry) || entry.length !== 2) {
+    throw new Error(`${indexPath}: "${layout.denoiser}" must be ["diffusers", "<class name>"]`);
+  }
+  denoiserClass(entry[1], `${indexPath} component "${layout.denoiser}"`);
+  const dir = join(root, layout.denoiser);
+  if (!existsSync(join(dir, "config.json")))
+    throw new Error(`${root}: the ${layout.denoiser}/ folder is missing`);
+  return { dir, pipelineClass: cls };
+}
+
 export async function loadPipeline(nameOrDir: string): Promise<LoadedPipeline> {
   const dir = resolveModelDir(nameOrDir);
   // a run folder: use its exported model
   const root = existsSync(join(dir, "model", "model_index.json")) ? join(dir, "model") : dir;
-  const unetDir = existsSync(join(root, "unet")) ? join(root, "unet") : root;
-  if (!existsSync(join(unetDir, "config.json"))) {
-    throw new Error(`${root} has no unet/config.json or config.json: not a diffusers model folder`);
-  }
-  const unet = await UNet2DModel.fromPretrained(unetDir);
+  const { dir: modelDir, pipelineClass } = denoiserDir(root);
+  const denoiser = await loadModel(modelDir);
   const schedPath = join(root, "scheduler", "scheduler_config.json");
   const schedulerConfig = existsSync(schedPath) ? readJson(schedPath) : { ...DEFAULT_SCHEDULER };
   const infoPath = join(root, "diffuse.json");
   const raw = existsSync(infoPath) ? readJson(infoPath) : {};
-  const table = classConditioning(unet.typedConfig) === "table";
-  const embeds = unet.typedConfig.numClassEmbeds;
+  const spec = denoiser.bound.conditioning;
+  const dflt = spec.kind === "class" ? spec.numClasses : null;
   const numClasses =
-    typeof raw["numClasses"] === "number"
-      ? (raw["numClasses"] as number)
-      : table && embeds !== null
-        ? embeds - 1
-        : null;
-  return { dir: root, unet, schedulerConfig, info: { ...raw, numClasses } };
+    typeof raw["numClasses"] === "number" || raw["numClasses"] === null
+      ? (raw["numClasses"] as number | null)
+      : dflt;
+  return {
+    dir: root,
+    pipelineClass: pipelineClass || denoiser.bound.pipelineClass,
+    denoiser,
+    schedulerConfig,
+    info: { ...raw, numClasses },
+  };
 }
 
-/** Writes a pipeline folder (atomically per file): model_index.json, unet/, scheduler/, diffuse.json. */
+/**
+ * Writes a pipeline folder as diffusers would (atomically per file): model_index.json (DDPMPipeline for
+ * a UNet2DModel, DiTPipeline for a DiTTransformer2DModel), the denoiser's folder, scheduler/, and
+ * diffuse.json.
+ */
 export async function savePipeline(
   dir: string,
-  unet: UNet2DModel,
+  model: AnyDenoiserModel,
   schedulerConfig: Record<string, unknown>,
   info: PipelineInfo,
   dtype: "F32" | "F16" = "F32",
 ): Promise<void> {
+  const b = model.bound;
   mkdirSync(join(dir, "scheduler"), { recursive: true });
-  await unet.savePretrained(join(dir, "unet"), { dtype });
+  await model.savePretrained(join(dir, b.component), { dtype });
   writeJsonAtomic(join(dir, "scheduler", "scheduler_config.json"), schedulerConfig);
   writeJsonAtomic(join(dir, "diffuse.json"), info);
-  writeJsonAtomic(join(dir, "model_index.json"), {
-    _class_name: "DDPMPipeline",
-    _diffusers_version: "0.40.0",
+  const index: Record<string, unknown> = {
+    _class_name: b.pipelineClass,
+    _diffusers_version: DIFFUSERS_VERSION,
     scheduler: ["diffusers", String(schedulerConfig["_class_name"] ?? "DDPMScheduler")],
-    unet: ["diffusers", "UNet2DModel"],
-  });
+    [b.component]: ["diffusers", b.className],
+  };
+  // diffusers' DiTPipeline has a vae component; a pixel-space DiT has none (null, as diffusers writes a missing one)
+  if (b.pipelineClass === "DiTPipeline") index["vae"] = [null, null];
+  writeJsonAtomic(join(dir, "model_index.json"), index);
 }

@@ -2,8 +2,8 @@
  * Training checkpoints, written atomically: the whole `checkpoint/` folder is built aside and renamed
  * into place, so a crash mid-write leaves the previous checkpoint, never a half-written one.
  *
- *   checkpoint/unet/           raw weights (diffusers layout)
- *   checkpoint/unet_ema/       EMA weights (diffusers layout)
+ *   checkpoint/<component>/      raw weights (diffusers layout; unet/, transformer/, … by model class)
+ *   checkpoint/<component>_ema/  EMA weights (diffusers layout)
  *   checkpoint/optimizer.safetensors   AdamW moments (adam_m/<name>, adam_v/<name>)
  *   checkpoint/trainer_state.json      step and the resolved config's hash
  */
@@ -12,12 +12,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { recoverReplacedDir, replaceDirAtomicAsync, writeJsonAtomic } from "../io/atomic.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
-import {
-  readUNetWeights,
-  resolveUNetConfig,
-  unetParamSpecs,
-  writeUNetPretrained,
-} from "../models/unet/index.ts";
+import { readWeights, writePretrained } from "../models/pretrained.ts";
+import { resolveDenoiser } from "../models/registry.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import type { Params } from "../tensor/params.ts";
 import type { TrainConfig } from "./config.ts";
@@ -39,10 +35,10 @@ export function configHash(c: TrainConfig): string {
 }
 
 export async function saveCheckpoint(runDir: string, cfg: TrainConfig, state: TrainState): Promise<void> {
-  const ucfg = resolveUNetConfig(cfg.model);
+  const model = resolveDenoiser(cfg.model);
   await replaceDirAtomicAsync(join(runDir, "checkpoint"), async (tmp) => {
-    writeUNetPretrained(join(tmp, "unet"), ucfg, state.params);
-    if (state.ema) writeUNetPretrained(join(tmp, "unet_ema"), ucfg, state.ema);
+    writePretrained(join(tmp, model.component), model.config, state.params);
+    if (state.ema) writePretrained(join(tmp, `${model.component}_ema`), model.config, state.ema);
     const opt = new Map<string, HostTensor>();
     for (const [k, v] of state.m) opt.set(`adam_m/${k}`, v);
     for (const [k, v] of state.v) opt.set(`adam_v/${k}`, v);
@@ -70,9 +66,17 @@ export function loadCheckpoint(runDir: string, cfg: TrainConfig): TrainState | n
       `the run in ${runDir} was started with a different config; resume with the same config, or train into a new --out folder (or pass --overwrite)`,
     );
   }
-  const specs = unetParamSpecs(resolveUNetConfig(cfg.model));
-  const params = readUNetWeights(join(dir, "unet"), specs);
-  const ema = existsSync(join(dir, "unet_ema")) ? readUNetWeights(join(dir, "unet_ema"), specs) : null;
+  const model = resolveDenoiser(cfg.model);
+  const specs = model.paramSpecs();
+  const read = (sub: string) =>
+    readWeights(
+      join(dir, sub),
+      model.className,
+      specs,
+      model.renameKey ? { renameKey: model.renameKey } : {},
+    );
+  const params = read(model.component);
+  const ema = existsSync(join(dir, `${model.component}_ema`)) ? read(`${model.component}_ema`) : null;
   const opt = readSafetensors(join(dir, "optimizer.safetensors")).tensors;
   const m: Params = new Map();
   const v: Params = new Map();

@@ -1,11 +1,13 @@
 /**
  * The training run config: one JSON file (configs/mnist.json is the default), defaults in this file,
  * CLI flags overriding single fields (`--set training.lr=3e-4`), and the resolved config saved with
- * the run. `model` is a diffusers UNet2DModel config and `scheduler` a diffusers scheduler config,
+ * the run. `model` is the diffusers config of any registered denoiser (by its `_class_name`:
+ * UNet2DModel, DiTTransformer2DModel, …) and `scheduler` a diffusers scheduler config,
  * so both travel to diffusers unchanged.
  */
 import { readFileSync } from "node:fs";
-import type { DiffusersConfig } from "../models/unet/index.ts";
+import type { DiffusersConfig } from "../models/config-fields.ts";
+import { DENOISER_CLASS_NAMES, resolveDenoiser } from "../models/registry.ts";
 
 export type LossWeightingName = "uniform" | "min-snr" | "edm";
 export type LrScheduleName = "constant" | "cosine" | "linear";
@@ -150,7 +152,14 @@ export function resolveConfig(raw: Json): TrainConfig {
     }
   }
   if (!isObj(raw["model"]))
-    throw new ConfigFieldError('config needs a "model" object (a diffusers UNet2DModel config)');
+    throw new ConfigFieldError(
+      `config needs a "model" object (the diffusers config of a ${DENOISER_CLASS_NAMES.join(" or ")})`,
+    );
+  try {
+    resolveDenoiser(raw["model"], 'config field "model"');
+  } catch (e) {
+    throw new ConfigFieldError((e as Error).message);
+  }
   if (!isObj(raw["scheduler"])) {
     throw new ConfigFieldError(
       'config needs a "scheduler" object (a diffusers scheduler config, e.g. DDPMScheduler)',

@@ -1,11 +1,14 @@
 /**
  * The denoising objective (Ho et al. 2020; v-prediction: Salimans & Ho 2022; flow matching: Lipman
- * et al. 2023) as a training-step loss over a U-Net, and the host side that draws each step's batch.
+ * et al. 2023) as a training-step loss over any registered denoiser, and the host side that draws
+ * each step's batch.
  *
  * In the graph:  x_t = a·x0 + s·ε  (a = √ᾱ_t, s = √(1−ᾱ_t); flow: a = 1−σ, s = σ)
- *                loss = mean_n w_n · mean((net(x_t, t, y) − target)²)
- * On the host: t, ε, the condition dropout and the weights w, from a per-step RNG stream, so a run
- * resumed at step k draws exactly what the uninterrupted run drew.
+ *                target = cx0·x0 + cε·ε  (the coefficients of `targetCoefficients`, fed per sample)
+ *                loss = mean_n w_n · mean((net(x_t, t, cond)[:C] − target)²)
+ * On the host: t, ε, the target coefficients, the condition dropout and the weights w, from a per-step
+ * RNG stream, so a run resumed at step k draws exactly what the uninterrupted run drew. A network
+ * that also predicts its variance (2C output channels) is trained on its first C channels.
  */
 import {
   type LossWeighting,
@@ -14,18 +17,14 @@ import {
   sampleTimesteps,
   type TimestepSampling,
 } from "../diffusion/losses.ts";
-import type { Prediction } from "../diffusion/parameterization.ts";
-import {
-  classConditioning,
-  type DiffusersConfig,
-  resolveUNetConfig,
-  unetForward,
-} from "../models/unet/index.ts";
+import { type Prediction, targetCoefficients } from "../diffusion/parameterization.ts";
+import type { BoundDenoiser } from "../models/registry.ts";
 import { weightedMse } from "../nn/losses.ts";
 import type { InputSpec } from "../runtime/compile.ts";
 import { HostTensor } from "../tensor/host.ts";
 import * as o from "../tensor/ops.ts";
 import type { Rng } from "../tensor/rng.ts";
+import type { Tensor } from "../tensor/symbolic.ts";
 import type { LossFn } from "./train-step.ts";
 
 export interface Objective {
@@ -36,45 +35,41 @@ export interface Objective {
   weighting: LossWeighting;
   /** How the noise level of each sample is drawn. */
   timesteps: TimestepSampling;
-  /** Class-label table size (null: unconditional); the last entry is the "no class" label. */
-  numClassEmbeds: number | null;
+  /** The label that stands for "no class" (condition dropout), or null for a model without labels. */
+  nullLabel: number | null;
   condDropout: number;
 }
 
 /** Graph inputs of one training batch of `batch` images of size×size. */
-export function batchSpecs(model: DiffusersConfig, batch: number, size: number): Record<string, InputSpec> {
-  const cfg = resolveUNetConfig(model);
-  const img = [batch, cfg.inChannels, size, size];
+export function batchSpecs(model: BoundDenoiser, batch: number, size: number): Record<string, InputSpec> {
+  const img = [batch, model.geometry.inChannels, size, size];
+  const perSample = [batch, 1, 1, 1];
   const specs: Record<string, InputSpec> = {
     x0: { shape: img },
     noise: { shape: img },
     t: { shape: [batch] },
-    a: { shape: [batch, 1, 1, 1] },
-    s: { shape: [batch, 1, 1, 1] },
+    a: { shape: perSample },
+    s: { shape: perSample },
+    tx: { shape: perSample },
+    te: { shape: perSample },
     w: { shape: [batch] },
   };
-  if (classConditioning(cfg) === "table") specs["labels"] = { shape: [batch], dtype: "int64" };
+  for (const [k, spec] of Object.entries(model.condInputs(batch))) specs[`cond.${k}`] = spec;
   return specs;
 }
 
-/** The loss over a U-Net for a prediction type. */
-export function diffusionLoss(model: DiffusersConfig, prediction: Prediction): LossFn {
-  const cfg = resolveUNetConfig(model);
+/** The loss over a denoiser: the weighted MSE of its prediction against the target. */
+export function diffusionLoss(model: BoundDenoiser): LossFn {
+  const c = model.geometry.inChannels;
   return (scope, b) => {
     const x0 = b["x0"]!;
     const eps = b["noise"]!;
-    const a = b["a"]!;
-    const s = b["s"]!;
-    const xt = o.add(o.mul(a, x0), o.mul(s, eps)); // [B, C, H, W]
-    const pred = unetForward(scope, cfg, xt, b["t"]!, b["labels"]); // [B, C, H, W]
-    const target =
-      prediction === "epsilon"
-        ? eps
-        : prediction === "v"
-          ? o.sub(o.mul(a, eps), o.mul(s, x0))
-          : prediction === "x0"
-            ? x0
-            : o.sub(eps, x0);
+    const xt = o.add(o.mul(b["a"]!, x0), o.mul(b["s"]!, eps)); // [B, C, H, W]
+    const cond: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(b)) if (k.startsWith("cond.")) cond[k.slice(5)] = v;
+    const out = model.forward(scope, xt, b["t"]!, cond); // [B, C_out, H, W]
+    const pred = out.shape[1] === c ? out : o.slice(out, 1, 0, c); // [B, C, H, W]
+    const target = o.add(o.mul(b["tx"]!, x0), o.mul(b["te"]!, eps)); // [B, C, H, W]
     return weightedMse(pred, target, b["w"]!);
   };
 }
@@ -109,25 +104,35 @@ export function drawBatch(
       snrs.push(((1 - sig) / sig) ** 2);
     });
   }
+  const tx = new Float32Array(n);
+  const te = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const k = targetCoefficients(obj.prediction, { alpha: a[i]!, sigma: s[i]!, t: t[i]! });
+    tx[i] = k.x0;
+    te[i] = k.eps;
+  }
   const w = Float32Array.from(lossWeights(obj.weighting, obj.prediction, snrs), (v) =>
     Number.isFinite(v) ? v : 0,
   );
+  const per = [n, 1, 1, 1];
   const feeds: Record<string, HostTensor> = {
     x0,
     noise,
     t: new HostTensor(t, [n]),
-    a: new HostTensor(a, [n, 1, 1, 1]),
-    s: new HostTensor(s, [n, 1, 1, 1]),
+    a: new HostTensor(a, per),
+    s: new HostTensor(s, per),
+    tx: new HostTensor(tx, per),
+    te: new HostTensor(te, per),
     w: new HostTensor(w, [n]),
   };
-  if (obj.numClassEmbeds !== null) {
-    const nullClass = BigInt(obj.numClassEmbeds - 1);
+  if (obj.nullLabel !== null) {
+    const nullLabel = BigInt(obj.nullLabel);
     const y = new BigInt64Array(n);
     for (let i = 0; i < n; i++) {
       const dropped = rng.nextUniform() < obj.condDropout;
-      y[i] = dropped || !labels ? nullClass : labels.data[i]!;
+      y[i] = dropped || !labels ? nullLabel : labels.data[i]!;
     }
-    feeds["labels"] = new HostTensor(y, [n]);
+    feeds["cond.class_labels"] = new HostTensor(y, [n]);
   }
   return feeds;
 }

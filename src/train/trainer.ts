@@ -15,13 +15,15 @@ import type { Prediction } from "../diffusion/parameterization.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
-import { classConditioning, initUNet, resolveUNetConfig, UNet2DModel } from "../models/unet/index.ts";
+import { modelFromParams } from "../models/load.ts";
+import { type BoundDenoiser, resolveDenoiser } from "../models/registry.ts";
 import { generate } from "../pipelines/generate.ts";
 import { savePipeline } from "../pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
 import { Scheduler } from "../samplers/scheduler.ts";
 import type { HostTensor } from "../tensor/host.ts";
+import { initParams } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
@@ -70,15 +72,20 @@ function loadData(cfg: TrainConfig): ImageDataset {
   return loadImageFolder(cfg.data.path!, { size: cfg.data.size, channels: cfg.data.channels as 1 | 3 });
 }
 
-function objectiveOf(cfg: TrainConfig): { obj: Objective; scheduler: Scheduler } {
+function objectiveOf(cfg: TrainConfig, model: BoundDenoiser): { obj: Objective; scheduler: Scheduler } {
   const scheduler = Scheduler.fromConfig(cfg.scheduler);
   const flow = scheduler.alphasCumprod === null;
   const pt = String(cfg.scheduler["prediction_type"] ?? (flow ? "flow_prediction" : "epsilon"));
   const prediction = flow ? "flow" : PRED[pt];
   if (!prediction)
     throw new Error(`scheduler.prediction_type "${pt}" is not one of epsilon, v_prediction, sample`);
-  const ucfg = resolveUNetConfig(cfg.model);
   const t = cfg.training;
+  const spec = model.conditioning;
+  if (spec.kind === "class" && spec.nullLabel === null) {
+    throw new Error(
+      `${model.className} takes class labels that are not a class table (class_embed_type); diffuse trains class tables only`,
+    );
+  }
   const weighting =
     t.loss_weighting === "min-snr"
       ? { kind: "min-snr" as const, gamma: t.snr_gamma }
@@ -94,7 +101,7 @@ function objectiveOf(cfg: TrainConfig): { obj: Objective; scheduler: Scheduler }
       t.timestep_sampling === "logit-normal"
         ? { kind: "logit-normal", mean: t.logit_mean, std: t.logit_std }
         : { kind: "uniform" },
-    numClassEmbeds: classConditioning(ucfg) === "table" ? ucfg.numClassEmbeds : null,
+    nullLabel: spec.kind === "class" ? spec.nullLabel : null,
     condDropout: t.cond_dropout,
   };
   return { obj, scheduler };
@@ -114,7 +121,7 @@ async function writeSamples(
   scheduler: Scheduler,
   numClasses: number | null,
 ): Promise<string> {
-  const unet = UNet2DModel.fromParams(
+  const model = modelFromParams(
     cfg.model,
     new Map(state.ema ?? state.params),
     cfg.training.threads ? { session: { threads: cfg.training.threads } } : {},
@@ -122,14 +129,14 @@ async function writeSamples(
   const labels = numClasses ? Array.from({ length: 2 * numClasses }, (_, i) => i % numClasses) : 16;
   // preview grids use DPM-Solver++ (good in few steps) with the run's training schedule
   const preview = schedulerFor({ name: scheduler.alphasCumprod ? "dpm++2m" : "flow-euler" }, cfg.scheduler);
-  const images = await generate(unet, preview, {
+  const images = await generate(model, preview, {
     labels,
     numClasses,
     steps: cfg.output.sample_steps,
     guidance: numClasses ? cfg.output.sample_guidance : 1,
     seed: cfg.training.seed,
     size: cfg.data.size,
-  }).finally(() => unet.dispose());
+  }).finally(() => model.dispose());
   const path = join(runDir, "samples", `step-${String(state.step).padStart(6, "0")}.png`);
   mkdirSync(join(runDir, "samples"), { recursive: true });
   const grid = makeGrid(images, { nrow: numClasses ?? 8 });
@@ -170,26 +177,34 @@ export async function trainRun(
     for (const f of ["checkpoint", "samples", "metrics.jsonl", "model"])
       rmSync(join(runDir, f), { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
-  const ucfg = resolveUNetConfig(cfg.model);
-  const { obj, scheduler } = objectiveOf(cfg);
-  const numClasses = obj.numClassEmbeds !== null ? obj.numClassEmbeds - 1 : null;
+  const model = resolveDenoiser(cfg.model);
+  const { obj, scheduler } = objectiveOf(cfg, model);
+  const spec = model.conditioning;
+  const numClasses = spec.kind === "class" ? spec.numClasses : null;
   const data = loadData(cfg);
-  if (data.channels !== ucfg.inChannels) {
-    throw new Error(`the data has ${data.channels} channels but model.in_channels is ${ucfg.inChannels}`);
+  if (data.channels !== model.geometry.inChannels) {
+    throw new Error(
+      `the data has ${data.channels} channels but model.in_channels is ${model.geometry.inChannels}`,
+    );
+  }
+  if (cfg.data.size % model.geometry.multipleOf !== 0) {
+    throw new Error(
+      `data.size ${cfg.data.size} is not a multiple of ${model.geometry.multipleOf}, as this ${model.className} needs`,
+    );
   }
   if (numClasses !== null && data.labels) {
     for (const l of data.labels) {
       if (l >= numClasses)
         throw new Error(
-          `the data has class ${l} but the model has ${numClasses} classes (num_class_embeds ${numClasses + 1}, the last is "no class")`,
+          `the data has class ${l} but the ${model.className} has ${numClasses} classes (labels 0..${numClasses - 1}; ${obj.nullLabel} is "no class")`,
         );
     }
   }
   const t = cfg.training;
   const session = t.threads ? { threads: t.threads } : {};
   const trainStep = await compileTrainStep(
-    diffusionLoss(cfg.model, obj.prediction),
-    batchSpecs(cfg.model, t.batch_size, cfg.data.size),
+    diffusionLoss(model),
+    batchSpecs(model, t.batch_size, cfg.data.size),
     {
       adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
       ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
@@ -198,7 +213,7 @@ export async function trainRun(
   );
   const seed = new Rng(t.seed);
   const resumed = args.overwrite ? null : loadCheckpoint(runDir, cfg);
-  const state = resumed ?? trainStep.initState(initUNet(ucfg, seed.fold("init")));
+  const state = resumed ?? trainStep.initState(initParams(model.paramSpecs(), seed.fold("init")));
   writeJsonAtomic(join(runDir, "config.json"), cfg);
   const metricsPath = join(runDir, "metrics.jsonl");
   trimMetrics(metricsPath, state.step);
@@ -214,8 +229,8 @@ export async function trainRun(
   const exportModel = async () => {
     await trainStep.sync(state); // (after steps on a GPU, the weights come back from it)
     const modelDir = join(runDir, "model");
-    const unet = UNet2DModel.fromParams(cfg.model, new Map(state.ema ?? state.params));
-    await savePipeline(modelDir, unet, cfg.scheduler, {
+    const exported = modelFromParams(cfg.model, new Map(state.ema ?? state.params));
+    await savePipeline(modelDir, exported, cfg.scheduler, {
       numClasses,
       dataset: cfg.data.dataset,
       trainedSteps: state.step,

@@ -152,7 +152,7 @@ export class Catalog {
     if (hit && hit.stamp === stamp) return hit.info.then((m) => ({ ...m, id }));
     const info = (async (): Promise<ModelInfo> => {
       const pipe = await loadPipeline(dir);
-      const cfg = pipe.unet.typedConfig;
+      const geo = pipe.denoiser.bound.geometry;
       const schedulers = SCHEDULER_NAMES.filter((name) => {
         try {
           schedulerFor({ name }, pipe.schedulerConfig);
@@ -161,7 +161,7 @@ export class Catalog {
           return false;
         }
       });
-      const sampleSize = typeof cfg.sampleSize === "number" ? cfg.sampleSize : (cfg.sampleSize?.[0] ?? 32);
+      const sampleSize = geo.sampleSize ?? 32;
       const trained = pipe.info["trainedSteps"];
       return {
         id,
@@ -169,9 +169,9 @@ export class Catalog {
         dir,
         stamp,
         numClasses: pipe.info.numClasses,
-        channels: cfg.inChannels,
+        channels: geo.inChannels,
         sampleSize,
-        sizeMultiple: 2 ** (cfg.blockOutChannels.length - 1),
+        sizeMultiple: geo.multipleOf,
         schedulerClass: String(pipe.schedulerConfig["_class_name"] ?? "DDPMScheduler"),
         schedulers,
         defaultScheduler: schedulers.includes("dpm++2m") ? "dpm++2m" : (schedulers[0] ?? "ddpm"),

@@ -30,7 +30,7 @@ function modelFor(spec: SampleSpec): Promise<LoadedPipeline> {
     // jobs run one at a time, so an evicted model is idle: release its sessions now
     const evict = (k: string) => {
       models.get(k)?.then(
-        (p) => p.unet.dispose(),
+        (p) => p.denoiser.dispose(),
         () => {},
       );
       models.delete(k);
@@ -58,7 +58,7 @@ async function runJob(
   const every = Math.max(1, Math.ceil(spec.steps / MAX_FRAMES));
   const frames: Raster[] = [];
   post({ kind: "start", id });
-  const images = await generate(pipe.unet, scheduler, {
+  const images = await generate(pipe.denoiser, scheduler, {
     labels: spec.labels ?? spec.count,
     numClasses: spec.numClasses,
     steps: spec.steps,

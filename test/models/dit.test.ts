@@ -90,7 +90,7 @@ const TINY = {
 
 test("dit: a fresh model is adaLN-Zero (outputs exactly 0); save → load gives identical outputs", async () => {
   const fresh = DiTTransformer2DModel.fromConfig(TINY, { seed: 1 });
-  const x = new HostTensor(new Rng(2).normal(2 * 64), [2, 1, 8, 8]);
+  const x = new HostTensor<"float32">(new Rng(2).normal(2 * 64), [2, 1, 8, 8]);
   const y0 = await fresh.forward(x, [10, 500], { classLabels: [0, 3] });
   assert.ok(y0.toArray().every((v) => v === 0));
   assert.ok(
@@ -129,12 +129,12 @@ test("dit: bad configs, folders and inputs are answered clearly", async () => {
     /"_class_name" is "UNet2DModel"/,
   );
   const m = DiTTransformer2DModel.fromConfig(TINY);
-  const x = new HostTensor(new Float32Array(64), [1, 1, 8, 8]);
+  const x = new HostTensor<"float32">(new Float32Array(64), [1, 1, 8, 8]);
   await assert.rejects(m.forward(x, 1), /DiT is class-conditional; pass \{ classLabels \}/);
   await assert.rejects(m.forward(x, 1, { classLabels: [4] }), /class label 4 is outside 0\.\.3/);
   await assert.rejects(m.forward(x, [1, 2, 3], { classLabels: [0] }), /3 timesteps for a batch of 1/);
   await assert.rejects(
-    m.forward(new HostTensor(new Float32Array(128), [1, 2, 8, 8]), 1, { classLabels: [0] }),
+    m.forward(new HostTensor<"float32">(new Float32Array(128), [1, 2, 8, 8]), 1, { classLabels: [0] }),
     /sample must be \[N, 1, H, W\] \(this model's in_channels\), got \[1, 2, 8, 8\]/,
   );
   const bad = join(tmp, "bad");

@@ -76,7 +76,7 @@ test(`${STEPS} training steps lower the loss; the samples show the requested dig
 
   const pipe = await loadPipeline(out);
   const labels = Array.from({ length: 100 }, (_, i) => i % 10);
-  const images = await generate(pipe.unet, schedulerFor({ name: "ddim" }, pipe.schedulerConfig), {
+  const images = await generate(pipe.denoiser, schedulerFor({ name: "ddim" }, pipe.schedulerConfig), {
     labels,
     numClasses: pipe.info.numClasses,
     steps: 20,

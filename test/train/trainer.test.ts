@@ -117,7 +117,7 @@ test("training.timestep_sampling decides the noise levels a batch is drawn at", 
     alphasCumprod: Float32Array.from({ length: 1000 }, (_, i) => 1 - (i + 1) / 1001),
     numTrainTimesteps: 1000,
     weighting: { kind: "uniform" as const },
-    numClassEmbeds: null,
+    nullLabel: null,
     condDropout: 0,
   };
   const x0 = new HostTensor<"float32">(new Float32Array(4000 * 4), [4000, 1, 2, 2]);

@@ -51,11 +51,20 @@ export class ParamScope {
     readonly graph: Graph,
     private readonly prefix: string,
     private readonly registry: Map<string, { spec: ParamSpec; tensor: Tensor }>,
+    /** Every parameter takes its value from here (a graph for fixed weights). */
     private readonly values?: Params,
+    /** These parameters take their value from here; the others are trainable graph inputs. */
+    private readonly frozenValues?: Params,
+    private readonly frozenRegistry: Map<string, ParamSpec> = new Map(),
   ) {}
 
-  static root(graph: Graph): ParamScope {
-    return new ParamScope(graph, "", new Map());
+  /**
+   * A root scope: every parameter is a graph input (trainable), except those given in `frozen`, which
+   * are embedded as constants — the frozen base of a fine-tune (LoRA, ControlNet), selected by name
+   * with `partitionParams`.
+   */
+  static root(graph: Graph, opts: { frozen?: Params } = {}): ParamScope {
+    return new ParamScope(graph, "", new Map(), undefined, opts.frozen);
   }
 
   /** A root scope whose parameters are the given values, embedded in the graph as constants. */
@@ -65,7 +74,14 @@ export class ParamScope {
 
   /** A scope whose parameter names start with `name.`. */
   sub(name: string | number): ParamScope {
-    return new ParamScope(this.graph, `${this.prefix}${name}.`, this.registry, this.values);
+    return new ParamScope(
+      this.graph,
+      `${this.prefix}${name}.`,
+      this.registry,
+      this.values,
+      this.frozenValues,
+      this.frozenRegistry,
+    );
   }
 
   /** The parameter `name` (declared on first use; later uses must agree on the shape). */
@@ -80,6 +96,15 @@ export class ParamScope {
       }
       return seen.tensor;
     }
+    const frozen = this.frozenValues?.get(full);
+    if (frozen) {
+      if (!sameShape(frozen.shape, shape))
+        throw new Error(`frozen parameter ${full} is ${formatShape(shape)}, its value ${formatShape(frozen.shape)}`);
+      const tensor = this.graph.constant(frozen);
+      this.frozenRegistry.set(full, { name: full, shape: [...shape], init: how });
+      this.registry.set(full, { spec: { name: full, shape: [...shape], init: how }, tensor });
+      return tensor;
+    }
     let tensor: Tensor;
     if (this.values) {
       const v = this.values.get(full);
@@ -92,15 +117,39 @@ export class ParamScope {
     return tensor;
   }
 
-  /** Every parameter declared so far, in declaration order. */
+  /** Every (trainable) parameter declared so far, in declaration order; frozen ones are not listed. */
   get specs(): ParamSpec[] {
-    return [...this.registry.values()].map((r) => r.spec);
+    return [...this.registry.values()].filter((r) => !this.frozenRegistry.has(r.spec.name)).map((r) => r.spec);
   }
 
-  /** The graph inputs of the parameters, in declaration order. */
+  /** The graph inputs of the (trainable) parameters, in declaration order. */
   get tensors(): Tensor[] {
-    return [...this.registry.values()].map((r) => r.tensor);
+    return [...this.registry.values()].filter((r) => !this.frozenRegistry.has(r.spec.name)).map((r) => r.tensor);
   }
+
+  /** The frozen parameters used so far (embedded as constants), in declaration order. */
+  get frozenSpecs(): ParamSpec[] {
+    return [...this.frozenRegistry.values()];
+  }
+}
+
+/**
+ * Splits parameters into trainable and frozen by name: `trainable` is a predicate, a name prefix, or a
+ * regular expression (e.g. /\.lora_/ for LoRA adapters, "controlnet." for a ControlNet beside a frozen U-Net).
+ */
+export function partitionParams(
+  params: Params,
+  trainable: ((name: string) => boolean) | string | RegExp,
+): { trainable: Params; frozen: Params } {
+  const pick =
+    typeof trainable === "function"
+      ? trainable
+      : typeof trainable === "string"
+        ? (n: string) => n.startsWith(trainable)
+        : (n: string) => trainable.test(n);
+  const out = { trainable: new Map(), frozen: new Map() } as { trainable: Params; frozen: Params };
+  for (const [k, v] of params) (pick(k) ? out.trainable : out.frozen).set(k, v);
+  return out;
 }
 
 /** Draws initial values. Each parameter uses its own stream `rng.fold(name)`, so adding one leaves the others. */

@@ -37,6 +37,11 @@ export interface TrainStepOptions {
   /** Keep an EMA of the weights (default true). */
   ema?: boolean;
   session?: SessionOptions;
+  /**
+   * Parameters that are not trained: embedded in the step's graph as constants, with no gradient,
+   * moments or EMA (a fine-tune's frozen base; split with `partitionParams`).
+   */
+  frozen?: Params;
 }
 
 /** Optimizer state: the step count, AdamW moments and (optionally) the EMA weights. */
@@ -223,7 +228,7 @@ export async function compileTrainStep(
   const bc2 = graph.input("bc2", []);
   const emaDecay = hasEma ? graph.input("ema_decay", []) : null;
 
-  const scope = ParamScope.root(graph);
+  const scope = ParamScope.root(graph, opts.frozen ? { frozen: opts.frozen } : {});
   const res = lossFn(scope, batch);
   const loss = res instanceof Object && "loss" in res ? res.loss : (res as Tensor);
   const metrics = res instanceof Object && "loss" in res ? (res.metrics ?? {}) : {};

@@ -149,3 +149,32 @@ test("on the CPU provider the state stays on the host: sync changes nothing, dev
   assert.ok(Math.abs(w[0]! + 0.1) < 1e-6 && Math.abs(w[1]! - 0.1) < 1e-6);
   step.dispose();
 });
+
+test("frozen parameters are constants of the step: untouched, no moments, and the rest still learns", async () => {
+  const { partitionParams } = await import("../../src/tensor/params.ts");
+  const lossFn = (scope: ParamScope, b: Readonly<Record<string, Tensor>>) =>
+    mse(linear(scope.sub("head"), silu(linear(scope.sub("base"), b["x"]!, 8)), 1), b["y"]!);
+  const specs = paramSpecsOf((s, g) => lossFn(s, { x: g.input("x", [16, 4]), y: g.input("y", [16, 1]) }));
+  const all = initParams(specs, new Rng(0));
+  const { trainable, frozen } = partitionParams(all, "head.");
+  assert.deepEqual([...trainable.keys()], ["head.weight", "head.bias"]);
+  assert.deepEqual([...frozen.keys()], ["base.weight", "base.bias"]);
+  assert.deepEqual([...partitionParams(all, /bias$/).trainable.keys()], ["base.bias", "head.bias"]);
+  const step = await compileTrainStep(lossFn, { x: { shape: [16, 4] }, y: { shape: [16, 1] } }, { frozen });
+  assert.deepEqual(
+    step.specs.map((s) => s.name),
+    ["head.weight", "head.bias"],
+  );
+  const head0 = Float32Array.from(trainable.get("head.weight")!.data);
+  const state = step.initState(trainable);
+  assert.deepEqual([...state.m.keys()], ["head.weight", "head.bias"]);
+  const rng = new Rng(1);
+  const x = new HostTensor(rng.normal(64), [16, 4]);
+  const y = new HostTensor(rng.normal(16), [16, 1]);
+  const first = (await step.step(state, { x, y }, 0.05, 0)).loss;
+  let last = first;
+  for (let i = 0; i < 40; i++) last = (await step.step(state, { x, y }, 0.05, 0)).loss;
+  assert.ok(last < first * 0.9, `loss ${first} → ${last}`);
+  assert.ok(!state.params.has("base.weight"));
+  assert.notDeepEqual(Float32Array.from(state.params.get("head.weight")!.data), head0);
+});

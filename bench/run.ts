@@ -11,6 +11,10 @@ const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
   engine: { file: "./engine.ts", what: "conv / matmul / attention / group norm vs PyTorch eager" },
   "conv-grad": { file: "./conv-grad.ts", what: "each convolution-gradient strategy per U-Net shape" },
   mnist: { file: "./mnist.ts", what: "MNIST U-Net train step, CFG sampling and peak RSS vs PyTorch" },
+  dit: {
+    file: "./dit.ts",
+    what: "DiT (DiT-S width, 32×32) train step, CFG sampling and peak RSS vs diffusers",
+  },
   gpu: { file: "./gpu.ts", what: "MNIST U-Net on a GPU provider (WebGPU/CUDA) vs the CPU and PyTorch CUDA" },
   toy2d: { file: "./toy2d.ts", what: "2-D toy data: each sampler's sliced Wasserstein to the data" },
 };

@@ -10,12 +10,55 @@ import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { generate } from "../pipelines/generate.ts";
+import {
+  CLASS_GUIDANCE,
+  checkSamplingOptions,
+  parametersText,
+  SAMPLING_OPTIONS,
+  type SamplingField,
+  SamplingOptionError,
+  type SamplingOptions,
+  samplingDefaults,
+} from "../pipelines/options.ts";
 import { loadPipeline } from "../pipelines/pipeline-dir.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { readConfigFile } from "../train/config.ts";
-import { bool, num, parseFlags, str, UsageError } from "./args.ts";
+import { bool, num, type Parsed, parseFlags, str, UsageError } from "./args.ts";
 import { Progress } from "./progress.ts";
+
+/** "from 1 to 1000" for an option of the schema. */
+function range(field: SamplingField): string {
+  const r = SAMPLING_OPTIONS[field];
+  return r.kind === "number" ? `from ${r.min} to ${r.max}` : "";
+}
+
+/** The flag that sets each sampling option. */
+const FLAG: Record<SamplingField, string> = {
+  scheduler: "scheduler",
+  karras: "karras",
+  steps: "steps",
+  guidance: "guidance",
+  guidanceRescale: "guidance-rescale",
+  eta: "eta",
+  seed: "seed",
+};
+
+/** The sampling options given as flags, as values of their type (text that is no number stays text, and is refused as such). */
+function givenOptions(p: Parsed): Partial<Record<SamplingField, unknown>> {
+  const out: Partial<Record<SamplingField, unknown>> = {};
+  for (const field of Object.keys(FLAG) as SamplingField[]) {
+    const rule = SAMPLING_OPTIONS[field];
+    if (rule.kind === "flag") {
+      if (bool(p, FLAG[field])) out[field] = true;
+      continue;
+    }
+    const s = str(p, FLAG[field]);
+    if (s === undefined) continue;
+    out[field] = rule.kind === "number" && s.trim() !== "" && Number.isFinite(Number(s)) ? Number(s) : s;
+  }
+  return out;
+}
 
 const HELP = `usage: diffuse sample [--model DIR|mnist] [flags]
 
@@ -23,16 +66,17 @@ Generates images and writes DIR/grid.png and DIR/samples.safetensors.
 
 flags:
   --model DIR|NAME         a model folder (a run's model/, a diffusers pipeline or UNet folder) or a bundled model (default: mnist)
-  --scheduler NAME         ${SCHEDULER_NAMES.join(", ")}, or a diffusers class name (default: dpm++2m)
+  --scheduler NAME         ${SCHEDULER_NAMES.join(", ")}, or a diffusers class name (default: the model's recommendation, else dpm++2m; flow-euler for a flow-matching model)
   --karras                 Karras sigmas (DPM-Solver++, Euler, Heun)
   --scheduler-config FILE  a diffusers scheduler_config.json instead of --scheduler
-  --steps N                sampling steps (default 20)
-  --guidance W             classifier-free guidance scale (default 3; 1 = no guidance)
-  --guidance-rescale PHI   guidance rescale in [0, 1] (default 0)
-  --eta X                  DDIM's eta (default 0)
+  --steps N                sampling steps, ${range("steps")} (default: the model's recommendation, else 20)
+  --guidance W             classifier-free guidance scale, ${range("guidance")}; 1 = no guidance (default: the model's
+                           recommendation, else ${CLASS_GUIDANCE} for a class-conditional model, 1 for an unconditional one)
+  --guidance-rescale PHI   guidance rescale, ${range("guidanceRescale")} (default 0)
+  --eta X                  DDIM's eta, ${range("eta")} (default 0)
   --labels L               comma-separated class labels, or "all" (default all)
   --per-label N            images per label (default 8 with "all", else 1)
-  --seed N                 seed (default 0)
+  --seed N                 seed, ${range("seed")} (default 0)
   --batch N                images per forward pass (default 64)
   --out DIR                output folder (default out/)
 `;
@@ -74,17 +118,23 @@ export async function run(argv: readonly string[]): Promise<void> {
     return;
   }
   if (p.positionals.length) throw new UsageError(`unexpected argument "${p.positionals[0]}"`);
-  const steps = num(p, "steps", { min: 1, max: 1000, integer: true }) ?? 20;
-  const guidance = num(p, "guidance", { min: 0, max: 50 }) ?? 3;
-  const rescale = num(p, "guidance-rescale", { min: 0, max: 1 }) ?? 0;
-  const eta = num(p, "eta", { min: 0, max: 1 }) ?? 0;
-  const seed = num(p, "seed", { min: 0, integer: true }) ?? 0;
+  // the flags are checked before the model loads; its recommendations fill in the rest
+  let given: Partial<SamplingOptions>;
+  try {
+    given = checkSamplingOptions(givenOptions(p));
+  } catch (e) {
+    if (e instanceof SamplingOptionError)
+      throw new UsageError(`--${FLAG[e.field as SamplingField]}: ${e.message}`);
+    throw e;
+  }
   const batch = num(p, "batch", { min: 1, max: 4096, integer: true }) ?? 64;
   const outDir = str(p, "out") ?? "out";
   if (str(p, "scheduler") && str(p, "scheduler-config"))
     throw new UsageError("pass --scheduler or --scheduler-config, not both");
 
   const pipe = await loadPipeline(str(p, "model") ?? "mnist");
+  const opts: SamplingOptions = { ...samplingDefaults(pipe), ...given };
+  const { steps } = opts;
   const labelsFlag = str(p, "labels") ?? "all";
   const classes = parseLabels(labelsFlag, pipe.info.numClasses);
   const perLabel =
@@ -92,10 +142,7 @@ export async function run(argv: readonly string[]): Promise<void> {
   const cfgPath = str(p, "scheduler-config");
   const scheduler = cfgPath
     ? schedulerFor({ config: readConfigFile(cfgPath) }, pipe.schedulerConfig)
-    : schedulerFor(
-        { name: str(p, "scheduler") ?? "dpm++2m", karras: bool(p, "karras") },
-        pipe.schedulerConfig,
-      );
+    : schedulerFor({ name: opts.scheduler, karras: opts.karras }, pipe.schedulerConfig);
 
   // per-label images laid out label-major within each row: with "all", a row per sample index
   const labels: number[] | null = classes ? Array.from({ length: perLabel }, () => classes).flat() : null;
@@ -114,10 +161,10 @@ export async function run(argv: readonly string[]): Promise<void> {
       labels: labels ? labels.slice(lo, hi) : hi - lo,
       numClasses: pipe.info.numClasses,
       steps,
-      guidance,
-      guidanceRescale: rescale,
-      eta,
-      seed: seed + k,
+      guidance: opts.guidance,
+      guidanceRescale: opts.guidanceRescale,
+      eta: opts.eta,
+      seed: opts.seed + k,
       size,
       onStep: ({ i }) => {
         const done = k * steps + i + 1;
@@ -133,16 +180,11 @@ export async function run(argv: readonly string[]): Promise<void> {
   progress.done();
   const images = new HostTensor<"float32">(all, [total, c, size, size]);
   mkdirSync(outDir, { recursive: true });
-  const params = [
-    `model: ${pipe.dir}`,
-    `scheduler: ${String(scheduler.config.className)}${bool(p, "karras") ? " (karras)" : ""}`,
-    `steps: ${steps}`,
-    `guidance: ${guidance}`,
-    `guidance_rescale: ${rescale}`,
-    `seed: ${seed}`,
-    `labels: ${classes ? classes.join(",") : "none"}`,
-    `per_label: ${perLabel}`,
-  ].join(", ");
+  const params = parametersText(
+    // a --scheduler-config file is named by its class (the file's other settings are not in the text)
+    cfgPath ? { ...opts, scheduler: `${String(scheduler.config.className)} (${cfgPath})` } : opts,
+    { model: pipe.dir, labels: classes, extra: { per_label: perLabel } },
+  );
   const grid = makeGrid(images, { nrow: classes ? classes.length : 8 });
   writeFileAtomic(
     join(outDir, "grid.png"),

@@ -64,8 +64,8 @@ export function schedulerFor(
   if (modelIsFlow !== wantsFlow && !dpmOnFlow) {
     throw new Error(
       modelIsFlow
-        ? `this model was trained with flow matching; use --scheduler flow-euler, dpm++2m or dpm++2m-sde, not ${choice.name}`
-        : `--scheduler ${choice.name} needs a flow-matching model; this one was trained as ${String(modelConfig["_class_name"])}`,
+        ? `this model was trained with flow matching; use the scheduler flow-euler, dpm++2m or dpm++2m-sde, not ${choice.name}`
+        : `the scheduler ${choice.name} needs a flow-matching model; this one was trained as ${String(modelConfig["_class_name"])}`,
     );
   }
   const cfg: Record<string, unknown> = { _class_name: short.className, ...short.extra };
@@ -82,10 +82,10 @@ export function schedulerFor(
         short.className,
       )
     ) {
-      throw new Error(`--karras applies to dpm++2m, dpm++2m-sde, euler and heun, not ${choice.name}`);
+      throw new Error(`Karras sigmas apply to dpm++2m, dpm++2m-sde, euler and heun, not ${choice.name}`);
     }
     if (dpmOnFlow)
-      throw new Error("--karras does not apply to a flow-matching model (it samples on flow sigmas)");
+      throw new Error("Karras sigmas do not apply to a flow-matching model (it samples on flow sigmas)");
     cfg["use_karras_sigmas"] = true;
   }
   return Scheduler.fromConfig(cfg);

@@ -18,6 +18,7 @@ import { encodePng } from "../io/png.ts";
 import { modelFromParams } from "../models/load.ts";
 import { type BoundDenoiser, resolveDenoiser } from "../models/registry.ts";
 import { generate } from "../pipelines/generate.ts";
+import { parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import { savePipeline } from "../pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
@@ -127,14 +128,23 @@ async function writeSamples(
     cfg.training.threads ? { session: { threads: cfg.training.threads } } : {},
   );
   const labels = numClasses ? Array.from({ length: 2 * numClasses }, (_, i) => i % numClasses) : 16;
-  // preview grids use DPM-Solver++ (good in few steps) with the run's training schedule
-  const preview = schedulerFor({ name: scheduler.alphasCumprod ? "dpm++2m" : "flow-euler" }, cfg.scheduler);
+  // preview grids use DPM-Solver++ (good in few steps; flow-Euler for rectified flow) with the run's training schedule
+  const opts: SamplingOptions = {
+    scheduler: scheduler.alphasCumprod ? "dpm++2m" : "flow-euler",
+    karras: false,
+    steps: cfg.output.sample_steps,
+    guidance: numClasses ? cfg.output.sample_guidance : 1,
+    guidanceRescale: 0,
+    eta: 0,
+    seed: cfg.training.seed,
+  };
+  const preview = schedulerFor({ name: opts.scheduler }, cfg.scheduler);
   const images = await generate(model, preview, {
     labels,
     numClasses,
-    steps: cfg.output.sample_steps,
-    guidance: numClasses ? cfg.output.sample_guidance : 1,
-    seed: cfg.training.seed,
+    steps: opts.steps,
+    guidance: opts.guidance,
+    seed: opts.seed,
     size: cfg.data.size,
   }).finally(() => model.dispose());
   const path = join(runDir, "samples", `step-${String(state.step).padStart(6, "0")}.png`);
@@ -144,7 +154,11 @@ async function writeSamples(
     path,
     encodePng(grid, {
       text: {
-        parameters: `step ${state.step}, ${cfg.output.sample_steps} steps, guidance ${cfg.output.sample_guidance}, seed ${cfg.training.seed}`,
+        parameters: parametersText(opts, {
+          step: state.step,
+          labels: numClasses ? "all" : null,
+          extra: { count: Array.isArray(labels) ? labels.length : labels, size: cfg.data.size },
+        }),
       },
     }),
   );

@@ -6,6 +6,7 @@
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { type SamplingOptions, samplingDefaults } from "../pipelines/options.ts";
 import { bundledModels, loadPipeline, resolveModelDir } from "../pipelines/pipeline-dir.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
 
@@ -23,9 +24,10 @@ export interface ModelInfo {
   sizeMultiple: number;
   /** The model's own scheduler class (its training schedule). */
   schedulerClass: string;
-  /** Sampler short names this model can use (flow-matching models take flow-euler only). */
+  /** Sampler short names this model can use (a flow-matching model takes flow-euler, dpm++2m and dpm++2m-sde). */
   schedulers: string[];
-  defaultScheduler: string;
+  /** The options the page starts from: the model's recommended scheduler, steps and guidance, else diffuse's defaults. */
+  defaults: SamplingOptions;
   dataset: string | null;
   trainedSteps: number | null;
 }
@@ -174,7 +176,7 @@ export class Catalog {
         sizeMultiple: geo.multipleOf,
         schedulerClass: String(pipe.schedulerConfig["_class_name"] ?? "DDPMScheduler"),
         schedulers,
-        defaultScheduler: schedulers.includes("dpm++2m") ? "dpm++2m" : (schedulers[0] ?? "ddpm"),
+        defaults: samplingDefaults(pipe),
         dataset: typeof pipe.info.dataset === "string" ? pipe.info.dataset : null,
         trainedSteps: typeof trained === "number" ? trained : null,
       };

@@ -5,18 +5,13 @@
  * in the worker so the server's thread only forwards them.
  */
 
-/** A validated generation request, resolved against a model folder. */
-export interface SampleSpec {
+import type { SamplingOptions } from "../pipelines/options.ts";
+
+/** A validated generation request (its sampling options checked by the one schema), resolved against a model folder. */
+export interface SampleSpec extends SamplingOptions {
   /** The model folder and a stamp of its files (a training run re-exports its model: a new stamp reloads it). */
   dir: string;
   stamp: string;
-  scheduler: string;
-  karras: boolean;
-  steps: number;
-  guidance: number;
-  guidanceRescale: number;
-  eta: number;
-  seed: number;
   /** One label per image, or null for an unconditional model (then `count` images). */
   labels: number[] | null;
   count: number;

@@ -1,37 +1,44 @@
 /**
  * Validation of generation requests: every field checked for type and range, unknown fields and
  * unknown models or samplers refused, each error naming the field, the bad value and what is allowed
- * (answered as 400). A valid request becomes the worker's SampleSpec plus the parameters echoed
+ * (answered as 400). The sampling options go through the one schema (pipelines/options.ts: the
+ * CLI's ranges and messages, word for word) and start from the model's recommended settings; count
+ * and size through the studio's resource limits. A valid request becomes the worker's SampleSpec plus the parameters echoed
  * back to the page and written into the PNG.
  */
-import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
+import {
+  checkNumber,
+  checkSamplingOptions,
+  parametersText,
+  SAMPLING_OPTIONS,
+  type SamplingField,
+  type SamplingOptions,
+  STUDIO_LIMITS,
+} from "../pipelines/options.ts";
+import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { Catalog, ModelInfo } from "./catalog.ts";
 import { HttpError } from "./http.ts";
 import type { SampleSpec } from "./protocol.ts";
 
-/** Limits on what one request may ask for (the studio is interactive: these keep a job to seconds or minutes). */
+/**
+ * The ranges the page may offer (GET /api/info): the sampling options' own ranges, as the CLI has
+ * them, and the studio's resource limits on count and size.
+ */
 export const LIMITS = {
-  steps: { min: 1, max: 200 },
-  count: { min: 1, max: 64 },
-  guidance: { min: 0, max: 20 },
-  guidanceRescale: { min: 0, max: 1 },
-  eta: { min: 0, max: 1 },
-  seed: { min: 0, max: 2 ** 32 - 1 },
-  size: { min: 8, max: 128 },
+  steps: { min: SAMPLING_OPTIONS.steps.min, max: SAMPLING_OPTIONS.steps.max },
+  guidance: { min: SAMPLING_OPTIONS.guidance.min, max: SAMPLING_OPTIONS.guidance.max },
+  guidanceRescale: { min: SAMPLING_OPTIONS.guidanceRescale.min, max: SAMPLING_OPTIONS.guidanceRescale.max },
+  eta: { min: SAMPLING_OPTIONS.eta.min, max: SAMPLING_OPTIONS.eta.max },
+  seed: { min: SAMPLING_OPTIONS.seed.min, max: SAMPLING_OPTIONS.seed.max },
+  count: { min: STUDIO_LIMITS.count.min, max: STUDIO_LIMITS.count.max },
+  size: { min: STUDIO_LIMITS.size.min, max: STUDIO_LIMITS.size.max },
 } as const;
 
 /** The parameters of a generation, as the page sends them and the gallery keeps them. */
-export interface GenerateParams {
+export interface GenerateParams extends SamplingOptions {
   model: string;
   /** A class label, "all" (labels cycle through the classes), or null for an unconditional model. */
   label: number | "all" | null;
-  scheduler: string;
-  karras: boolean;
-  steps: number;
-  guidance: number;
-  guidanceRescale: number;
-  eta: number;
-  seed: number;
   count: number;
   size: number;
 }
@@ -53,26 +60,13 @@ const FIELDS = [
 
 const bad = (msg: string) => new HttpError(400, msg);
 
-function number(
-  body: Record<string, unknown>,
-  key: keyof typeof LIMITS,
-  fallback: number,
-  integer: boolean,
-): number {
-  const v = body[key];
-  if (v === undefined) return fallback;
-  const { min, max } = LIMITS[key];
-  const kind = integer ? "an integer" : "a number";
-  if (
-    typeof v !== "number" ||
-    !Number.isFinite(v) ||
-    (integer && !Number.isInteger(v)) ||
-    v < min ||
-    v > max
-  ) {
-    throw bad(`${key} must be ${kind} from ${min} to ${max}, got ${JSON.stringify(v)}`);
+/** Runs a check of the options schema, or the scheduler layer's; its message is the 400's, word for word. */
+function checked<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw bad((e as Error).message);
   }
-  return v;
 }
 
 /** Checks a request body against the catalog; throws HttpError(400) naming the first problem. */
@@ -128,24 +122,18 @@ export async function validateGenerate(
     );
   }
 
-  const scheduler = b["scheduler"] ?? model.defaultScheduler;
-  if (typeof scheduler !== "string") throw bad(`scheduler must be a name: ${SCHEDULER_NAMES.join(", ")}`);
-  const karras = b["karras"] ?? false;
-  if (typeof karras !== "boolean") throw bad(`karras must be true or false, got ${JSON.stringify(karras)}`);
+  // the same checks, ranges and messages as the CLI's; the model's recommendations fill in the rest
+  const given: Partial<Record<SamplingField, unknown>> = {};
+  for (const field of Object.keys(SAMPLING_OPTIONS) as SamplingField[]) given[field] = b[field];
+  const opts: SamplingOptions = { ...model.defaults, ...checked(() => checkSamplingOptions(given)) };
   // the scheduler layer knows which names exist and which fit this model; its errors say so
-  try {
-    schedulerFor({ name: scheduler, karras }, { _class_name: model.schedulerClass });
-  } catch (e) {
-    throw bad((e as Error).message.replace(/--(scheduler|karras)\b/g, "$1"));
-  }
-
-  const steps = number(b, "steps", 20, true);
-  const guidance = number(b, "guidance", model.numClasses === null ? 1 : 3, false);
-  const guidanceRescale = number(b, "guidanceRescale", 0, false);
-  const eta = number(b, "eta", 0, false);
-  const seed = number(b, "seed", 0, true);
-  const count = number(b, "count", model.numClasses ?? 16, true);
-  const size = number(b, "size", model.sampleSize, true);
+  checked(() =>
+    schedulerFor({ name: opts.scheduler, karras: opts.karras }, { _class_name: model.schedulerClass }),
+  );
+  const count = checked(() =>
+    checkNumber("count", STUDIO_LIMITS.count, b["count"] ?? model.numClasses ?? 16),
+  );
+  const size = checked(() => checkNumber("size", STUDIO_LIMITS.size, b["size"] ?? model.sampleSize));
   if (size % model.sizeMultiple !== 0) {
     throw bad(`size must be a multiple of ${model.sizeMultiple} for model "${model.id}", got ${size}`);
   }
@@ -155,41 +143,16 @@ export async function validateGenerate(
       ? null
       : Array.from({ length: count }, (_, i) => (label === "all" ? i % model.numClasses! : label));
   const nrow = label === "all" ? Math.min(count, model.numClasses!) : Math.min(count, 8);
-  const params: GenerateParams = {
+  const params: GenerateParams = { model: model.id, label, ...opts, count, size };
+  const parameters = parametersText(opts, {
     model: model.id,
-    label,
-    scheduler,
-    karras,
-    steps,
-    guidance,
-    guidanceRescale,
-    eta,
-    seed,
-    count,
-    size,
-  };
-  const parameters = [
-    `model: ${model.id}`,
-    `label: ${label ?? "none"}`,
-    `scheduler: ${scheduler}${karras ? " (karras)" : ""}`,
-    `steps: ${steps}`,
-    `guidance: ${guidance}`,
-    `guidance_rescale: ${guidanceRescale}`,
-    `eta: ${eta}`,
-    `seed: ${seed}`,
-    `count: ${count}`,
-    `size: ${size}`,
-  ].join(", ");
+    labels: label,
+    extra: { count, size },
+  });
   const spec: SampleSpec = {
     dir: model.dir,
     stamp: model.stamp,
-    scheduler,
-    karras,
-    steps,
-    guidance,
-    guidanceRescale,
-    eta,
-    seed,
+    ...opts,
     labels,
     count,
     numClasses: model.numClasses,

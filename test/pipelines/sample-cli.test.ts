@@ -45,9 +45,11 @@ test("writes grid.png with its parameters and samples.safetensors (F32 images in
     out,
   ]);
   const text = readPngText(readFileSync(join(out, "grid.png")));
-  assert.match(text["parameters"] ?? "", /scheduler: DDIMScheduler/);
+  assert.match(text["parameters"] ?? "", /labels: 3,7, scheduler: ddim/);
   assert.match(text["parameters"] ?? "", /steps: 3/);
   assert.match(text["parameters"] ?? "", /seed: 5/);
+  // no --guidance: the model's recommendation (assets/models/mnist/diffuse.json)
+  assert.match(text["parameters"] ?? "", /guidance: 1\.5,/);
   const st = readSafetensors(join(out, "samples.safetensors"));
   assert.equal(st.dtypes.get("images"), "F32");
   assert.equal(st.dtypes.get("labels"), "I64");
@@ -68,10 +70,21 @@ test("bad input is refused with a message that names it", async () => {
     sample(["--scheduler", "dpm-fast", "--out", out]),
     /unknown scheduler "dpm-fast"; use one of .*ddim/,
   );
-  await assert.rejects(sample(["--scheduler", "flow-euler", "--out", out]), /needs a flow-matching model/);
+  await assert.rejects(
+    sample(["--scheduler", "flow-euler", "--out", out]),
+    /the scheduler flow-euler needs a flow-matching model/,
+  );
   await assert.rejects(sample(["--model", join(dir, "nowhere"), "--out", out]), /nowhere/);
   await assert.rejects(sample(["--scheduler", "ddim", "--scheduler-config", "x.json"]), /not both/);
-  await assert.rejects(sample(["--steps", "0"]), /--steps/);
+  await assert.rejects(sample(["--steps", "0"]), /--steps: steps must be an integer from 1 to 1000, got 0$/);
+  await assert.rejects(
+    sample(["--guidance-rescale", "2"]),
+    /--guidance-rescale: guidance rescale must be a number from 0 to 1, got 2$/,
+  );
+  await assert.rejects(
+    sample(["--scheduler", "ddim", "--karras", "--out", out]),
+    /Karras sigmas apply to dpm\+\+2m, dpm\+\+2m-sde, euler and heun, not ddim/,
+  );
 });
 
 test("every short name maps to a diffusers class that shares the model's schedule and clipping", () => {
@@ -99,7 +112,10 @@ test("a flow-matching model samples with flow-euler or DPM-Solver++ on flow sigm
   assert.equal(schedulerFor({ name: "flow-euler" }, flow).className, "FlowMatchEulerDiscreteScheduler");
   assert.throws(
     () => schedulerFor({ name: "ddim" }, flow),
-    /trained with flow matching; use --scheduler flow-euler, dpm\+\+2m/,
+    /trained with flow matching; use the scheduler flow-euler, dpm\+\+2m or dpm\+\+2m-sde, not ddim/,
   );
-  assert.throws(() => schedulerFor({ name: "dpm++2m", karras: true }, flow), /--karras does not apply/);
+  assert.throws(
+    () => schedulerFor({ name: "dpm++2m", karras: true }, flow),
+    /Karras sigmas do not apply to a flow-matching model/,
+  );
 });

@@ -3,7 +3,7 @@
  * gallery, and the training view.
  *
  *   node --import tsx test/web/screenshots.ts --model DIR|NAME [--runs DIR] [--out docs]
- *     [--steps 40] [--seed 7] [--scheduler dpm++2m] [--guidance 3]
+ *     [--steps 40] [--seed 7] [--scheduler dpm++2m] [--guidance 1.5]
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -19,7 +19,7 @@ const { values } = parseArgs({
     steps: { type: "string", default: "40" },
     seed: { type: "string", default: "7" },
     scheduler: { type: "string", default: "dpm++2m" },
-    guidance: { type: "string", default: "3" },
+    guidance: { type: "string", default: "1.5" },
   },
 });
 const out = values.out!;

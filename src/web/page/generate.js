@@ -32,7 +32,8 @@ function onModelChange() {
   const sched = $("scheduler");
   const previous = sched.value;
   sched.replaceChildren(...m.schedulers.map((s) => new Option(s, s)));
-  sched.value = m.schedulers.includes(previous) ? previous : m.defaultScheduler;
+  const recommended = m.schedulers.includes(m.defaults.scheduler) ? m.defaults.scheduler : m.schedulers[0];
+  sched.value = m.schedulers.includes(previous) && m.id === shownModel ? previous : recommended;
   const bits = [
     m.dataset && `trained on ${m.dataset}`,
     m.trainedSteps && `${m.trainedSteps} steps`,
@@ -43,7 +44,14 @@ function onModelChange() {
   const size = $("size");
   size.step = String(m.sizeMultiple);
   size.min = String(Math.max(8, m.sizeMultiple));
-  if (m.id !== shownModel) size.value = String(m.sampleSize);
+  if (m.id !== shownModel) {
+    // a newly chosen model starts from its own recommended settings
+    size.value = String(m.sampleSize);
+    $("steps").value = String(m.defaults.steps);
+    $("guidance").value = String(m.defaults.guidance);
+    $("karras").checked = m.defaults.karras;
+    showSliders();
+  }
   shownModel = m.id;
 }
 

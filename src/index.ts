@@ -37,7 +37,15 @@ export { type DiffusersConfig, type UNet2DConfig, UNet2DModel, unetForward } fro
 export * as nn from "./nn/index.ts";
 export { emitOnnx } from "./onnx/emit.ts";
 export { type GenerateOptions, generate } from "./pipelines/generate.ts";
-export { loadPipeline, savePipeline } from "./pipelines/pipeline-dir.ts";
+export {
+  checkSamplingOption,
+  checkSamplingOptions,
+  parametersText,
+  SAMPLING_OPTIONS,
+  type SamplingOptions,
+  samplingDefaults,
+} from "./pipelines/options.ts";
+export { type LoadedPipeline, loadPipeline, savePipeline } from "./pipelines/pipeline-dir.ts";
 export { SCHEDULER_NAMES, schedulerFor } from "./pipelines/scheduler-names.ts";
 export { compile, compileGraph, evaluate, type InputSpec, trace } from "./runtime/compile.ts";
 export type { SessionOptions } from "./runtime/options.ts";

@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import type { DiffusersConfig } from "../models/config-fields.ts";
 import { DENOISER_CLASS_NAMES, resolveDenoiser } from "../models/registry.ts";
+import { checkSamplingOption } from "../pipelines/options.ts";
 
 export type LossWeightingName = "uniform" | "min-snr" | "edm";
 export type LrScheduleName = "constant" | "cosine" | "linear";
@@ -240,13 +241,17 @@ export function resolveConfig(raw: Json): TrainConfig {
     output.sample_every,
   );
   check(isInt(output.log_every, 1), "output.log_every", "an integer ≥ 1", output.log_every);
-  check(isInt(output.sample_steps, 1), "output.sample_steps", "an integer ≥ 1", output.sample_steps);
-  check(
-    isNum(output.sample_guidance, 0, 100),
-    "output.sample_guidance",
-    "a number in [0, 100]",
-    output.sample_guidance,
-  );
+  // the preview grids' steps and guidance obey the one sampling-options schema (pipelines/options.ts)
+  for (const [field, key] of [
+    ["steps", "sample_steps"],
+    ["guidance", "sample_guidance"],
+  ] as const) {
+    try {
+      checkSamplingOption(field, output[key]);
+    } catch (e) {
+      throw new ConfigFieldError(`config field "output.${key}": ${(e as Error).message}`);
+    }
+  }
   return {
     model: raw["model"] as DiffusersConfig,
     scheduler: raw["scheduler"] as Json,

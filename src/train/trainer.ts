@@ -18,7 +18,7 @@ import { encodePng } from "../io/png.ts";
 import { modelFromParams } from "../models/load.ts";
 import { type BoundDenoiser, resolveDenoiser } from "../models/registry.ts";
 import { generate } from "../pipelines/generate.ts";
-import { parametersText, type SamplingOptions } from "../pipelines/options.ts";
+import { defaultSchedulerName, parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import { savePipeline } from "../pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
@@ -73,7 +73,7 @@ function loadData(cfg: TrainConfig): ImageDataset {
   return loadImageFolder(cfg.data.path!, { size: cfg.data.size, channels: cfg.data.channels as 1 | 3 });
 }
 
-function objectiveOf(cfg: TrainConfig, model: BoundDenoiser): { obj: Objective; scheduler: Scheduler } {
+function objectiveOf(cfg: TrainConfig, model: BoundDenoiser): Objective {
   const scheduler = Scheduler.fromConfig(cfg.scheduler);
   const flow = scheduler.alphasCumprod === null;
   const pt = String(cfg.scheduler["prediction_type"] ?? (flow ? "flow_prediction" : "epsilon"));
@@ -105,7 +105,7 @@ function objectiveOf(cfg: TrainConfig, model: BoundDenoiser): { obj: Objective; 
     nullLabel: spec.kind === "class" ? spec.nullLabel : null,
     condDropout: t.cond_dropout,
   };
-  return { obj, scheduler };
+  return obj;
 }
 
 /** Batch images in [0, 1] → model space [−1, 1]. */
@@ -119,7 +119,6 @@ async function writeSamples(
   runDir: string,
   cfg: TrainConfig,
   state: TrainState,
-  scheduler: Scheduler,
   numClasses: number | null,
 ): Promise<string> {
   const model = modelFromParams(
@@ -128,9 +127,9 @@ async function writeSamples(
     cfg.training.threads ? { session: { threads: cfg.training.threads } } : {},
   );
   const labels = numClasses ? Array.from({ length: 2 * numClasses }, (_, i) => i % numClasses) : 16;
-  // preview grids use DPM-Solver++ (good in few steps; flow-Euler for rectified flow) with the run's training schedule
+  // preview grids use the default sampler for the run's training schedule (DPM-Solver++, or flow Euler)
   const opts: SamplingOptions = {
-    scheduler: scheduler.alphasCumprod ? "dpm++2m" : "flow-euler",
+    scheduler: defaultSchedulerName(cfg.scheduler),
     karras: false,
     steps: cfg.output.sample_steps,
     guidance: numClasses ? cfg.output.sample_guidance : 1,
@@ -192,7 +191,7 @@ export async function trainRun(
       rmSync(join(runDir, f), { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   const model = resolveDenoiser(cfg.model);
-  const { obj, scheduler } = objectiveOf(cfg, model);
+  const obj = objectiveOf(cfg, model);
   const spec = model.conditioning;
   const numClasses = spec.kind === "class" ? spec.numClasses : null;
   const data = loadData(cfg);
@@ -310,7 +309,7 @@ export async function trainRun(
       ctx.post({
         kind: "samples",
         step: state.step,
-        path: await writeSamples(runDir, cfg, state, scheduler, numClasses),
+        path: await writeSamples(runDir, cfg, state, numClasses),
       });
     }
   }

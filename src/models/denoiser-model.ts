@@ -97,6 +97,12 @@ export function pretrainedParts<C>(
   return { config: c, params, session: opts.session ?? {} };
 }
 
+/** A model class's static side: its registry entry and constructor (what the static constructors need). */
+export interface ModelClass<C, T> {
+  readonly def: DenoiserDef<C>;
+  new (def: DenoiserDef<C>, parts: ModelParts<C>): T;
+}
+
 export class DenoiserModel<C> {
   private readonly graphs = new Map<string, Promise<CompiledGraph>>();
   /** The weights the compiled graphs embed (the `params` values when they were compiled). */
@@ -107,13 +113,45 @@ export class DenoiserModel<C> {
   readonly params: Params;
   protected readonly session: SessionOptions;
 
-  protected constructor(
+  /** Prefer the static constructors (`fromConfig`, `fromParams`, `fromPretrained`), which check what they are given. */
+  constructor(
     readonly def: DenoiserDef<C>,
     parts: ModelParts<C>,
   ) {
     this.typedConfig = parts.config;
     this.params = parts.params;
     this.session = parts.session;
+  }
+
+  /** A freshly initialized model (the class's initialisers), from a diffusers config.json object or typed fields. */
+  static fromConfig<C, T>(
+    this: ModelClass<C, T>,
+    config: DiffusersConfig | Partial<C>,
+    opts: FromConfigOptions = {},
+  ): T {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass called (UNet2DModel.fromConfig builds a UNet2DModel)
+    return new this(this.def, initParts(this.def, config, opts));
+  }
+
+  /** A model from given weights (checked against the config's names and shapes). */
+  static fromParams<C, T>(
+    this: ModelClass<C, T>,
+    config: DiffusersConfig | Partial<C>,
+    params: Params,
+    opts: ModelOptions = {},
+  ): T {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass called (UNet2DModel.fromConfig builds a UNet2DModel)
+    return new this(this.def, paramParts(this.def, config, params, opts));
+  }
+
+  /** Loads a diffusers model folder of this class (config.json + diffusion_pytorch_model.safetensors, F32/F16/BF16). */
+  static async fromPretrained<C, T>(
+    this: ModelClass<C, T>,
+    dir: string,
+    opts: FromPretrainedOptions = {},
+  ): Promise<T> {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass called (UNet2DModel.fromConfig builds a UNet2DModel)
+    return new this(this.def, pretrainedParts(this.def, dir, opts));
   }
 
   /** The config as diffusers writes it (snake_case keys, `_class_name`, `_diffusers_version`). */

@@ -14,35 +14,15 @@ import { loadModel, modelFromConfig } from "../../src/models/load.ts";
 import { DENOISER_CLASS_NAMES, resolveDenoiser } from "../../src/models/registry.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import { Rng } from "../../src/tensor/rng.ts";
+import { TINY_DIT, TINY_UNET_ATTN } from "../support/tiny-models.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-registry-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** A tiny config of each registered class (the test fails when a class is added without one). */
 const TINY: Record<string, Record<string, unknown>> = {
-  UNet2DModel: {
-    _class_name: "UNet2DModel",
-    in_channels: 1,
-    out_channels: 1,
-    block_out_channels: [8, 16],
-    layers_per_block: 1,
-    down_block_types: ["DownBlock2D", "AttnDownBlock2D"],
-    up_block_types: ["AttnUpBlock2D", "UpBlock2D"],
-    norm_num_groups: 4,
-    num_class_embeds: 4,
-    sample_size: 8,
-  },
-  DiTTransformer2DModel: {
-    _class_name: "DiTTransformer2DModel",
-    num_attention_heads: 2,
-    attention_head_dim: 8,
-    in_channels: 1,
-    out_channels: 2,
-    num_layers: 1,
-    sample_size: 8,
-    patch_size: 2,
-    num_embeds_ada_norm: 3,
-  },
+  UNet2DModel: TINY_UNET_ATTN,
+  DiTTransformer2DModel: { ...TINY_DIT, out_channels: 2 },
 };
 
 test("every registered class: config round trip; save → loadModel → identical outputs", async () => {

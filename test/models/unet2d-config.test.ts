@@ -22,6 +22,7 @@ import { grad } from "../../src/tensor/autodiff.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import { ParamScope, type Params } from "../../src/tensor/params.ts";
 import { Rng } from "../../src/tensor/rng.ts";
+import { maxRel } from "../support/allclose.ts";
 
 const TINY = {
   in_channels: 1,
@@ -33,16 +34,6 @@ const TINY = {
   norm_num_groups: 4,
   num_class_embeds: 3,
 };
-
-function maxRel(a: ArrayLike<number>, ref: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < ref.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - ref[i]!));
-    m = Math.max(m, Math.abs(ref[i]!));
-  }
-  return d / m;
-}
 
 const noise = (shape: readonly number[], seed: number): HostTensor<"float32"> =>
   new HostTensor(

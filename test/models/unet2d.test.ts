@@ -12,23 +12,12 @@ import { after, test } from "node:test";
 import { readSafetensors, writeSafetensors } from "../../src/io/safetensors.ts";
 import { UNet2DModel } from "../../src/models/unet/index.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
+import { maxRel } from "../support/allclose.ts";
 
 const FIX = "test/fixtures/unet2d-a";
 const MODEL = join(FIX, "model");
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-unet2d-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-/** max|a − b| / max|ref|, the fixtures' criterion. */
-function maxRel(a: ArrayLike<number>, ref: ArrayLike<number>): number {
-  assert.equal(a.length, ref.length, "lengths differ");
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < ref.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - ref[i]!));
-    m = Math.max(m, Math.abs(ref[i]!));
-  }
-  return d / m;
-}
 
 const fixtureModel = UNet2DModel.fromPretrained(MODEL);
 

@@ -20,6 +20,7 @@ import {
 } from "../../src/pipelines/options.ts";
 import { DEFAULT_SCHEDULER, loadPipeline, savePipeline } from "../../src/pipelines/pipeline-dir.ts";
 import { type Studio, startStudio } from "../../src/web/server.ts";
+import { quietly } from "../support/quiet.ts";
 import { generate } from "../web/client.ts";
 import { TINY_UNET } from "../web/fixture.ts";
 
@@ -46,18 +47,7 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Runs `diffuse sample` with its output silenced. */
-async function sample(argv: string[]): Promise<void> {
-  const [log, err] = [console.log, process.stderr.write];
-  console.log = () => {};
-  process.stderr.write = (() => true) as typeof process.stderr.write;
-  try {
-    await run(argv);
-  } finally {
-    console.log = log;
-    process.stderr.write = err;
-  }
-}
+const sample = (argv: string[]) => quietly(() => run(argv));
 
 /** The message a rejected promise carries. */
 async function messageOf(p: Promise<unknown>): Promise<string> {

@@ -15,6 +15,7 @@ import { loadPipeline, savePipeline } from "../../src/pipelines/pipeline-dir.ts"
 import { schedulerFor } from "../../src/pipelines/scheduler-names.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import { Rng } from "../../src/tensor/rng.ts";
+import { TINY_DIT, TINY_UNET_ATTN } from "../support/tiny-models.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-pipes-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -68,31 +69,7 @@ test("a DDPMPipeline folder as diffusers writes it loads and generates", async (
 });
 
 test("DDPMPipeline and DiTPipeline folders written by diffuse round-trip to identical generations", async () => {
-  const configs = [
-    {
-      _class_name: "UNet2DModel",
-      in_channels: 1,
-      out_channels: 1,
-      block_out_channels: [8, 16],
-      layers_per_block: 1,
-      down_block_types: ["DownBlock2D", "AttnDownBlock2D"],
-      up_block_types: ["AttnUpBlock2D", "UpBlock2D"],
-      norm_num_groups: 4,
-      num_class_embeds: 4,
-      sample_size: 8,
-    },
-    {
-      _class_name: "DiTTransformer2DModel",
-      num_attention_heads: 2,
-      attention_head_dim: 8,
-      in_channels: 1,
-      out_channels: 1,
-      num_layers: 1,
-      sample_size: 8,
-      patch_size: 2,
-      num_embeds_ada_norm: 3,
-    },
-  ];
+  const configs = [TINY_UNET_ATTN, TINY_DIT];
   const flow = { _class_name: "FlowMatchEulerDiscreteScheduler", num_train_timesteps: 1000, shift: 1 };
   for (const cfg of configs) {
     const model = modelFromConfig(cfg, { seed: 1 });

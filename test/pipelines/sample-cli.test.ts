@@ -11,22 +11,12 @@ import { readPngText } from "../../src/io/png.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { DEFAULT_SCHEDULER } from "../../src/pipelines/pipeline-dir.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../../src/pipelines/scheduler-names.ts";
+import { quietly } from "../support/quiet.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "diffuse-sample-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Runs the command with its progress output silenced. */
-async function sample(argv: string[]): Promise<void> {
-  const [log, err] = [console.log, process.stderr.write];
-  console.log = () => {};
-  process.stderr.write = (() => true) as typeof process.stderr.write;
-  try {
-    await run(argv);
-  } finally {
-    console.log = log;
-    process.stderr.write = err;
-  }
-}
+const sample = (argv: string[]) => quietly(() => run(argv));
 
 test("writes grid.png with its parameters and samples.safetensors (F32 images in [0, 1], I64 labels)", async () => {
   const out = join(dir, "ok");

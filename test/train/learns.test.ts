@@ -17,7 +17,7 @@ import { evaluateMnist } from "../../src/eval/mnist-eval.ts";
 import { generate } from "../../src/pipelines/generate.ts";
 import { loadPipeline } from "../../src/pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../../src/pipelines/scheduler-names.ts";
-import { type TrainEvent, trainRun } from "../../src/train/trainer.ts";
+import { trainLogged } from "../support/train-run.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-learn-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -60,16 +60,7 @@ const config = {
 
 test(`${STEPS} training steps lower the loss; the samples show the requested digits above chance`, async () => {
   const out = join(tmp, "run");
-  const logs: { step: number; loss: number }[] = [];
-  await trainRun(
-    { config, outDir: out },
-    {
-      post: (e: TrainEvent) => {
-        if (e.kind === "log") logs.push({ step: e.step, loss: e.loss });
-      },
-      signal: new AbortController().signal,
-    },
-  );
+  const logs = await trainLogged(config, out);
   const first = logs[0]!.loss;
   const last = logs[logs.length - 1]!.loss;
   assert.ok(last < 0.5 * first, `loss ${first.toFixed(3)} → ${last.toFixed(3)} did not halve`);

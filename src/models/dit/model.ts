@@ -6,19 +6,7 @@
  *   const y = await dit.forward(hiddenStates, timestep, { classLabels });
  */
 import type { HostTensor } from "../../tensor/host.ts";
-import type { Params } from "../../tensor/params.ts";
-import type { DiffusersConfig } from "../config-fields.ts";
-import {
-  DenoiserModel,
-  type FromConfigOptions,
-  type FromPretrainedOptions,
-  initParts,
-  type ModelOptions,
-  paramParts,
-  pretrainedParts,
-  type TensorLike,
-  type Timesteps,
-} from "../denoiser-model.ts";
+import { DenoiserModel, type TensorLike, type Timesteps } from "../denoiser-model.ts";
 import type { DiTConfig } from "./config.ts";
 import { DIT_DEF, ditLabelFeed } from "./def.ts";
 
@@ -28,27 +16,8 @@ export interface DiTCallOptions {
 }
 
 export class DiTTransformer2DModel extends DenoiserModel<DiTConfig> {
-  /** A freshly initialized model (DiT's initialization: adaLN-Zero), from a diffusers config or typed fields. */
-  static fromConfig(
-    config: DiffusersConfig | Partial<DiTConfig>,
-    opts: FromConfigOptions = {},
-  ): DiTTransformer2DModel {
-    return new DiTTransformer2DModel(DIT_DEF, initParts(DIT_DEF, config, opts));
-  }
-
-  /** A model from given weights (checked against the config's names and shapes). */
-  static fromParams(
-    config: DiffusersConfig | Partial<DiTConfig>,
-    params: Params,
-    opts: ModelOptions = {},
-  ): DiTTransformer2DModel {
-    return new DiTTransformer2DModel(DIT_DEF, paramParts(DIT_DEF, config, params, opts));
-  }
-
-  /** Loads a diffusers DiTTransformer2DModel folder (config.json + diffusion_pytorch_model.safetensors). */
-  static async fromPretrained(dir: string, opts: FromPretrainedOptions = {}): Promise<DiTTransformer2DModel> {
-    return new DiTTransformer2DModel(DIT_DEF, pretrainedParts(DIT_DEF, dir, opts));
-  }
+  /** The registry entry the static constructors (fromConfig, fromParams, fromPretrained) build from. */
+  static readonly def = DIT_DEF;
 
   /**
    * Runs the transformer: hiddenStates [N, C, H, W] (H = W, a multiple of patch_size); timestep a number,

@@ -9,19 +9,8 @@
  */
 
 import type { HostTensor } from "../../tensor/host.ts";
-import type { Params } from "../../tensor/params.ts";
-import {
-  DenoiserModel,
-  type FromConfigOptions,
-  type FromPretrainedOptions,
-  initParts,
-  type ModelOptions,
-  paramParts,
-  pretrainedParts,
-  type TensorLike,
-  type Timesteps,
-} from "../denoiser-model.ts";
-import type { DiffusersConfig, UNet2DConfig } from "./config.ts";
+import { DenoiserModel, type TensorLike, type Timesteps } from "../denoiser-model.ts";
+import type { UNet2DConfig } from "./config.ts";
 import { UNET2D_DEF, unetLabelFeed } from "./def.ts";
 
 export type {
@@ -37,27 +26,8 @@ export interface UNetCallOptions {
 }
 
 export class UNet2DModel extends DenoiserModel<UNet2DConfig> {
-  /** A freshly initialized model (PyTorch's default initialization), from a diffusers config.json object or typed fields. */
-  static fromConfig(
-    config: DiffusersConfig | Partial<UNet2DConfig>,
-    opts: FromConfigOptions = {},
-  ): UNet2DModel {
-    return new UNet2DModel(UNET2D_DEF, initParts(UNET2D_DEF, config, opts));
-  }
-
-  /** A model from given weights (checked against the config's names and shapes). */
-  static fromParams(
-    config: DiffusersConfig | Partial<UNet2DConfig>,
-    params: Params,
-    opts: ModelOptions = {},
-  ): UNet2DModel {
-    return new UNet2DModel(UNET2D_DEF, paramParts(UNET2D_DEF, config, params, opts));
-  }
-
-  /** Loads a diffusers UNet2DModel folder (config.json + diffusion_pytorch_model.safetensors, F32/F16/BF16). */
-  static async fromPretrained(dir: string, opts: FromPretrainedOptions = {}): Promise<UNet2DModel> {
-    return new UNet2DModel(UNET2D_DEF, pretrainedParts(UNET2D_DEF, dir, opts));
-  }
+  /** The registry entry the static constructors (fromConfig, fromParams, fromPretrained) build from. */
+  static readonly def = UNET2D_DEF;
 
   /**
    * Runs the network: sample [N, C, H, W]; timestep a number (every sample), N numbers or a host

@@ -1,0 +1,26 @@
+/** Tiny configs of each registered denoiser class (8×8 grey images, 3 classes + "no class"): milliseconds a forward. */
+
+export const TINY_UNET_ATTN = {
+  _class_name: "UNet2DModel",
+  in_channels: 1,
+  out_channels: 1,
+  block_out_channels: [8, 16],
+  layers_per_block: 1,
+  down_block_types: ["DownBlock2D", "AttnDownBlock2D"],
+  up_block_types: ["AttnUpBlock2D", "UpBlock2D"],
+  norm_num_groups: 4,
+  num_class_embeds: 4,
+  sample_size: 8,
+};
+
+export const TINY_DIT = {
+  _class_name: "DiTTransformer2DModel",
+  num_attention_heads: 2,
+  attention_head_dim: 8,
+  in_channels: 1,
+  out_channels: 1,
+  num_layers: 1,
+  sample_size: 8,
+  patch_size: 2,
+  num_embeds_ada_norm: 3,
+};

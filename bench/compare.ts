@@ -28,6 +28,8 @@ export type Mode = "train" | "sample";
 export interface Opts {
   iters: number;
   sampleIters: number;
+  /** Steps of one sampling loop (default 50; fewer for a quicker run: the loop is the network, step by step). */
+  sampleSteps: number;
   threads: number;
   waitIdle: number;
   repeats: number;
@@ -35,19 +37,27 @@ export interface Opts {
 }
 
 export function parseOpts(bench: string, args: readonly string[]): Opts {
-  const o: Opts = { iters: 10, sampleIters: 2, threads: availableParallelism(), waitIdle: 0, repeats: 1 };
+  const o: Opts = {
+    iters: 10,
+    sampleIters: 2,
+    sampleSteps: 50,
+    threads: availableParallelism(),
+    waitIdle: 0,
+    repeats: 1,
+  };
   for (let i = 0; i < args.length; i += 2) {
     const [k, v] = [args[i], args[i + 1]];
     const n = Number(v);
     if (k === "--child" && (v === "train" || v === "sample")) o.child = v;
     else if (k === "--iters" && n >= 1) o.iters = n;
     else if (k === "--sample-iters" && n >= 1) o.sampleIters = n;
+    else if (k === "--sample-steps" && Number.isInteger(n) && n >= 2) o.sampleSteps = n;
     else if (k === "--threads" && n >= 1) o.threads = n;
     else if (k === "--wait-idle" && n >= 0) o.waitIdle = n;
     else if (k === "--repeats" && Number.isInteger(n) && n >= 1) o.repeats = n;
     else
       throw new Error(
-        `bench ${bench}: bad option ${k} ${v ?? ""} (options: --iters N, --sample-iters N, --threads N, --wait-idle S, --repeats R)`,
+        `bench ${bench}: bad option ${k} ${v ?? ""} (options: --iters N, --sample-iters N, --sample-steps N, --threads N, --wait-idle S, --repeats R)`,
       );
   }
   return o;
@@ -92,7 +102,16 @@ export async function timeChild(
 
 /** Runs this benchmark file again as a child for one mode; returns its result line. */
 function runChild(file: string, mode: Mode, o: Opts): ChildResult {
-  const args = ["--iters", `${o.iters}`, "--sample-iters", `${o.sampleIters}`, "--threads", `${o.threads}`];
+  const args = [
+    "--iters",
+    `${o.iters}`,
+    "--sample-iters",
+    `${o.sampleIters}`,
+    "--sample-steps",
+    `${o.sampleSteps}`,
+    "--threads",
+    `${o.threads}`,
+  ];
   const r = spawnSync(process.execPath, ["--import", "tsx", file, "--child", mode, ...args], {
     encoding: "utf8",
     maxBuffer: 1 << 24,
@@ -187,7 +206,9 @@ export async function compare(c: Comparison, args: readonly string[]): Promise<v
     return;
   }
   if (o.waitIdle > 0) console.log(`waited ${(await waitIdle(o.waitIdle)).toFixed(0)} s for an idle machine`);
-  console.log(`date ${new Date().toISOString()}, threads ${o.threads}, load ${load1().toFixed(2)}`);
+  console.log(
+    `date ${new Date().toISOString()}, threads ${o.threads}, sampling loops of ${o.sampleSteps} steps, load ${load1().toFixed(2)}`,
+  );
   const missing = peerMissing(c.peerScript);
   if (missing) console.log(`no ${c.peerName} comparison: ${missing}`);
   else {

@@ -8,7 +8,8 @@
  * The peer runs with the default allocator (the floor) and tuned (the one to beat). Ends with:
  * `dit vs diffusers: train=<speed ratio> sample=<speed ratio> rss=<diffuse/diffusers peak RSS>`.
  *
- * Options: --iters N (train, default 10), --sample-iters N (default 2), --threads N, --wait-idle S,
+ * Options: --iters N (train, default 10), --sample-iters N (default 2), --sample-steps N (default 50:
+ * the ratio per loop is the ratio per step, so fewer steps give it sooner), --threads N, --wait-idle S,
  * --repeats R (as `npm run bench -- mnist`).
  */
 import { existsSync, readFileSync } from "node:fs";
@@ -90,7 +91,7 @@ async function trainChild(session: SessionOptions, iters: number) {
   );
 }
 
-async function sampleChild(session: SessionOptions, iters: number) {
+async function sampleChild(session: SessionOptions, iters: number, steps: number) {
   const cfg = ditConfig();
   const model = DiTTransformer2DModel.fromParams(cfg, randomParams(resolveDenoiser(cfg).paramSpecs()), {
     session,
@@ -108,13 +109,13 @@ async function sampleChild(session: SessionOptions, iters: number) {
   );
   const sched = Scheduler.fromConfig({ _class_name: "FlowMatchEulerDiscreteScheduler", shift: 1 });
   const n = B * geo.inChannels * size * size;
-  const loop = (seed: number, steps = 50) =>
-    sched.sample(net, new HostTensor(new Rng(seed).normal(n), [B, geo.inChannels, size, size]), { steps });
+  const loop = (seed: number, k: number) =>
+    sched.sample(net, new HostTensor(new Rng(seed).normal(n), [B, geo.inChannels, size, size]), { steps: k });
   return timeChild(
     B,
     iters,
     () => loop(0, 2),
-    (i) => loop(i + 1),
+    (i) => loop(i + 1, steps),
   );
 }
 
@@ -135,13 +136,13 @@ export async function main(args: readonly string[]): Promise<void> {
         "--threads",
         `${o.threads}`,
         ...(mode === "sample"
-          ? ["--steps", "50", "--cfg", "3", "--iters", `${o.sampleIters}`]
+          ? ["--steps", `${o.sampleSteps}`, "--cfg", "3", "--iters", `${o.sampleIters}`]
           : ["--iters", `${o.iters}`]),
       ],
       child: (mode, o) =>
         mode === "train"
           ? trainChild({ threads: o.threads }, o.iters)
-          : sampleChild({ threads: o.threads }, o.sampleIters),
+          : sampleChild({ threads: o.threads }, o.sampleIters, o.sampleSteps),
     },
     args,
   );

@@ -110,7 +110,7 @@ export async function main(args: readonly string[]): Promise<void> {
         "--threads",
         `${o.threads}`,
         ...(mode === "sample"
-          ? ["--steps", "50", "--cfg", "3", "--iters", `${o.sampleIters}`]
+          ? ["--steps", `${o.sampleSteps}`, "--cfg", "3", "--iters", `${o.sampleIters}`]
           : ["--iters", `${o.iters}`]),
       ],
       child: async (mode, o) => {

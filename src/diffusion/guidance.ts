@@ -76,13 +76,49 @@ export function guidedNetwork(batched: Network, scale: number, options: Guidance
       await batched(new HostTensor(both, [(xf.shape[0] ?? 1) * 2, ...xf.shape.slice(1)]), t),
       "output",
     );
-    if (out.size !== both.length) {
+    const channels = xf.shape[1] ?? 1;
+    const outChannels = out.shape[1] ?? 1;
+    if (out.size * channels !== both.length * outChannels || outChannels % channels !== 0) {
       throw new Error(`batched network returned ${out.size} values for a doubled batch of ${both.length}`);
     }
     const [uncond, cond] = halves(out);
-    const guided = combineGuidance(uncond, cond, scale);
-    return rescale > 0 ? rescaleNoiseCfg(guided, cond, rescale) : guided;
+    if (outChannels === channels) {
+      const guided = combineGuidance(uncond, cond, scale);
+      return rescale > 0 ? rescaleNoiseCfg(guided, cond, rescale) : guided;
+    }
+    // A network that also predicts its variance (learned sigma, 2C channels): guidance acts on the
+    // prediction's C channels; the variance is the conditional half's (diffusers' DiTPipeline).
+    const [uPred] = splitAt(uncond, channels);
+    const [cPred, cRest] = splitAt(cond, channels);
+    const guided = combineGuidance(uPred, cPred, scale);
+    return joinChannels(rescale > 0 ? rescaleNoiseCfg(guided, cPred, rescale) : guided, cRest);
   };
+}
+
+/** [N, C', …] → the first c channels and the rest (dim 1). */
+function splitAt(x: F32, c: number): [F32, F32] {
+  const [n = 1, total = 1, ...rest] = x.shape;
+  const inner = rest.reduce((a, b) => a * b, 1);
+  const a = new Float32Array(n * c * inner);
+  const b = new Float32Array(n * (total - c) * inner);
+  for (let i = 0; i < n; i++) {
+    a.set(x.data.subarray(i * total * inner, (i * total + c) * inner), i * c * inner);
+    b.set(x.data.subarray((i * total + c) * inner, (i + 1) * total * inner), i * (total - c) * inner);
+  }
+  return [new HostTensor(a, [n, c, ...rest]), new HostTensor(b, [n, total - c, ...rest])];
+}
+
+/** Concatenates two [N, ·, …] tensors along dim 1. */
+function joinChannels(a: F32, b: F32): F32 {
+  const [n = 1, ca = 1, ...rest] = a.shape;
+  const cb = b.shape[1] ?? 1;
+  const inner = rest.reduce((p, q) => p * q, 1);
+  const out = new Float32Array(a.size + b.size);
+  for (let i = 0; i < n; i++) {
+    out.set(a.data.subarray(i * ca * inner, (i + 1) * ca * inner), i * (ca + cb) * inner);
+    out.set(b.data.subarray(i * cb * inner, (i + 1) * cb * inner), (i * (ca + cb) + ca) * inner);
+  }
+  return new HostTensor(out, [n, ca + cb, ...rest]);
 }
 
 /** A network conditioned on a `Conditioning`: (x [N, …], t, cond for N samples) → prediction [N, …]. */

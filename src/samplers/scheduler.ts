@@ -63,11 +63,12 @@ function isSchedulerClass(name: unknown): name is SchedulerClass {
   return typeof name === "string" && (SCHEDULER_CLASSES as readonly string[]).includes(name);
 }
 
-/** The first `channels` channels (dim 1) of a network output. */
-function firstChannels(net: Network, channels: number): Network {
+/** The first `channels` channels (dim 1) of a network output (null: as many as the input has). */
+function firstChannels(net: Network, channels: number | null): Network {
   return async (x, t) => {
     const out = asF32(await net(x, t), "network output");
     const [n = 1, c = 0, ...rest] = out.shape;
+    channels ??= x.shape[1] ?? c;
     if (c <= channels) return out;
     const inner = rest.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n * channels * inner);
@@ -149,6 +150,9 @@ export class Scheduler {
     // diffusers keeps the first 3 channels of an ε network with learned variance.
     if (c.className === "DPMSolverMultistepScheduler" && c.varianceType && c.predictionType === "epsilon") {
       net = firstChannels(model, 3);
+    } else if (!learnedVariance) {
+      // every other sampler takes the prediction: the first channels of a learned-sigma network
+      net = firstChannels(model, null);
     }
     let d = denoiser(net, prediction, { learnedVariance });
     if ("thresholding" in c && c.thresholding) {

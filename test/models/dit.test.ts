@@ -150,3 +150,23 @@ test("dit: bad configs, folders and inputs are answered clearly", async () => {
     /DiTTransformer2DModel: no folder at/,
   );
 });
+
+test("dit: learned sigma — DDPM learned_range uses the variance channels; other samplers take the first channels", async () => {
+  const { generate } = await import("../../src/pipelines/generate.ts");
+  const { schedulerFor } = await import("../../src/pipelines/scheduler-names.ts");
+  const { Scheduler } = await import("../../src/samplers/scheduler.ts");
+  const dit = DiTTransformer2DModel.fromConfig({ ...TINY, out_channels: 2 }, { seed: 1 });
+  const rng = new Rng(6);
+  for (const [k, v] of dit.params) dit.params.set(k, new HostTensor(rng.normal(v.size, 0, 0.1), v.shape));
+  const ddpm = { _class_name: "DDPMScheduler", num_train_timesteps: 1000, variance_type: "learned_range" };
+  const opts = { labels: [0, 2], steps: 4, guidance: 1.5, seed: 2 };
+  const learned = await generate(dit, Scheduler.fromConfig(ddpm), opts);
+  const small = await generate(dit, Scheduler.fromConfig({ ...ddpm, variance_type: "fixed_small" }), opts);
+  assert.deepEqual(learned.shape, [2, 1, 8, 8]);
+  // the variance channel changes the DDPM noise scale: different samples from the same noise
+  assert.notDeepEqual(learned.data, small.data);
+  // DDIM reads only the prediction channel
+  const ddim = await generate(dit, schedulerFor({ name: "ddim" }, ddpm), opts);
+  assert.deepEqual(ddim.shape, [2, 1, 8, 8]);
+  assert.ok(ddim.toArray().every((v) => v >= 0 && v <= 1));
+});

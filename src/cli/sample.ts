@@ -1,5 +1,5 @@
 /**
- * `diffuse sample`: generates images with a model folder (or the bundled `mnist`) and any sampler,
+ * `diffuse sample`: generates images with a model folder (or a bundled model: `mnist`, `mnist-dit`) and any sampler,
  * with classifier-free guidance; writes grid.png (generation parameters in its text chunk) and
  * samples.safetensors (images F32 [N,C,H,W] in [0,1], labels I64 [N]).
  */
@@ -60,12 +60,12 @@ function givenOptions(p: Parsed): Partial<Record<SamplingField, unknown>> {
   return out;
 }
 
-const HELP = `usage: diffuse sample [--model DIR|mnist] [flags]
+const HELP = `usage: diffuse sample [--model DIR|NAME] [flags]
 
 Generates images and writes DIR/grid.png and DIR/samples.safetensors.
 
 flags:
-  --model DIR|NAME         a model folder (a run's model/, a diffusers pipeline or UNet folder) or a bundled model (default: mnist)
+  --model DIR|NAME         a model folder (a run's folder, a diffusers pipeline or model folder) or a bundled model: mnist (a U-Net), mnist-dit (a DiT) (default: mnist)
   --scheduler NAME         ${SCHEDULER_NAMES.join(", ")}, or a diffusers class name (default: the model's recommendation, else dpm++2m; flow-euler for a flow-matching model)
   --karras                 Karras sigmas (DPM-Solver++, Euler, Heun)
   --scheduler-config FILE  a diffusers scheduler_config.json instead of --scheduler

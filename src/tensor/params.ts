@@ -99,7 +99,9 @@ export class ParamScope {
     const frozen = this.frozenValues?.get(full);
     if (frozen) {
       if (!sameShape(frozen.shape, shape))
-        throw new Error(`frozen parameter ${full} is ${formatShape(shape)}, its value ${formatShape(frozen.shape)}`);
+        throw new Error(
+          `frozen parameter ${full} is ${formatShape(shape)}, its value ${formatShape(frozen.shape)}`,
+        );
       const tensor = this.graph.constant(frozen);
       this.frozenRegistry.set(full, { name: full, shape: [...shape], init: how });
       this.registry.set(full, { spec: { name: full, shape: [...shape], init: how }, tensor });
@@ -119,12 +121,16 @@ export class ParamScope {
 
   /** Every (trainable) parameter declared so far, in declaration order; frozen ones are not listed. */
   get specs(): ParamSpec[] {
-    return [...this.registry.values()].filter((r) => !this.frozenRegistry.has(r.spec.name)).map((r) => r.spec);
+    return [...this.registry.values()]
+      .filter((r) => !this.frozenRegistry.has(r.spec.name))
+      .map((r) => r.spec);
   }
 
   /** The graph inputs of the (trainable) parameters, in declaration order. */
   get tensors(): Tensor[] {
-    return [...this.registry.values()].filter((r) => !this.frozenRegistry.has(r.spec.name)).map((r) => r.tensor);
+    return [...this.registry.values()]
+      .filter((r) => !this.frozenRegistry.has(r.spec.name))
+      .map((r) => r.tensor);
   }
 
   /** The frozen parameters used so far (embedded as constants), in declaration order. */

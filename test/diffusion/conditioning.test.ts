@@ -59,7 +59,7 @@ test("class labels: the null label is the unconditional half; one batched forwar
     () => 10,
     2.5,
   );
-  y.toArray().forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-4, `${v} vs ${want[i]}`));
+  for (const [i, v] of y.toArray().entries()) assert.ok(Math.abs(v - want[i]!) < 1e-4, `${v} vs ${want[i]}`);
   // scale 1: the conditional prediction alone; 0: the unconditional alone (one forward of N each)
   const c1 = await classifierFreeGuidance(net, cond, uncond, 1)(x, 1);
   const c0 = await classifierFreeGuidance(net, cond, uncond, 0)(x, 1);
@@ -91,7 +91,7 @@ test("negative conditioning: any condition of the same kind stands in for the un
     (i) => [4, 5][i]!,
     3,
   );
-  y.toArray().forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-4));
+  for (const [i, v] of y.toArray().entries()) assert.ok(Math.abs(v - want[i]!) < 1e-4);
 });
 
 test("text embeddings with mask, pooled vector and a control image batch as [uncond | cond]", async () => {
@@ -126,7 +126,7 @@ test("text embeddings with mask, pooled vector and a control image batch as [unc
     (i) => ku[i]!,
     4,
   );
-  y.toArray().forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-3, `${v} vs ${want[i]}`));
+  for (const [i, v] of y.toArray().entries()) assert.ok(Math.abs(v - want[i]!) < 1e-3, `${v} vs ${want[i]}`);
 });
 
 test("conditionings that cannot be batched together are refused with a reason", () => {

@@ -242,5 +242,12 @@ export function encodeModel(m: OnnxModel): Uint8Array {
     stringField(op, 1, "");
     intField(op, 2, m.opsetVersion);
   });
+  // ONNX Runtime's contrib operators (FastGelu) need their domain imported
+  if (m.graph.nodes.some((n) => n.domain === "com.microsoft")) {
+    messageField(w, 8, (op) => {
+      stringField(op, 1, "com.microsoft");
+      intField(op, 2, 1);
+    });
+  }
   return w.finish();
 }

@@ -101,6 +101,17 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     const y = u === x ? n.output : (ctx.recomputed(n.output) ?? o.mul(u, s));
     return [o.mul(g, o.add(s, o.mul(y, o.sub(1, s))))];
   },
+  // y = ½x(1 + t), t = tanh(u), u = k(x + a·x³):  dy/dx = ½(1 + t) + ½x(1 − t²)·k(1 + 3a·x²)
+  geluTanh: (n, g) => {
+    const x = n.inputs[0]!;
+    const k = Math.sqrt(2 / Math.PI);
+    const a = 0.044715;
+    const x2 = o.square(x);
+    const t = o.tanh(o.mul(o.mul(x, o.add(o.mul(x2, a), 1)), k));
+    const du = o.mul(o.add(o.mul(x2, 3 * a), 1), k);
+    const dy = o.mul(o.add(o.add(t, 1), o.mul(o.mul(x, o.sub(1, o.square(t))), du)), 0.5);
+    return [o.mul(g, dy)];
+  },
   // d/dx erf(x) = 2/√π · exp(−x²)
   erf: (n, g) => [o.mul(g, o.mul(o.exp(o.neg(o.square(n.inputs[0]!))), 2 / Math.sqrt(Math.PI)))],
   sin: (n, g) => [o.mul(g, o.cos(n.inputs[0]!))],

@@ -41,6 +41,8 @@ export interface PrimAttrs {
   sigmoid: Empty;
   /** x·sigmoid(x) (fused: its gradient reuses the forward values). */
   silu: Empty;
+  /** ½x(1 + tanh(√(2/π)(x + 0.044715x³))): the tanh-approximated GELU, one kernel. */
+  geluTanh: Empty;
   erf: Empty;
   sin: Empty;
   cos: Empty;
@@ -228,6 +230,7 @@ export const shapeRules: {
   tanh: (xs) => unaryFloat("tanh", xs),
   sigmoid: (xs) => unaryFloat("sigmoid", xs),
   silu: (xs) => unaryFloat("silu", xs),
+  geluTanh: (xs) => unaryFloat("geluTanh", xs),
   erf: (xs) => unaryFloat("erf", xs),
   sin: (xs) => unaryFloat("sin", xs),
   cos: (xs) => unaryFloat("cos", xs),

@@ -24,6 +24,7 @@ export type ElementwisePrim =
   | "tanh"
   | "sigmoid"
   | "silu"
+  | "geluTanh"
   | "erf"
   | "sin"
   | "cos"
@@ -82,7 +83,19 @@ function binaryCases(
 }
 
 function unaryCases(
-  prim: "neg" | "exp" | "log" | "sqrt" | "tanh" | "sigmoid" | "silu" | "erf" | "sin" | "cos" | "abs",
+  prim:
+    | "neg"
+    | "exp"
+    | "log"
+    | "sqrt"
+    | "tanh"
+    | "sigmoid"
+    | "silu"
+    | "geluTanh"
+    | "erf"
+    | "sin"
+    | "cos"
+    | "abs",
   init: Init,
 ): OpCase[] {
   const build: Build = (t, g) => g.apply(prim, [t["x"]!], {});
@@ -197,6 +210,7 @@ export const elementwiseCases: { [K in ElementwisePrim]: OpCase[] } = {
   tanh: unaryCases("tanh", "normal"),
   sigmoid: unaryCases("sigmoid", "normal"),
   silu: unaryCases("silu", "normal"),
+  geluTanh: unaryCases("geluTanh", "normal"),
   erf: unaryCases("erf", "normal"),
   sin: unaryCases("sin", "normal"),
   cos: unaryCases("cos", "normal"),

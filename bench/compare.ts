@@ -120,6 +120,19 @@ function runChild(file: string, mode: Mode, o: Opts): ChildResult {
   return JSON.parse(r.stdout.trim().split("\n").pop()!) as ChildResult;
 }
 
+/** The peers' arguments that follow from the mode (both peer scripts take the same flags). */
+export function peerModeArgs(mode: Mode, o: Opts): string[] {
+  return [
+    "--mode",
+    mode,
+    "--threads",
+    `${o.threads}`,
+    ...(mode === "sample"
+      ? ["--steps", `${o.sampleSteps}`, "--cfg", "3", "--iters", `${o.sampleIters}`]
+      : ["--iters", `${o.iters}`]),
+  ];
+}
+
 /** Runs a peer script with its arguments; the last stdout line is its JSON result. */
 export function runPeerScript(
   script: string,

@@ -27,7 +27,7 @@ import { initParams } from "../src/tensor/params.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import { batchSpecs, diffusionLoss, drawBatch } from "../src/train/objective.ts";
 import { compileTrainStep } from "../src/train/train-step.ts";
-import { compare, SHARED, timeChild } from "./compare.ts";
+import { compare, peerModeArgs, SHARED, timeChild } from "./compare.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const B = 64;
@@ -129,15 +129,9 @@ export async function main(args: readonly string[]): Promise<void> {
       peerArgs: (mode, o) => [
         "--model-config",
         join(SHARED, "configs", "dit-mnist.json"),
-        "--mode",
-        mode,
         "--batch",
         `${B}`,
-        "--threads",
-        `${o.threads}`,
-        ...(mode === "sample"
-          ? ["--steps", `${o.sampleSteps}`, "--cfg", "3", "--iters", `${o.sampleIters}`]
-          : ["--iters", `${o.iters}`]),
+        ...peerModeArgs(mode, o),
       ],
       child: (mode, o) =>
         mode === "train"

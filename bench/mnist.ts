@@ -25,7 +25,7 @@ import { HostTensor } from "../src/tensor/host.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import { batchSpecs, diffusionLoss, drawBatch } from "../src/train/objective.ts";
 import { compileTrainStep } from "../src/train/train-step.ts";
-import { compare, SHARED, timeChild } from "./compare.ts";
+import { compare, peerModeArgs, SHARED, timeChild } from "./compare.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -103,15 +103,9 @@ export async function main(args: readonly string[]): Promise<void> {
       peerArgs: (mode, o) => [
         "--config",
         join(SHARED, "configs", "unet-mnist.json"),
-        "--mode",
-        mode,
         "--batch",
         "64",
-        "--threads",
-        `${o.threads}`,
-        ...(mode === "sample"
-          ? ["--steps", `${o.sampleSteps}`, "--cfg", "3", "--iters", `${o.sampleIters}`]
-          : ["--iters", `${o.iters}`]),
+        ...peerModeArgs(mode, o),
       ],
       child: async (mode, o) => {
         if (mode === "train") {

@@ -2,8 +2,11 @@
  * Training checkpoints, written atomically: the whole `checkpoint/` folder is built aside and renamed
  * into place, so a crash mid-write leaves the previous checkpoint, never a half-written one.
  *
- *   checkpoint/<component>/      raw weights (diffusers layout; unet/, transformer/, … by model class)
+ *   checkpoint/<component>/      raw weights (diffusers layout; unet/, transformer/, text_encoder/, …)
  *   checkpoint/<component>_ema/  EMA weights (diffusers layout)
+ *
+ * A run trains one or more components (a denoiser; a denoiser and its text encoder): the train state
+ * holds them all in one parameter map, each component's names under its own prefix.
  *   checkpoint/optimizer.safetensors   AdamW moments (adam_m/<name>, adam_v/<name>)
  *   checkpoint/trainer_state.json      step and the resolved config's hash
  */
@@ -15,7 +18,7 @@ import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { readWeights, writePretrained } from "../models/pretrained.ts";
 import { resolveDenoiser } from "../models/registry.ts";
 import type { HostTensor } from "../tensor/host.ts";
-import type { Params } from "../tensor/params.ts";
+import type { ParamSpec, Params } from "../tensor/params.ts";
 import type { TrainConfig } from "./config.ts";
 import type { TrainState } from "./train-step.ts";
 
@@ -34,11 +37,61 @@ export function configHash(c: TrainConfig): string {
     .slice(0, 16);
 }
 
-export async function saveCheckpoint(runDir: string, cfg: TrainConfig, state: TrainState): Promise<void> {
+/** One trained component of a run: its folder, its parameters' prefix in the train state, its file format. */
+export interface TrainComponent {
+  /** Its folder in a pipeline and in the checkpoint ("unet", "text_encoder"). */
+  readonly name: string;
+  /** The prefix of its parameters in the train state ("" for a run that trains a denoiser alone). */
+  readonly prefix: string;
+  /** Its parameters, unprefixed. */
+  readonly specs: readonly ParamSpec[];
+  /** Writes unprefixed weights (and the config) as the component's folder. */
+  write(dir: string, params: Params): void;
+  /** Reads a folder `write` made; errors name the file. */
+  read(dir: string): Params;
+}
+
+/** The denoiser of a run as a component (unprefixed: the names a denoiser-only run has always used). */
+export function denoiserComponent(cfg: TrainConfig, prefix = ""): TrainComponent {
   const model = resolveDenoiser(cfg.model);
+  const specs = model.paramSpecs();
+  return {
+    name: model.component,
+    prefix,
+    specs,
+    write: (dir, params) => writePretrained(dir, model.config, params),
+    read: (dir) =>
+      readWeights(dir, model.className, specs, model.renameKey ? { renameKey: model.renameKey } : {}),
+  };
+}
+
+/** A component's own weights out of the train state's map (prefix removed). */
+export function componentParams(c: TrainComponent, all: Params): Params {
+  const out: Params = new Map();
+  for (const s of c.specs) {
+    const v = all.get(c.prefix + s.name);
+    if (!v) throw new Error(`the train state lacks ${c.prefix}${s.name}`);
+    out.set(s.name, v);
+  }
+  return out;
+}
+
+/** Every component's parameter specs, prefixed, in one list (the train step's parameters). */
+export function prefixedSpecs(components: readonly TrainComponent[]): ParamSpec[] {
+  return components.flatMap((c) => c.specs.map((s) => ({ ...s, name: c.prefix + s.name })));
+}
+
+export async function saveCheckpoint(
+  runDir: string,
+  cfg: TrainConfig,
+  state: TrainState,
+  components: readonly TrainComponent[] = [denoiserComponent(cfg)],
+): Promise<void> {
   await replaceDirAtomicAsync(join(runDir, "checkpoint"), async (tmp) => {
-    writePretrained(join(tmp, model.component), model.config, state.params);
-    if (state.ema) writePretrained(join(tmp, `${model.component}_ema`), model.config, state.ema);
+    for (const c of components) {
+      c.write(join(tmp, c.name), componentParams(c, state.params));
+      if (state.ema) c.write(join(tmp, `${c.name}_ema`), componentParams(c, state.ema));
+    }
     const opt = new Map<string, HostTensor>();
     for (const [k, v] of state.m) opt.set(`adam_m/${k}`, v);
     for (const [k, v] of state.v) opt.set(`adam_v/${k}`, v);
@@ -49,7 +102,11 @@ export async function saveCheckpoint(runDir: string, cfg: TrainConfig, state: Tr
 }
 
 /** The last checkpoint of a run, or null when there is none. Errors name the damaged file. */
-export function loadCheckpoint(runDir: string, cfg: TrainConfig): TrainState | null {
+export function loadCheckpoint(
+  runDir: string,
+  cfg: TrainConfig,
+  components: readonly TrainComponent[] = [denoiserComponent(cfg)],
+): TrainState | null {
   const dir = join(runDir, "checkpoint");
   recoverReplacedDir(dir);
   if (!existsSync(join(dir, "trainer_state.json"))) return null;
@@ -66,17 +123,15 @@ export function loadCheckpoint(runDir: string, cfg: TrainConfig): TrainState | n
       `the run in ${runDir} was started with a different config; resume with the same config, or train into a new --out folder (or pass --overwrite)`,
     );
   }
-  const model = resolveDenoiser(cfg.model);
-  const specs = model.paramSpecs();
-  const read = (sub: string) =>
-    readWeights(
-      join(dir, sub),
-      model.className,
-      specs,
-      model.renameKey ? { renameKey: model.renameKey } : {},
-    );
-  const params = read(model.component);
-  const ema = existsSync(join(dir, `${model.component}_ema`)) ? read(`${model.component}_ema`) : null;
+  const specs = prefixedSpecs(components);
+  const read = (suffix: string): Params => {
+    const all: Params = new Map();
+    for (const c of components)
+      for (const [k, v] of c.read(join(dir, c.name + suffix))) all.set(c.prefix + k, v);
+    return all;
+  };
+  const params = read("");
+  const ema = components.every((c) => existsSync(join(dir, `${c.name}_ema`))) ? read("_ema") : null;
   const opt = readSafetensors(join(dir, "optimizer.safetensors")).tensors;
   const m: Params = new Map();
   const v: Params = new Map();

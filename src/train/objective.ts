@@ -21,10 +21,12 @@ import { type Prediction, targetCoefficients } from "../diffusion/parameterizati
 import type { BoundDenoiser } from "../models/registry.ts";
 import { weightedMse } from "../nn/losses.ts";
 import type { InputSpec } from "../runtime/compile.ts";
+import { Scheduler } from "../samplers/scheduler.ts";
 import { HostTensor } from "../tensor/host.ts";
 import * as o from "../tensor/ops.ts";
 import type { Rng } from "../tensor/rng.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
+import type { TrainConfig } from "./config.ts";
 import type { LossFn } from "./train-step.ts";
 
 export interface Objective {
@@ -135,4 +137,47 @@ export function drawBatch(
     feeds["cond.class_labels"] = new HostTensor(y, [n]);
   }
   return feeds;
+}
+
+const PRED: Record<string, Prediction> = {
+  epsilon: "epsilon",
+  v_prediction: "v",
+  sample: "x0",
+  flow_prediction: "flow",
+};
+
+/** The objective a run's config asks for (its scheduler's schedule and prediction type, its training fields). */
+export function objectiveOf(cfg: TrainConfig, model: BoundDenoiser): Objective {
+  const scheduler = Scheduler.fromConfig(cfg.scheduler);
+  const flow = scheduler.alphasCumprod === null;
+  const pt = String(cfg.scheduler["prediction_type"] ?? (flow ? "flow_prediction" : "epsilon"));
+  const prediction = flow ? "flow" : PRED[pt];
+  if (!prediction)
+    throw new Error(`scheduler.prediction_type "${pt}" is not one of epsilon, v_prediction, sample`);
+  const t = cfg.training;
+  const spec = model.conditioning;
+  if (spec.kind === "class" && spec.nullLabel === null) {
+    throw new Error(
+      `${model.className} takes class labels that are not a class table (class_embed_type); diffuse trains class tables only`,
+    );
+  }
+  const weighting =
+    t.loss_weighting === "min-snr"
+      ? { kind: "min-snr" as const, gamma: t.snr_gamma }
+      : t.loss_weighting === "edm"
+        ? { kind: "edm" as const }
+        : { kind: "uniform" as const };
+  const obj: Objective = {
+    prediction,
+    alphasCumprod: scheduler.alphasCumprod,
+    numTrainTimesteps: Number(cfg.scheduler["num_train_timesteps"] ?? 1000),
+    weighting,
+    timesteps:
+      t.timestep_sampling === "logit-normal"
+        ? { kind: "logit-normal", mean: t.logit_mean, std: t.logit_std }
+        : { kind: "uniform" },
+    nullLabel: spec.kind === "class" ? spec.nullLabel : null,
+    condDropout: t.cond_dropout,
+  };
+  return obj;
 }

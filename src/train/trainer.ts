@@ -7,29 +7,22 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import type { ImageDataset } from "../data/dataset.ts";
-import { loadImageFolder } from "../data/image-folder.ts";
-import { DataLoader } from "../data/loader.ts";
-import { loadMnist } from "../data/mnist.ts";
-import type { Prediction } from "../diffusion/parameterization.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
-import { modelFromParams } from "../models/load.ts";
-import { type BoundDenoiser, resolveDenoiser } from "../models/registry.ts";
-import { generate } from "../pipelines/generate.ts";
-import { defaultSchedulerName, parametersText, type SamplingOptions } from "../pipelines/options.ts";
-import { savePipeline } from "../pipelines/pipeline-dir.ts";
-import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
-import { Scheduler } from "../samplers/scheduler.ts";
-import type { HostTensor } from "../tensor/host.ts";
 import { initParams } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { loadCheckpoint, prefixedSpecs, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
-import { batchSpecs, diffusionLoss, drawBatch, type Objective } from "./objective.ts";
+import { pixelTask } from "./pixel-task.ts";
+import type { TrainTask } from "./task.ts";
 import { compileTrainStep, type TrainState } from "./train-step.ts";
+
+/** The task a config describes: text to image in latent space when it has a text encoder, else pixels. */
+async function taskFor(cfg: TrainConfig, _runDir: string): Promise<TrainTask> {
+  return pixelTask(cfg);
+}
 
 export interface TrainArgs {
   /** The raw config (defaults are filled in here). */
@@ -57,109 +50,14 @@ export type TrainEvent =
   | { kind: "samples"; step: number; path: string }
   | { kind: "end"; step: number; stopped: boolean; modelDir: string };
 
-const PRED: Record<string, Prediction> = {
-  epsilon: "epsilon",
-  v_prediction: "v",
-  sample: "x0",
-  flow_prediction: "flow",
-};
-
-function loadData(cfg: TrainConfig): ImageDataset {
-  if (cfg.data.dataset === "mnist") {
-    if (cfg.data.size !== 28 && cfg.data.size !== 32)
-      throw new Error(`data.size for mnist must be 28 or 32, got ${cfg.data.size}`);
-    return loadMnist({ split: "train", size: cfg.data.size });
-  }
-  return loadImageFolder(cfg.data.path!, { size: cfg.data.size, channels: cfg.data.channels as 1 | 3 });
-}
-
-function objectiveOf(cfg: TrainConfig, model: BoundDenoiser): Objective {
-  const scheduler = Scheduler.fromConfig(cfg.scheduler);
-  const flow = scheduler.alphasCumprod === null;
-  const pt = String(cfg.scheduler["prediction_type"] ?? (flow ? "flow_prediction" : "epsilon"));
-  const prediction = flow ? "flow" : PRED[pt];
-  if (!prediction)
-    throw new Error(`scheduler.prediction_type "${pt}" is not one of epsilon, v_prediction, sample`);
-  const t = cfg.training;
-  const spec = model.conditioning;
-  if (spec.kind === "class" && spec.nullLabel === null) {
-    throw new Error(
-      `${model.className} takes class labels that are not a class table (class_embed_type); diffuse trains class tables only`,
-    );
-  }
-  const weighting =
-    t.loss_weighting === "min-snr"
-      ? { kind: "min-snr" as const, gamma: t.snr_gamma }
-      : t.loss_weighting === "edm"
-        ? { kind: "edm" as const }
-        : { kind: "uniform" as const };
-  const obj: Objective = {
-    prediction,
-    alphasCumprod: scheduler.alphasCumprod,
-    numTrainTimesteps: Number(cfg.scheduler["num_train_timesteps"] ?? 1000),
-    weighting,
-    timesteps:
-      t.timestep_sampling === "logit-normal"
-        ? { kind: "logit-normal", mean: t.logit_mean, std: t.logit_std }
-        : { kind: "uniform" },
-    nullLabel: spec.kind === "class" ? spec.nullLabel : null,
-    condDropout: t.cond_dropout,
-  };
-  return obj;
-}
-
-/** Batch images in [0, 1] → model space [−1, 1]. */
-function toModelRange(x: HostTensor<"float32">): HostTensor<"float32"> {
-  const d = x.data;
-  for (let i = 0; i < d.length; i++) d[i] = d[i]! * 2 - 1;
-  return x;
-}
-
-async function writeSamples(
-  runDir: string,
-  cfg: TrainConfig,
-  state: TrainState,
-  numClasses: number | null,
-): Promise<string> {
-  const model = modelFromParams(
-    cfg.model,
-    new Map(state.ema ?? state.params),
-    cfg.training.threads ? { session: { threads: cfg.training.threads } } : {},
-  );
-  const labels = numClasses ? Array.from({ length: 2 * numClasses }, (_, i) => i % numClasses) : 16;
-  // preview grids use the default sampler for the run's training schedule (DPM-Solver++, or flow Euler)
-  const opts: SamplingOptions = {
-    scheduler: defaultSchedulerName(cfg.scheduler),
-    karras: false,
-    steps: cfg.output.sample_steps,
-    guidance: numClasses ? cfg.output.sample_guidance : 1,
-    guidanceRescale: 0,
-    eta: 0,
-    seed: cfg.training.seed,
-  };
-  const preview = schedulerFor({ name: opts.scheduler }, cfg.scheduler);
-  const images = await generate(model, preview, {
-    labels,
-    numClasses,
-    steps: opts.steps,
-    guidance: opts.guidance,
-    seed: opts.seed,
-    size: cfg.data.size,
-  }).finally(() => model.dispose());
+/** Writes a preview grid (its parameters in the PNG's text chunk) under samples/. */
+async function writeSamples(runDir: string, task: TrainTask, state: TrainState): Promise<string> {
+  const p = await task.preview(state.ema ?? state.params, state.step);
   const path = join(runDir, "samples", `step-${String(state.step).padStart(6, "0")}.png`);
   mkdirSync(join(runDir, "samples"), { recursive: true });
-  const grid = makeGrid(images, { nrow: numClasses ?? 8 });
   writeFileAtomic(
     path,
-    encodePng(grid, {
-      text: {
-        parameters: parametersText(opts, {
-          step: state.step,
-          labels: numClasses ? "all" : null,
-          extra: { count: Array.isArray(labels) ? labels.length : labels, size: cfg.data.size },
-        }),
-      },
-    }),
+    encodePng(makeGrid(p.images, { nrow: p.nrow }), { text: { parameters: p.parameters } }),
   );
   return path;
 }
@@ -190,47 +88,20 @@ export async function trainRun(
     for (const f of ["checkpoint", "samples", "metrics.jsonl", "model"])
       rmSync(join(runDir, f), { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
-  const model = resolveDenoiser(cfg.model);
-  const obj = objectiveOf(cfg, model);
-  const spec = model.conditioning;
-  const numClasses = spec.kind === "class" ? spec.numClasses : null;
-  const data = loadData(cfg);
-  if (data.channels !== model.geometry.inChannels) {
-    throw new Error(
-      `the data has ${data.channels} channels but model.in_channels is ${model.geometry.inChannels}`,
-    );
-  }
-  if (cfg.data.size % model.geometry.multipleOf !== 0) {
-    throw new Error(
-      `data.size ${cfg.data.size} is not a multiple of ${model.geometry.multipleOf}, as this ${model.className} needs`,
-    );
-  }
-  if (numClasses !== null && data.labels) {
-    for (const l of data.labels) {
-      if (l >= numClasses)
-        throw new Error(
-          `the data has class ${l} but the ${model.className} has ${numClasses} classes (labels 0..${numClasses - 1}; ${obj.nullLabel} is "no class")`,
-        );
-    }
-  }
+  const task = await taskFor(cfg, runDir);
   const t = cfg.training;
   const session = t.threads ? { threads: t.threads } : {};
-  const trainStep = await compileTrainStep(
-    diffusionLoss(model),
-    batchSpecs(model, t.batch_size, cfg.data.size),
-    {
-      adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
-      ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
-      session,
-    },
-  );
+  const trainStep = await compileTrainStep(task.loss, task.batchSpecs, {
+    adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
+    ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
+    session,
+  });
   const seed = new Rng(t.seed);
-  const resumed = args.overwrite ? null : loadCheckpoint(runDir, cfg);
-  const state = resumed ?? trainStep.initState(initParams(model.paramSpecs(), seed.fold("init")));
+  const resumed = args.overwrite ? null : loadCheckpoint(runDir, cfg, task.components);
+  const state = resumed ?? trainStep.initState(initParams(prefixedSpecs(task.components), seed.fold("init")));
   writeJsonAtomic(join(runDir, "config.json"), cfg);
   const metricsPath = join(runDir, "metrics.jsonl");
   trimMetrics(metricsPath, state.step);
-  const loader = new DataLoader(data, { batchSize: t.batch_size, rng: seed.fold("data") });
   ctx.post({
     kind: "start",
     step: state.step,
@@ -242,18 +113,12 @@ export async function trainRun(
   const exportModel = async () => {
     await trainStep.sync(state); // (after steps on a GPU, the weights come back from it)
     const modelDir = join(runDir, "model");
-    const exported = modelFromParams(cfg.model, new Map(state.ema ?? state.params));
-    await savePipeline(modelDir, exported, cfg.scheduler, {
-      numClasses,
-      dataset: cfg.data.dataset,
-      trainedSteps: state.step,
-      imageRange: [-1, 1],
-    });
+    await task.exportPipeline(state.ema ?? state.params, state.step, modelDir);
     return modelDir;
   };
   const checkpoint = async () => {
     await trainStep.sync(state);
-    await saveCheckpoint(runDir, cfg, state);
+    await saveCheckpoint(runDir, cfg, state, task.components);
     ctx.post({ kind: "checkpoint", step: state.step, dir: join(runDir, "checkpoint") });
   };
 
@@ -268,8 +133,7 @@ export async function trainRun(
       break;
     }
     const k = state.step;
-    const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
-    const feeds = drawBatch(obj, toModelRange(b.images), b.labels, seed.fold("step").fold(k));
+    const feeds = task.batch(k);
     const lr = learningRate(t, k);
     const r = await trainStep.step(state, feeds, lr, emaDecayAt(t.ema_decay, k));
     if (!Number.isFinite(r.loss)) {
@@ -289,7 +153,7 @@ export async function trainRun(
         lr,
         gradNorm: r.gradNorm,
         itPerSec: windowSteps / secs,
-        imgPerSec: (windowSteps * t.batch_size) / secs,
+        imgPerSec: (windowSteps * task.batchSize) / secs,
       };
       appendFileSync(
         metricsPath,
@@ -309,7 +173,7 @@ export async function trainRun(
       ctx.post({
         kind: "samples",
         step: state.step,
-        path: await writeSamples(runDir, cfg, state, numClasses),
+        path: await writeSamples(runDir, task, state),
       });
     }
   }

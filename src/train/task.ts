@@ -8,7 +8,7 @@
 import type { InputSpec } from "../runtime/compile.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import type { TrainComponent } from "./checkpoint.ts";
-import type { LossFn, TrainState } from "./train-step.ts";
+import type { LossFn } from "./train-step.ts";
 
 /** A preview grid's images and how to lay them out and label them. */
 export interface PreviewImages {

@@ -2,7 +2,7 @@
  * The blocks of diffusers' UNet2DModel (the DDPM U-Net of Ho et al. 2020, App. B), as functions over
  * a parameter scope whose names are diffusers' state-dict names:
  *
- *   ResnetBlock2D    GN → SiLU → conv3×3 → (+ time) → GN → SiLU → dropout → conv3×3, plus a shortcut
+ *   ResnetBlock2D    GN → SiLU → conv3×3 → (+ time, if any) → GN → SiLU → dropout → conv3×3, plus a shortcut
  *   attention        GN → per-head softmax(QKᵀ/√d)V → to_out.0, plus the input (diffusers' Attention
  *                    as UNet2D uses it: residual_connection, rescale_output_factor)
  *   Downsample2D     conv3×3 stride 2 (padding 0: pad right/bottom by one first)
@@ -22,8 +22,12 @@ import type { Tensor } from "../../tensor/symbolic.ts";
 
 /** What every resnet of one U-Net shares. */
 export interface BlockContext {
-  /** SiLU of the time (+ class) embedding [N, T]: every resnet projects it (computed once). */
-  readonly tembAct: Tensor;
+  /**
+   * SiLU of the time (+ class) embedding [N, T]: every resnet projects it (computed once). null for
+   * networks without a time embedding (the VAE's encoder and decoder: diffusers' temb_channels=None,
+   * so the resnets have no time_emb_proj and norm2 sees h alone).
+   */
+  readonly tembAct: Tensor | null;
   readonly groups: number;
   readonly eps: number;
   /** "default": GN(h + proj(temb)); "scale_shift": GN(h)·(1 + scale) + shift (improved DDPM). */
@@ -65,14 +69,19 @@ export function resnetBlock2D(
     h = avgPool2(h);
   }
   h = conv2d(p.sub("conv1"), h, cout, 3, { padding: 1 }); // [N, cout, H', W']
-  const projWidth = ctx.timeShift === "scale_shift" ? 2 * cout : cout;
-  const t = linear(p.sub("time_emb_proj"), ctx.tembAct, projWidth); // [N, cout or 2·cout]
-  const tt = o.reshape(t, [t.shape[0]!, projWidth, 1, 1]); // [N, cout or 2·cout, 1, 1]
-  if (ctx.timeShift === "scale_shift") {
-    const [scale, shift] = o.split(tt, 1, 2) as [Tensor, Tensor]; // [N, cout, 1, 1] each
-    h = o.add(o.mul(groupNorm(p.sub("norm2"), h, ctx.groups, ctx.eps), o.add(scale, 1)), shift);
+  if (ctx.tembAct === null) {
+    if (ctx.timeShift === "scale_shift") throw new Error("resnetBlock2D: scale_shift needs a time embedding");
+    h = groupNorm(p.sub("norm2"), h, ctx.groups, ctx.eps);
   } else {
-    h = groupNorm(p.sub("norm2"), o.add(h, tt), ctx.groups, ctx.eps);
+    const projWidth = ctx.timeShift === "scale_shift" ? 2 * cout : cout;
+    const t = linear(p.sub("time_emb_proj"), ctx.tembAct, projWidth); // [N, cout or 2·cout]
+    const tt = o.reshape(t, [t.shape[0]!, projWidth, 1, 1]); // [N, cout or 2·cout, 1, 1]
+    if (ctx.timeShift === "scale_shift") {
+      const [scale, shift] = o.split(tt, 1, 2) as [Tensor, Tensor]; // [N, cout, 1, 1] each
+      h = o.add(o.mul(groupNorm(p.sub("norm2"), h, ctx.groups, ctx.eps), o.add(scale, 1)), shift);
+    } else {
+      h = groupNorm(p.sub("norm2"), o.add(h, tt), ctx.groups, ctx.eps);
+    }
   }
   h = conv2d(p.sub("conv2"), ctx.dropout(silu(h)), cout, 3, { padding: 1 });
   const skip = cin !== cout ? conv2d(p.sub("conv_shortcut"), x, cout, 1) : x; // [N, cout, H', W']

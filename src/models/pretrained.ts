@@ -100,6 +100,8 @@ export interface ReadWeightsOptions {
   readonly stem?: string;
   /** Renames a stored key to the current name (old checkpoints). */
   readonly renameKey?: (name: string) => string;
+  /** Stored keys that are not weights of this model and are left unread (e.g. an old buffer). */
+  readonly skipKey?: (name: string) => boolean;
 }
 
 /** Reads `<dir>/<stem>[.variant].safetensors` (F32, F16, BF16 or F64) for the given specs. */
@@ -126,6 +128,7 @@ export function readWeights(
   const file = readSafetensors(path);
   const renamed = new Map<string, HostTensor>();
   for (const [key, t] of file.tensors) {
+    if (opts.skipKey?.(key)) continue;
     const dtype = file.dtypes.get(key);
     if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16" && dtype !== "F64") {
       throw new Error(`${path}: tensor "${key}" is ${dtype}; weights must be F32, F16, BF16 or F64`);

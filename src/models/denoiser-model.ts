@@ -9,7 +9,7 @@
  * diffusers' keyword arguments (camelCase, as an options object).
  */
 import type { Conditioning } from "../diffusion/conditioning.ts";
-import { compileGraph, trace } from "../runtime/compile.ts";
+import { compileGraph, type InputSpec, trace } from "../runtime/compile.ts";
 import type { SessionOptions } from "../runtime/options.ts";
 import type { CompiledGraph } from "../runtime/session.ts";
 import { type DataOf, formatShape, HostTensor } from "../tensor/host.ts";
@@ -209,7 +209,7 @@ export class DenoiserModel<C> {
       timestep: timestepFeed(name, timestep, n),
       ...condFeeds,
     };
-    const graph = await this.graphFor(x.shape);
+    const graph = await this.graphFor(x.shape, condFeeds);
     const out = await graph.run(feeds);
     return out["out"] as HostTensor<"float32">;
   }
@@ -229,19 +229,31 @@ export class DenoiserModel<C> {
     return true;
   }
 
-  /** The compiled graph for one sample shape (traced and compiled on first use, then cached). */
-  private graphFor(shape: readonly number[]): Promise<CompiledGraph> {
+  /**
+   * The compiled graph for one sample shape and set of conditioning feeds (traced and compiled on
+   * first use, then cached). The graph's conditioning inputs are the feeds' names, shapes and dtypes
+   * (`condFeeds` checked them): so the cache keys on the text length and on optional inputs (ControlNet
+   * residuals, timestep_cond) as well as on the batch.
+   */
+  private graphFor(shape: readonly number[], condFeeds: Record<string, HostTensor>): Promise<CompiledGraph> {
     if (!this.compiledWithCurrentWeights()) {
       this.dispose();
       this.compiledWith = new Map(this.params);
     }
     const weights = this.compiledWith!;
-    const key = shape.join("x");
+    const condSpecs: Record<string, InputSpec> = {};
+    for (const k of Object.keys(condFeeds).sort()) {
+      condSpecs[k] = { shape: condFeeds[k]!.shape, dtype: condFeeds[k]!.dtype };
+    }
+    const key = [
+      shape.join("x"),
+      ...Object.entries(condSpecs).map(([k, s]) => `${k}:${s.dtype}:${s.shape.join("x")}`),
+    ].join("|");
     let g = this.graphs.get(key);
     if (!g) {
       const n = shape[0]!;
       const { graph, outputs } = trace(
-        { sample: { shape }, timestep: { shape: [n] }, ...this.def.condInputs(this.typedConfig, n) },
+        { sample: { shape }, timestep: { shape: [n] }, ...condSpecs },
         (inp, graph) => {
           const scope = ParamScope.frozen(graph, weights);
           const { sample, timestep, ...cond } = inp;

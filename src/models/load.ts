@@ -10,8 +10,9 @@ import { DiTTransformer2DModel } from "./dit/model.ts";
 import { readConfigJson } from "./pretrained.ts";
 import { type DenoiserClassName, denoiserClass } from "./registry.ts";
 import { UNet2DModel } from "./unet/model.ts";
+import { UNet2DConditionModel } from "./unet-cond/model.ts";
 
-export type AnyDenoiserModel = UNet2DModel | DiTTransformer2DModel;
+export type AnyDenoiserModel = UNet2DModel | DiTTransformer2DModel | UNet2DConditionModel;
 
 interface ModelClass {
   fromPretrained(dir: string, opts?: FromPretrainedOptions): Promise<AnyDenoiserModel>;
@@ -23,6 +24,7 @@ interface ModelClass {
 const CLASSES: { readonly [K in DenoiserClassName]: ModelClass } = {
   UNet2DModel,
   DiTTransformer2DModel,
+  UNet2DConditionModel,
 };
 
 function classOf(config: DiffusersConfig, where: string): ModelClass {

@@ -23,6 +23,7 @@ import {
 } from "./config-fields.ts";
 import { DIT_DEF } from "./dit/def.ts";
 import { UNET2D_DEF } from "./unet/def.ts";
+import { UNET2D_COND_DEF } from "./unet-cond/def.ts";
 
 /** What a denoiser is conditioned on, as its config implies. */
 export type ConditioningSpec =
@@ -33,7 +34,23 @@ export type ConditioningSpec =
       readonly numClasses: number | null;
       /** The label trained as "no class" (classifier-free guidance), or null when there is none. */
       readonly nullLabel: number | null;
+    }
+  | {
+      readonly kind: "text";
+      /** Width of the token embeddings [N, L, dim] (cross_attention_dim). */
+      readonly dim: number;
+      /** Width of a pooled text vector the model also takes (SDXL, SD3), or null/absent for none. */
+      readonly pooledDim?: number | null;
     };
+
+/**
+ * Sizes of the conditioning a graph is traced for, beyond the batch (graph inputs have static
+ * shapes). Absent fields take the model's defaults.
+ */
+export interface CondSizes {
+  /** Tokens per text embedding (default: the model's, 77 — CLIP's context — for UNet2DConditionModel). */
+  readonly textLength?: number;
+}
 
 /** The sample a denoiser takes and gives. */
 export interface Geometry {
@@ -64,8 +81,8 @@ export interface DenoiserDef<C> {
   paramSpecs(c: C): ParamSpec[];
   geometry(c: C): Geometry;
   conditioning(c: C): ConditioningSpec;
-  /** Graph inputs of the conditioning (besides `sample` and `timestep`) for a batch of n. */
-  condInputs(c: C, n: number): Record<string, InputSpec>;
+  /** Graph inputs of the conditioning (besides `sample` and `timestep`) for a batch of n (and the text length). */
+  condInputs(c: C, n: number, sizes?: CondSizes): Record<string, InputSpec>;
   /** Feeds for those inputs; errors name the class, the bad value and what is allowed. */
   condFeeds(c: C, cond: Conditioning): Record<string, HostTensor>;
   /** The traced forward: sample [N, C, H, W], timestep float32 [N], the conditioning inputs by name. */
@@ -90,7 +107,7 @@ export interface BoundDenoiser {
   readonly conditioning: ConditioningSpec;
   readonly renameKey?: (name: string) => string;
   paramSpecs(): ParamSpec[];
-  condInputs(n: number): Record<string, InputSpec>;
+  condInputs(n: number, sizes?: CondSizes): Record<string, InputSpec>;
   condFeeds(cond: Conditioning): Record<string, HostTensor>;
   forward(
     scope: ParamScope,
@@ -111,7 +128,7 @@ export function bindDenoiser<C>(def: DenoiserDef<C>, c: C): BoundDenoiser {
     conditioning: def.conditioning(c),
     ...(def.renameKey ? { renameKey: def.renameKey } : {}),
     paramSpecs: () => def.paramSpecs(c),
-    condInputs: (n) => def.condInputs(c, n),
+    condInputs: (n, sizes) => def.condInputs(c, n, sizes),
     condFeeds: (cond) => def.condFeeds(c, cond),
     forward: (scope, sample, t, cond, opts) => def.forward(scope, c, sample, t, cond, opts),
   };
@@ -121,6 +138,7 @@ export function bindDenoiser<C>(def: DenoiserDef<C>, c: C): BoundDenoiser {
 export const DENOISERS = {
   UNet2DModel: bindable(UNET2D_DEF),
   DiTTransformer2DModel: bindable(DIT_DEF),
+  UNet2DConditionModel: bindable(UNET2D_COND_DEF),
 } as const;
 
 export type DenoiserClassName = keyof typeof DENOISERS;

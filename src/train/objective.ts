@@ -18,7 +18,7 @@ import {
   type TimestepSampling,
 } from "../diffusion/losses.ts";
 import { type Prediction, targetCoefficients } from "../diffusion/parameterization.ts";
-import type { BoundDenoiser } from "../models/registry.ts";
+import type { BoundDenoiser, CondSizes } from "../models/registry.ts";
 import { weightedMse } from "../nn/losses.ts";
 import type { InputSpec } from "../runtime/compile.ts";
 import { Scheduler } from "../samplers/scheduler.ts";
@@ -42,8 +42,13 @@ export interface Objective {
   condDropout: number;
 }
 
-/** Graph inputs of one training batch of `batch` images of size×size. */
-export function batchSpecs(model: BoundDenoiser, batch: number, size: number): Record<string, InputSpec> {
+/** Graph inputs of one training batch of `batch` images of size×size (text conditioning: `sizes.textLength` tokens, default 77). */
+export function batchSpecs(
+  model: BoundDenoiser,
+  batch: number,
+  size: number,
+  sizes: CondSizes = {},
+): Record<string, InputSpec> {
   const img = [batch, model.geometry.inChannels, size, size];
   const perSample = [batch, 1, 1, 1];
   const specs: Record<string, InputSpec> = {
@@ -56,7 +61,7 @@ export function batchSpecs(model: BoundDenoiser, batch: number, size: number): R
     te: { shape: perSample },
     w: { shape: [batch] },
   };
-  for (const [k, spec] of Object.entries(model.condInputs(batch))) specs[`cond.${k}`] = spec;
+  for (const [k, spec] of Object.entries(model.condInputs(batch, sizes))) specs[`cond.${k}`] = spec;
   return specs;
 }
 

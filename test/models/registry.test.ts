@@ -8,13 +8,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { classCondition } from "../../src/diffusion/conditioning.ts";
+import { type Conditioning, classCondition } from "../../src/diffusion/conditioning.ts";
 import { writeSafetensors } from "../../src/io/safetensors.ts";
 import { loadModel, modelFromConfig } from "../../src/models/load.ts";
 import { DENOISER_CLASS_NAMES, resolveDenoiser } from "../../src/models/registry.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import { Rng } from "../../src/tensor/rng.ts";
-import { TINY_DIT, TINY_UNET_ATTN } from "../support/tiny-models.ts";
+import { TINY_DIT, TINY_UNET_ATTN, TINY_UNET_COND } from "../support/tiny-models.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-registry-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -23,6 +23,7 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 const TINY: Record<string, Record<string, unknown>> = {
   UNet2DModel: TINY_UNET_ATTN,
   DiTTransformer2DModel: { ...TINY_DIT, out_channels: 2 },
+  UNet2DConditionModel: TINY_UNET_COND,
 };
 
 test("every registered class: config round trip; save → loadModel → identical outputs", async () => {
@@ -38,7 +39,11 @@ test("every registered class: config round trip; save → loadModel → identica
     for (const [k, v] of model.params)
       model.params.set(k, new HostTensor(rng.normal(v.size, 0, 0.1), v.shape));
     const x = new HostTensor<"float32">(new Rng(5).normal(2 * 64), [2, 1, 8, 8]);
-    const cond = classCondition([0, 2]);
+    const spec = bound.conditioning;
+    const cond: Conditioning =
+      spec.kind === "text"
+        ? { kind: "text", embeds: new HostTensor(new Rng(6).normal(2 * 5 * spec.dim), [2, 5, spec.dim]) }
+        : classCondition([0, 2]);
     const y = await model.denoise(x, [3, 700], cond);
     assert.equal(y.shape[1], bound.geometry.outChannels, name);
     for (const dtype of ["F32", "F16"] as const) {

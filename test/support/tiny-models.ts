@@ -24,3 +24,18 @@ export const TINY_DIT = {
   patch_size: 2,
   num_embeds_ada_norm: 3,
 };
+
+/** A text-conditioned U-Net (8-wide token embeddings), cross-attention in its outer blocks. */
+export const TINY_UNET_COND = {
+  _class_name: "UNet2DConditionModel",
+  in_channels: 1,
+  out_channels: 1,
+  block_out_channels: [8, 16],
+  layers_per_block: 1,
+  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
+  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
+  norm_num_groups: 4,
+  cross_attention_dim: 8,
+  attention_head_dim: 2,
+  sample_size: 8,
+};

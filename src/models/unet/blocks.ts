@@ -10,6 +10,9 @@
  *   Down/AttnDown    L × (resnet [→ attention]), then downsample; every output is kept as a skip
  *   Up/AttnUp        (L+1) × (concat(h, skip) → resnet [→ attention]), then upsample
  *   UNetMidBlock2D   resnet → [attention] → resnet
+ *
+ * The down and up blocks take their attention as a function (`BlockAttention`), so the same blocks
+ * serve UNet2DConditionModel, whose CrossAttn blocks put a Transformer2DModel after each resnet.
  */
 import { silu } from "../../nn/activations.ts";
 import { spatialSelfAttention } from "../../nn/attention.ts";
@@ -125,11 +128,20 @@ export function upsample2D(p: ParamScope, x: Tensor): Tensor {
   return conv2d(p.sub("conv"), upsampleNearest(x), x.shape[1]!, 3, { padding: 1 });
 }
 
+/** The attention a block applies after each resnet, over the scope `attentions.<i>`: [N, C, H, W] → same. */
+export type BlockAttention = (p: ParamScope, h: Tensor) => Tensor;
+
+/** `attentionBlock` with fixed options, as a block's attention (AttnDownBlock2D, AttnUpBlock2D). */
+export const spatialAttention =
+  (opts: AttentionBlockOptions): BlockAttention =>
+  (p, h) =>
+    attentionBlock(p, h, opts);
+
 export interface DownBlockOptions {
   readonly cout: number;
   readonly layers: number;
-  /** Attention after each resnet (AttnDownBlock2D), or null (DownBlock2D). */
-  readonly attention: AttentionBlockOptions | null;
+  /** Attention after each resnet (AttnDownBlock2D, CrossAttnDownBlock2D), or null (DownBlock2D). */
+  readonly attention: BlockAttention | null;
   /** null in the last block. */
   readonly downsample: "conv" | "resnet" | null;
   readonly padding: number;
@@ -145,7 +157,7 @@ export function downBlock2D(
   const skips: Tensor[] = [];
   for (let i = 0; i < b.layers; i++) {
     h = resnetBlock2D(p.sub("resnets").sub(i), h, b.cout, ctx); // [N, cout, H, W]
-    if (b.attention) h = attentionBlock(p.sub("attentions").sub(i), h, b.attention);
+    if (b.attention) h = b.attention(p.sub("attentions").sub(i), h);
     skips.push(h);
   }
   const down = p.sub("downsamplers").sub(0);
@@ -160,7 +172,7 @@ export interface UpBlockOptions {
   readonly cout: number;
   /** layers_per_block + 1 */
   readonly layers: number;
-  readonly attention: AttentionBlockOptions | null;
+  readonly attention: BlockAttention | null;
   /** null in the last block. */
   readonly upsample: "conv" | "resnet" | null;
 }
@@ -177,7 +189,7 @@ export function upBlock2D(
     const skip = skips[skips.length - 1 - i]!;
     h = o.concat([h, skip], 1); // [N, C + Cskip, H, W]
     h = resnetBlock2D(p.sub("resnets").sub(i), h, b.cout, ctx); // [N, cout, H, W]
-    if (b.attention) h = attentionBlock(p.sub("attentions").sub(i), h, b.attention);
+    if (b.attention) h = b.attention(p.sub("attentions").sub(i), h);
   }
   const up = p.sub("upsamplers").sub(0);
   if (b.upsample === "conv")

@@ -80,11 +80,12 @@ export interface UNet2DConfig {
 export const UNET2D_CLASS_NAME = "UNet2DModel";
 
 /** diffusers strips a "UNetRes" prefix from block names ("UNetResDownBlock2D" = "DownBlock2D"). */
-const blockType = <T extends string>(allowed: readonly T[]): Parse<T> => {
+export const blockType = <T extends string>(allowed: readonly T[]): Parse<T> => {
   const p = oneOf(allowed);
   return (v, k) => p(typeof v === "string" && v.startsWith("UNetRes") ? v.slice(7) : v, k);
 };
-const sampleSize: Parse<number | readonly [number, number] | null> = (v, k) => {
+/** sample_size: a number, [height, width] or null. */
+export const sampleSize: Parse<number | readonly [number, number] | null> = (v, k) => {
   if (v === null) return null;
   if (Array.isArray(v) && v.length === 2) return [int(1)(v[0], `${k}[0]`), int(1)(v[1], `${k}[1]`)];
   return int(1)(v, k);

@@ -21,6 +21,7 @@ import {
   type BlockContext,
   downBlock2D,
   midBlock2D,
+  spatialAttention,
   upBlock2D,
 } from "./blocks.ts";
 import {
@@ -130,7 +131,7 @@ export function unet2d(
     const r = downBlock2D(p.sub("down_blocks").sub(i), x, ctx, {
       cout,
       layers: cfg.layersPerBlock,
-      attention: isAttn ? attn(cout, cfg.normNumGroups) : null,
+      attention: isAttn ? spatialAttention(attn(cout, cfg.normNumGroups)) : null,
       // diffusers: DownBlock2D always downsamples with a conv; downsample_type is AttnDownBlock2D's.
       downsample: i === last ? null : isAttn ? cfg.downsampleType : "conv",
       padding: cfg.downsamplePadding,
@@ -155,7 +156,7 @@ export function unet2d(
     x = upBlock2D(p.sub("up_blocks").sub(i), x, skips.splice(skips.length - layers, layers), ctx, {
       cout,
       layers,
-      attention: isAttn ? attn(cout, cfg.normNumGroups) : null,
+      attention: isAttn ? spatialAttention(attn(cout, cfg.normNumGroups)) : null,
       upsample: i === last ? null : isAttn ? cfg.upsampleType : "conv",
     }); // [N, C_(last−i), ·2, ·2] (the last block keeps its size)
   });
@@ -164,7 +165,8 @@ export function unet2d(
   return conv2d(p.sub("conv_out"), x, cfg.outChannels, 3, { padding: 1 }); // [N, out_channels, H, W]
 }
 
-function dropoutFn(prob: number, noise: UNetForwardOptions["dropoutNoise"]): (x: Tensor) => Tensor {
+/** Dropout with probability `prob` from `noise` (see `UNetForwardOptions`); the identity without noise. */
+export function dropoutFn(prob: number, noise: UNetForwardOptions["dropoutNoise"]): (x: Tensor) => Tensor {
   if (prob === 0 || !noise) return (x) => x;
   let index = 0;
   return (x) => {
@@ -231,14 +233,19 @@ export function initUNet(cfg: UNet2DConfig, rng: Rng): Params {
 /**
  * diffusers registers modules in an order that differs from the order a forward pass uses them
  * (up_blocks before mid_block; attentions before resnets in a block). This rank table restores
- * it; names compare segment by segment, numbers numerically.
+ * it; names compare segment by segment, numbers numerically. It serves UNet2DConditionModel too:
+ * its Transformer2DModel (norm, proj_in, transformer_blocks, proj_out), each block's norm1, attn1,
+ * norm2, attn2, norm3, ff (interleaved with a resnet's names, which never share a scope with them)
+ * and the time embedding's cond_proj (registered between linear_1 and linear_2).
  */
 const RANK: Readonly<Record<string, number>> = Object.fromEntries(
   [
     ["conv_in", "time_proj", "time_embedding", "class_embedding", "down_blocks", "up_blocks", "mid_block"],
     ["conv_norm_out", "conv_out", "attentions", "resnets", "downsamplers", "upsamplers"],
-    ["norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut", "conv"],
-    ["group_norm", "to_q", "to_k", "to_v", "to_out", "linear_1", "linear_2", "weight", "bias"],
+    ["norm", "proj_in", "transformer_blocks", "proj_out"],
+    ["norm1", "attn1", "conv1", "time_emb_proj", "norm2", "attn2", "conv2", "conv_shortcut", "norm3", "ff"],
+    ["conv", "group_norm", "to_q", "to_k", "to_v", "to_out", "net", "proj"],
+    ["linear_1", "cond_proj", "linear_2", "weight", "bias"],
   ]
     .flat()
     .map((name, i) => [name, i]),

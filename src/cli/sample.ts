@@ -1,15 +1,15 @@
 /**
- * `diffuse sample`: generates images with a model folder (or a bundled model: `mnist`, `mnist-dit`) and any sampler,
- * with classifier-free guidance; writes grid.png (generation parameters in its text chunk) and
- * samples.safetensors (images F32 [N,C,H,W] in [0,1], labels I64 [N]).
+ * `diffuse sample`: generates images with a model folder (or a bundled model: `mnist`, `mnist-dit`,
+ * `emoji`) and any sampler, with classifier-free guidance — from class labels, or from prompts for a
+ * text-to-image model; writes grid.png (generation parameters in its text chunk) and
+ * samples.safetensors (images F32 [N,C,H,W] in [0,1]; labels I64 [N], or the prompts in its metadata).
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
-import { generate } from "../pipelines/generate.ts";
 import {
   CLASS_GUIDANCE,
   checkSamplingOptions,
@@ -20,8 +20,10 @@ import {
   type SamplingOptions,
   samplingDefaults,
 } from "../pipelines/options.ts";
-import { loadPipeline } from "../pipelines/pipeline-dir.ts";
+import { disposePipeline, type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
+import { imageSize, pipelineGenerate, takesPrompts } from "../pipelines/run.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
+import { checkPrompts, PromptError } from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { readConfigFile } from "../train/config.ts";
 import { bool, num, type Parsed, parseFlags, str, UsageError } from "./args.ts";
@@ -76,10 +78,108 @@ flags:
   --eta X                  DDIM's eta, ${range("eta")} (default 0)
   --labels L               comma-separated class labels, or "all" (default all)
   --per-label N            images per label (default 8 with "all", else 1)
+  --prompt TEXT            what to draw (text-to-image models), e.g. "thumbs up sign, medium skin tone, google style"
+  --negative-prompt TEXT   what to steer away from (default: the empty prompt)
+  --prompt-file FILE       one prompt per line (blank lines skipped), one image each, in order
+  --per-prompt N           images per prompt (default 8 with --prompt, 1 with --prompt-file)
   --seed N                 seed, ${range("seed")} (default 0)
   --batch N                images per forward pass (default 64)
   --out DIR                output folder (default out/)
 `;
+
+/** The prompts of --prompt or --prompt-file (checked), or null. */
+function promptsOf(p: Parsed): string[] | null {
+  const one = str(p, "prompt");
+  const file = str(p, "prompt-file");
+  if (one !== undefined && file !== undefined)
+    throw new UsageError("pass --prompt or --prompt-file, not both");
+  try {
+    if (one !== undefined) return checkPrompts(one, "--prompt");
+    if (file === undefined) return null;
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch {
+      throw new UsageError(`--prompt-file: cannot read ${file}: does it exist?`);
+    }
+    const lines = text.split(/\r?\n/).filter((l) => l.trim() !== "");
+    if (lines.length === 0) throw new UsageError(`--prompt-file: ${file} has no prompts (one per line)`);
+    return checkPrompts(lines, "--prompt-file line");
+  } catch (e) {
+    if (e instanceof PromptError) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+/** What to generate, in order, and how to label it: label jobs and prompt jobs alike. */
+interface Job {
+  count: number;
+  nrow: number;
+  labels: number[] | null;
+  prompts: string[] | null;
+  negativePrompt: string | null;
+  slice(
+    lo: number,
+    hi: number,
+  ): { labels?: number[] | number; prompts?: string[]; negativePrompts?: string[] };
+  context: { labels?: "all" | readonly number[] | null; extra: Record<string, string | number> };
+}
+
+function promptJob(p: Parsed, pipe: LoadedPipeline, prompts: string[] | null): Job {
+  if (!prompts)
+    throw new UsageError(
+      `${pipe.dir} is a text-to-image model: pass --prompt "…" or --prompt-file FILE${typeof pipe.info["promptTemplate"] === "string" ? ` (prompts look like "${pipe.info["promptTemplate"]}")` : ""}`,
+    );
+  if (str(p, "labels") !== undefined || str(p, "per-label") !== undefined)
+    throw new UsageError("this is a text-to-image model: it takes --prompt, not --labels");
+  const fromFile = str(p, "prompt-file") !== undefined;
+  const per = num(p, "per-prompt", { min: 1, max: 1024, integer: true }) ?? (fromFile ? 1 : 8);
+  const negative = str(p, "negative-prompt") ?? null;
+  if (negative !== null && typeof negative !== "string")
+    throw new UsageError("--negative-prompt must be text");
+  // each prompt's images side by side: prompt-major
+  const all = prompts.flatMap((q) => Array.from({ length: per }, () => q));
+  return {
+    count: all.length,
+    nrow: fromFile ? Math.min(8, all.length) : per,
+    labels: null,
+    prompts: all,
+    negativePrompt: negative,
+    slice: (lo, hi) => ({
+      prompts: all.slice(lo, hi),
+      ...(negative !== null ? { negativePrompts: all.slice(lo, hi).map(() => negative) } : {}),
+    }),
+    context: {
+      extra: {
+        prompt: fromFile ? `${prompts.length} prompts from ${str(p, "prompt-file")}` : prompts[0]!,
+        ...(negative !== null ? { negative_prompt: negative } : {}),
+        per_prompt: per,
+      },
+    },
+  };
+}
+
+function labelJob(p: Parsed, pipe: LoadedPipeline, prompts: string[] | null): Job {
+  if (prompts)
+    throw new UsageError(`${pipe.dir} is not a text-to-image model: it takes --labels, not prompts`);
+  if (str(p, "negative-prompt") !== undefined)
+    throw new UsageError("--negative-prompt is for text-to-image models");
+  const labelsFlag = str(p, "labels") ?? "all";
+  const classes = parseLabels(labelsFlag, pipe.info.numClasses);
+  const perLabel =
+    num(p, "per-label", { min: 1, max: 1024, integer: true }) ?? (labelsFlag === "all" ? 8 : 1);
+  // per-label images laid out label-major within each row: with "all", a row per sample index
+  const labels: number[] | null = classes ? Array.from({ length: perLabel }, () => classes).flat() : null;
+  return {
+    count: labels ? labels.length : perLabel,
+    nrow: classes ? classes.length : 8,
+    labels,
+    prompts: null,
+    negativePrompt: null,
+    slice: (lo, hi) => ({ labels: labels ? labels.slice(lo, hi) : hi - lo }),
+    context: { labels: classes, extra: { per_label: perLabel } },
+  };
+}
 
 function parseLabels(s: string, numClasses: number | null): number[] | null {
   if (numClasses === null) {
@@ -109,6 +209,10 @@ export async function run(argv: readonly string[]): Promise<void> {
     eta: { type: "string" },
     labels: { type: "string" },
     "per-label": { type: "string" },
+    prompt: { type: "string" },
+    "negative-prompt": { type: "string" },
+    "prompt-file": { type: "string" },
+    "per-prompt": { type: "string" },
     seed: { type: "string" },
     batch: { type: "string" },
     out: { type: "string" },
@@ -132,69 +236,70 @@ export async function run(argv: readonly string[]): Promise<void> {
   if (str(p, "scheduler") && str(p, "scheduler-config"))
     throw new UsageError("pass --scheduler or --scheduler-config, not both");
 
+  const prompts = promptsOf(p);
   const pipe = await loadPipeline(str(p, "model") ?? "mnist");
-  const opts: SamplingOptions = { ...samplingDefaults(pipe), ...given };
-  const { steps } = opts;
-  const labelsFlag = str(p, "labels") ?? "all";
-  const classes = parseLabels(labelsFlag, pipe.info.numClasses);
-  const perLabel =
-    num(p, "per-label", { min: 1, max: 1024, integer: true }) ?? (labelsFlag === "all" ? 8 : 1);
-  const cfgPath = str(p, "scheduler-config");
-  const scheduler = cfgPath
-    ? schedulerFor({ config: readConfigFile(cfgPath) }, pipe.schedulerConfig)
-    : schedulerFor({ name: opts.scheduler, karras: opts.karras }, pipe.schedulerConfig);
-
-  // per-label images laid out label-major within each row: with "all", a row per sample index
-  const labels: number[] | null = classes ? Array.from({ length: perLabel }, () => classes).flat() : null;
-  const total = labels ? labels.length : perLabel;
-  const model = pipe.denoiser;
-  const c = model.bound.geometry.inChannels;
-  const size = model.bound.geometry.sampleSize ?? 32;
-  const all = new Float32Array(total * c * size * size);
-  const progress = new Progress("sample");
-  const chunks = Math.ceil(total / batch);
-  const t0 = performance.now();
-  for (let k = 0; k < chunks; k++) {
-    const lo = k * batch;
-    const hi = Math.min(total, lo + batch);
-    const imgs = await generate(model, scheduler, {
-      labels: labels ? labels.slice(lo, hi) : hi - lo,
-      numClasses: pipe.info.numClasses,
-      steps,
-      guidance: opts.guidance,
-      guidanceRescale: opts.guidanceRescale,
-      eta: opts.eta,
-      seed: opts.seed + k,
-      size,
-      onStep: ({ i }) => {
-        const done = k * steps + i + 1;
-        progress.update({
-          step: done,
-          total: chunks * steps,
-          rate: done / ((performance.now() - t0) / 1000),
-        });
-      },
-    });
-    all.set(imgs.data, lo * c * size * size);
+  try {
+    const opts: SamplingOptions = { ...samplingDefaults(pipe), ...given };
+    const cfgPath = str(p, "scheduler-config");
+    const scheduler = cfgPath
+      ? schedulerFor({ config: readConfigFile(cfgPath) }, pipe.schedulerConfig)
+      : schedulerFor({ name: opts.scheduler, karras: opts.karras }, pipe.schedulerConfig);
+    const job = takesPrompts(pipe) ? promptJob(p, pipe, prompts) : labelJob(p, pipe, prompts);
+    const total = job.count;
+    const size = imageSize(pipe);
+    let all: Float32Array | null = null;
+    let c = 0;
+    const progress = new Progress("sample");
+    const chunks = Math.ceil(total / batch);
+    const t0 = performance.now();
+    for (let k = 0; k < chunks; k++) {
+      const lo = k * batch;
+      const hi = Math.min(total, lo + batch);
+      const imgs = await pipelineGenerate(pipe, scheduler, {
+        ...job.slice(lo, hi),
+        numClasses: pipe.info.numClasses,
+        steps: opts.steps,
+        guidance: opts.guidance,
+        guidanceRescale: opts.guidanceRescale,
+        eta: opts.eta,
+        seed: opts.seed + k,
+        onStep: ({ i }) => {
+          const done = k * opts.steps + i + 1;
+          progress.update({
+            step: done,
+            total: chunks * opts.steps,
+            rate: done / ((performance.now() - t0) / 1000),
+          });
+        },
+      });
+      c = imgs.shape[1]!;
+      all ??= new Float32Array(total * c * size * size);
+      all.set(imgs.data, lo * c * size * size);
+    }
+    progress.done();
+    const images = new HostTensor<"float32">(all!, [total, c, size, size]);
+    mkdirSync(outDir, { recursive: true });
+    const params = parametersText(
+      // a --scheduler-config file is named by its class (the file's other settings are not in the text)
+      cfgPath ? { ...opts, scheduler: `${String(scheduler.config.className)} (${cfgPath})` } : opts,
+      { model: pipe.dir, ...job.context },
+    );
+    const grid = makeGrid(images, { nrow: job.nrow });
+    writeFileAtomic(
+      join(outDir, "grid.png"),
+      encodePng(grid, { text: { parameters: params, Software: "diffuse" } }),
+    );
+    const tensors = new Map<string, HostTensor>([["images", images]]);
+    if (job.labels) tensors.set("labels", HostTensor.int64(job.labels));
+    const metadata: Record<string, string> = { parameters: params };
+    if (job.prompts) metadata["prompts"] = JSON.stringify(job.prompts);
+    if (job.negativePrompt !== null) metadata["negative_prompt"] = job.negativePrompt;
+    writeSafetensors(join(outDir, "samples.safetensors"), tensors, { metadata });
+    const secs = (performance.now() - t0) / 1000;
+    console.log(
+      `${total} images in ${secs.toFixed(1)} s → ${join(outDir, "grid.png")}, ${join(outDir, "samples.safetensors")}`,
+    );
+  } finally {
+    disposePipeline(pipe);
   }
-  progress.done();
-  const images = new HostTensor<"float32">(all, [total, c, size, size]);
-  mkdirSync(outDir, { recursive: true });
-  const params = parametersText(
-    // a --scheduler-config file is named by its class (the file's other settings are not in the text)
-    cfgPath ? { ...opts, scheduler: `${String(scheduler.config.className)} (${cfgPath})` } : opts,
-    { model: pipe.dir, labels: classes, extra: { per_label: perLabel } },
-  );
-  const grid = makeGrid(images, { nrow: classes ? classes.length : 8 });
-  writeFileAtomic(
-    join(outDir, "grid.png"),
-    encodePng(grid, { text: { parameters: params, Software: "diffuse" } }),
-  );
-  const tensors = new Map<string, HostTensor>([["images", images]]);
-  if (labels) tensors.set("labels", HostTensor.int64(labels));
-  writeSafetensors(join(outDir, "samples.safetensors"), tensors, { metadata: { parameters: params } });
-  const secs = (performance.now() - t0) / 1000;
-  console.log(
-    `${total} images in ${secs.toFixed(1)} s → ${join(outDir, "grid.png")}, ${join(outDir, "samples.safetensors")}`,
-  );
 }

@@ -4,7 +4,7 @@
  * forward per step. Images come back in [0, 1]; `onStep` sees every step's x_t and x̂0 (live previews).
  */
 import type { Conditioning } from "../diffusion/conditioning.ts";
-import { classCondition, noCondition } from "../diffusion/conditioning.ts";
+import { batchOf, classCondition, noCondition } from "../diffusion/conditioning.ts";
 import { classifierFreeGuidance } from "../diffusion/guidance.ts";
 import type { Network } from "../diffusion/parameterization.ts";
 import type { TensorLike, Timesteps } from "../models/denoiser-model.ts";
@@ -19,9 +19,27 @@ export interface ConditionalDenoiser {
   denoise(x: TensorLike, t: Timesteps, cond: Conditioning): Promise<HostTensor<"float32">>;
 }
 
+/** A latent → image decoder (a VAE's, scaling undone): latents [N, c, h, w] → images [N, C, H, W] in [−1, 1]. */
+export type LatentDecoder = (z: HostTensor<"float32">) => Promise<HostTensor<"float32">>;
+
 export interface GenerateOptions {
-  /** One class label per image (length = number of images), or a count for an unconditional model. */
-  labels: readonly number[] | number;
+  /**
+   * One class label per image (length = number of images), or a count for an unconditional model.
+   * Ignored when `conditions` is given.
+   */
+  labels?: readonly number[] | number;
+  /**
+   * The conditioning itself (e.g. prompt embeddings) and its unconditional counterpart (the empty or
+   * negative prompt's), instead of labels. Both of one kind and batch size.
+   */
+  conditions?: { cond: Conditioning; uncond: Conditioning | null };
+  /**
+   * For a latent model: decodes the final latents (and, in `onStep`, x_t and x̂0) to images. `size`
+   * is then the latent side.
+   */
+  decode?: LatentDecoder;
+  /** Decode x_t and x̂0 for `onStep` too (live previews; costs a decode per step). Default false: latents. */
+  decodePreviews?: boolean;
   /**
    * Real classes (labels must be below it) and the "no class" label; default: what the model's
    * config implies (a pipeline's diffuse.json may say otherwise for a U-Net).
@@ -68,6 +86,18 @@ function conditions(
   opts: GenerateOptions,
 ): { n: number; cond: Conditioning; uncond: Conditioning | null } {
   const spec = model.conditioning;
+  if (opts.conditions) {
+    const { cond, uncond } = opts.conditions;
+    if (cond.kind !== spec.kind)
+      throw new Error(`${model.className} is conditioned on "${spec.kind}", not on "${cond.kind}"`);
+    const n = batchOf(cond);
+    if (uncond && batchOf(uncond) !== n)
+      throw new Error(`the unconditional half has ${batchOf(uncond)} samples for ${n} conditions`);
+    return { n, cond, uncond };
+  }
+  if (opts.labels === undefined) throw new Error("give labels (or a count) or conditions to generate from");
+  if (spec.kind === "text")
+    throw new Error(`${model.className} is text-conditioned: give prompts (encoded by its text encoder)`);
   const n = typeof opts.labels === "number" ? opts.labels : opts.labels.length;
   if (!Number.isInteger(n) || n < 1) throw new Error(`need at least one image to generate, got ${n}`);
   if (typeof opts.labels === "number") {
@@ -128,6 +158,7 @@ export async function generate(
     if (opts.signal?.aborted) throw new CancelledError();
     return net(x, t);
   };
+  const decode = opts.decode ?? ((z: HostTensor<"float32">) => Promise.resolve(z));
   const x = await scheduler.sample(checked, xT, {
     steps: opts.steps,
     eta: opts.eta ?? 0,
@@ -135,10 +166,17 @@ export async function generate(
     ...(opts.onStep
       ? {
           onStep: async (info) => {
-            await opts.onStep!({ i: info.i, t: info.t, x: info.x, x0: info.x0 });
+            const [x, x0] =
+              opts.decode && opts.decodePreviews
+                ? await Promise.all([
+                    decode(info.x as HostTensor<"float32">),
+                    decode(info.x0 as HostTensor<"float32">),
+                  ])
+                : [info.x as HostTensor<"float32">, info.x0 as HostTensor<"float32">];
+            await opts.onStep!({ i: info.i, t: info.t, x, x0 });
           },
         }
       : {}),
   });
-  return toUnitRange(x as HostTensor<"float32">);
+  return toUnitRange(await decode(x as HostTensor<"float32">));
 }

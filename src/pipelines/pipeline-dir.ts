@@ -3,8 +3,10 @@
  * component's library and class (`"transformer": ["diffusers", "DiTTransformer2DModel"]`), each
  * component in its own folder (`unet/`, `transformer/`, `scheduler/scheduler_config.json`), plus
  * `diffuse.json` with what diffusers does not record (number of classes, data range, the recommended
- * sampling settings, training and eval figures). Supported now: `DDPMPipeline` (a UNet2DModel) and
- * `DiTPipeline` (a DiTTransformer2DModel; its VAE is optional here: pixel-space DiTs have none).
+ * sampling settings, training and eval figures). Supported now: `DDPMPipeline` (a UNet2DModel),
+ * `DiTPipeline` (a DiTTransformer2DModel; its VAE is optional here: pixel-space DiTs have none) and
+ * `StableDiffusionPipeline` (tokenizer/, text_encoder/ — transformers' CLIPTokenizer and CLIPTextModel —
+ * unet/ a UNet2DConditionModel, vae/ an AutoencoderKL; safety_checker and feature_extractor null).
  * A bare model folder (config.json + weights) loads too, with a default DDPM scheduler.
  * Bundled models live in assets/models/<name>/.
  */
@@ -15,6 +17,10 @@ import { writeJsonAtomic } from "../io/atomic.ts";
 import { DIFFUSERS_VERSION } from "../models/config-fields.ts";
 import { type AnyDenoiserModel, loadModel } from "../models/load.ts";
 import { denoiserClass } from "../models/registry.ts";
+import { CLIPTextModel, CLIPTextModelWithProjection } from "../models/text/clip-text-model.ts";
+import { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
+import { AutoencoderKL } from "../models/vae/model.ts";
+import type { TextEncoding } from "./text-to-image.ts";
 
 /** Sampling settings a model recommends (the CLI and the studio start from them). */
 export interface RecommendedSampling {
@@ -42,6 +48,17 @@ export interface LoadedPipeline {
   denoiser: AnyDenoiserModel;
   schedulerConfig: Record<string, unknown>;
   info: PipelineInfo;
+  /** The tokenizer and text encoder of a text-to-image pipeline. */
+  text?: TextEncoding;
+  /** The VAE of a latent pipeline (the denoiser works on its latents). */
+  vae?: AutoencoderKL;
+}
+
+/** Releases a pipeline's sessions. */
+export function disposePipeline(p: LoadedPipeline): void {
+  p.denoiser.dispose();
+  p.text?.textEncoder.dispose();
+  p.vae?.dispose();
 }
 
 export const DEFAULT_SCHEDULER: Readonly<Record<string, unknown>> = {
@@ -54,9 +71,19 @@ export const DEFAULT_SCHEDULER: Readonly<Record<string, unknown>> = {
 };
 
 /** The pipelines diffuse reads, and the component folder each keeps its denoiser in. */
-const PIPELINES: Readonly<Record<string, { denoiser: string; optional: readonly string[] }>> = {
+const PIPELINES: Readonly<
+  Record<string, { denoiser: string; optional: readonly string[]; required?: readonly string[] }>
+> = {
   DDPMPipeline: { denoiser: "unet", optional: [] },
   DiTPipeline: { denoiser: "transformer", optional: ["vae"] },
+  StableDiffusionPipeline: { denoiser: "unet", optional: [], required: ["vae", "text_encoder", "tokenizer"] },
+};
+
+/** The class each text-to-image component may have (model_index.json: [library, class]). */
+const TEXT_COMPONENTS: Readonly<Record<string, readonly string[]>> = {
+  vae: ["AutoencoderKL"],
+  text_encoder: ["CLIPTextModel", "CLIPTextModelWithProjection"],
+  tokenizer: ["CLIPTokenizer", "CLIPTokenizerFast"],
 };
 
 /** The package's assets folder (works from src/ and from dist/). */
@@ -99,13 +126,14 @@ function readJson(path: string): Record<string, unknown> {
 }
 
 /** The denoiser's folder of a pipeline root, from its model_index.json (checked), or the root itself. */
-function denoiserDir(root: string): { dir: string; pipelineClass: string } {
+function denoiserDir(root: string): { dir: string; pipelineClass: string; index: Record<string, unknown> } {
   const indexPath = join(root, "model_index.json");
   if (!existsSync(indexPath)) {
     for (const sub of ["unet", "transformer"]) {
-      if (existsSync(join(root, sub, "config.json"))) return { dir: join(root, sub), pipelineClass: "" };
+      if (existsSync(join(root, sub, "config.json")))
+        return { dir: join(root, sub), pipelineClass: "", index: {} };
     }
-    if (existsSync(join(root, "config.json"))) return { dir: root, pipelineClass: "" };
+    if (existsSync(join(root, "config.json"))) return { dir: root, pipelineClass: "", index: {} };
     throw new Error(
       `${root} has no model_index.json, unet/, transformer/ or config.json: not a diffusers model folder`,
     );
@@ -121,7 +149,23 @@ function denoiserDir(root: string): { dir: string; pipelineClass: string } {
   for (const [name, value] of Object.entries(index)) {
     if (name.startsWith("_") || value === null || (Array.isArray(value) && value[0] === null)) continue;
     if (name === "scheduler" || name === layout.denoiser || layout.optional.includes(name)) continue;
+    if (layout.required?.includes(name)) {
+      const allowed = TEXT_COMPONENTS[name]!;
+      if (!Array.isArray(value) || !allowed.includes(String(value[1])))
+        throw new Error(
+          `${indexPath}: "${name}" must be [library, ${allowed.map((a) => `"${a}"`).join(" | ")}], got ${JSON.stringify(value)}`,
+        );
+      continue;
+    }
+    if (name === "requires_safety_checker") continue;
     throw new Error(`${indexPath}: component "${name}" is not one a ${cls} folder holds for diffuse`);
+  }
+  for (const name of layout.required ?? []) {
+    const v = index[name];
+    if (!Array.isArray(v) || v[0] === null)
+      throw new Error(`${indexPath}: a ${cls} needs its "${name}" component; it is missing or null`);
+    if (!existsSync(join(root, name)))
+      throw new Error(`${root}: the ${name}/ folder is missing (model_index.json lists it)`);
   }
   const entry = index[layout.denoiser];
   if (!Array.isArray(entry) || entry.length !== 2) {
@@ -131,15 +175,27 @@ function denoiserDir(root: string): { dir: string; pipelineClass: string } {
   const dir = join(root, layout.denoiser);
   if (!existsSync(join(dir, "config.json")))
     throw new Error(`${root}: the ${layout.denoiser}/ folder is missing`);
-  return { dir, pipelineClass: cls };
+  return { dir, pipelineClass: cls, index };
 }
 
 export async function loadPipeline(nameOrDir: string): Promise<LoadedPipeline> {
   const dir = resolveModelDir(nameOrDir);
   // a run folder: use its exported model
   const root = existsSync(join(dir, "model", "model_index.json")) ? join(dir, "model") : dir;
-  const { dir: modelDir, pipelineClass } = denoiserDir(root);
+  const { dir: modelDir, pipelineClass, index } = denoiserDir(root);
   const denoiser = await loadModel(modelDir);
+  const parts: Pick<LoadedPipeline, "text" | "vae"> = {};
+  if (pipelineClass === "StableDiffusionPipeline") {
+    const te = index["text_encoder"] as [string, string];
+    parts.text = {
+      tokenizer: CLIPTokenizer.fromPretrained(join(root, "tokenizer")),
+      textEncoder:
+        te[1] === "CLIPTextModelWithProjection"
+          ? await CLIPTextModelWithProjection.fromPretrained(join(root, "text_encoder"))
+          : await CLIPTextModel.fromPretrained(join(root, "text_encoder")),
+    };
+    parts.vae = await AutoencoderKL.fromPretrained(join(root, "vae"));
+  }
   const schedPath = join(root, "scheduler", "scheduler_config.json");
   const schedulerConfig = existsSync(schedPath) ? readJson(schedPath) : { ...DEFAULT_SCHEDULER };
   const infoPath = join(root, "diffuse.json");
@@ -156,6 +212,7 @@ export async function loadPipeline(nameOrDir: string): Promise<LoadedPipeline> {
     denoiser,
     schedulerConfig,
     info: { ...raw, numClasses },
+    ...parts,
   };
 }
 
@@ -185,4 +242,45 @@ export async function savePipeline(
   // diffusers' DiTPipeline has a vae component; a pixel-space DiT has none (null, as diffusers writes a missing one)
   if (b.pipelineClass === "DiTPipeline") index["vae"] = [null, null];
   writeJsonAtomic(join(dir, "model_index.json"), index);
+}
+
+export interface TextToImageParts {
+  unet: AnyDenoiserModel;
+  textEncoder: CLIPTextModel | CLIPTextModelWithProjection;
+  tokenizer: CLIPTokenizer;
+  vae: AutoencoderKL;
+  schedulerConfig: Record<string, unknown>;
+  info: PipelineInfo;
+  dtype?: "F32" | "F16";
+}
+
+/**
+ * Writes a StableDiffusionPipeline folder as diffusers lays it out: model_index.json, unet/, vae/,
+ * text_encoder/ and tokenizer/ (transformers' files), scheduler/, and diffuse.json.
+ */
+export async function saveTextToImagePipeline(dir: string, p: TextToImageParts): Promise<void> {
+  const dtype = p.dtype ?? "F32";
+  const lower = dtype === "F16" ? "float16" : "float32";
+  mkdirSync(join(dir, "scheduler"), { recursive: true });
+  await p.unet.savePretrained(join(dir, "unet"), { dtype });
+  await p.vae.savePretrained(join(dir, "vae"), { dtype });
+  await p.textEncoder.savePretrained(join(dir, "text_encoder"), { dtype: lower });
+  p.tokenizer.savePretrained(join(dir, "tokenizer"));
+  writeJsonAtomic(join(dir, "scheduler", "scheduler_config.json"), p.schedulerConfig);
+  writeJsonAtomic(join(dir, "diffuse.json"), p.info);
+  const te =
+    p.textEncoder instanceof CLIPTextModelWithProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel";
+  writeJsonAtomic(join(dir, "model_index.json"), {
+    _class_name: "StableDiffusionPipeline",
+    _diffusers_version: DIFFUSERS_VERSION,
+    feature_extractor: [null, null],
+    image_encoder: [null, null],
+    requires_safety_checker: false,
+    safety_checker: [null, null],
+    scheduler: ["diffusers", String(p.schedulerConfig["_class_name"] ?? "DDPMScheduler")],
+    text_encoder: ["transformers", te],
+    tokenizer: ["transformers", "CLIPTokenizer"],
+    unet: ["diffusers", "UNet2DConditionModel"],
+    vae: ["diffusers", "AutoencoderKL"],
+  });
 }

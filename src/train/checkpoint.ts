@@ -46,9 +46,9 @@ export interface TrainComponent {
   /** Its parameters, unprefixed. */
   readonly specs: readonly ParamSpec[];
   /** Writes unprefixed weights (and the config) as the component's folder. */
-  write(dir: string, params: Params): void;
+  write(dir: string, params: Params): void | Promise<void>;
   /** Reads a folder `write` made; errors name the file. */
-  read(dir: string): Params;
+  read(dir: string): Params | Promise<Params>;
 }
 
 /** The denoiser of a run as a component (unprefixed: the names a denoiser-only run has always used). */
@@ -89,8 +89,8 @@ export async function saveCheckpoint(
 ): Promise<void> {
   await replaceDirAtomicAsync(join(runDir, "checkpoint"), async (tmp) => {
     for (const c of components) {
-      c.write(join(tmp, c.name), componentParams(c, state.params));
-      if (state.ema) c.write(join(tmp, `${c.name}_ema`), componentParams(c, state.ema));
+      await c.write(join(tmp, c.name), componentParams(c, state.params));
+      if (state.ema) await c.write(join(tmp, `${c.name}_ema`), componentParams(c, state.ema));
     }
     const opt = new Map<string, HostTensor>();
     for (const [k, v] of state.m) opt.set(`adam_m/${k}`, v);
@@ -102,11 +102,11 @@ export async function saveCheckpoint(
 }
 
 /** The last checkpoint of a run, or null when there is none. Errors name the damaged file. */
-export function loadCheckpoint(
+export async function loadCheckpoint(
   runDir: string,
   cfg: TrainConfig,
   components: readonly TrainComponent[] = [denoiserComponent(cfg)],
-): TrainState | null {
+): Promise<TrainState | null> {
   const dir = join(runDir, "checkpoint");
   recoverReplacedDir(dir);
   if (!existsSync(join(dir, "trainer_state.json"))) return null;
@@ -124,14 +124,14 @@ export function loadCheckpoint(
     );
   }
   const specs = prefixedSpecs(components);
-  const read = (suffix: string): Params => {
+  const read = async (suffix: string): Promise<Params> => {
     const all: Params = new Map();
     for (const c of components)
-      for (const [k, v] of c.read(join(dir, c.name + suffix))) all.set(c.prefix + k, v);
+      for (const [k, v] of await c.read(join(dir, c.name + suffix))) all.set(c.prefix + k, v);
     return all;
   };
-  const params = read("");
-  const ema = components.every((c) => existsSync(join(dir, `${c.name}_ema`))) ? read("_ema") : null;
+  const params = await read("");
+  const ema = components.every((c) => existsSync(join(dir, `${c.name}_ema`))) ? await read("_ema") : null;
   const opt = readSafetensors(join(dir, "optimizer.safetensors")).tensors;
   const m: Params = new Map();
   const v: Params = new Map();

@@ -17,7 +17,16 @@ export type TimestepSamplingName = "uniform" | "logit-normal";
 export interface TrainConfig {
   model: DiffusersConfig;
   scheduler: Record<string, unknown>;
-  data: { dataset: "mnist" | "folder"; path: string | null; size: number; channels: number };
+  /**
+   * Text to image (a UNet2DConditionModel): the text encoder's config (transformers' CLIPTextConfig),
+   * trained jointly with the U-Net from scratch; absent for pixel-space denoisers.
+   */
+  text_encoder?: Record<string, unknown>;
+  /** The tokenizer: a folder to read, or BPE trained on the run's captions to `vocab_size`. */
+  tokenizer?: { path: string | null; vocab_size: number };
+  /** The frozen VAE (a diffusers AutoencoderKL folder) whose latents the U-Net is trained on. */
+  vae?: { path: string };
+  data: { dataset: "mnist" | "folder" | "emoji"; path: string | null; size: number; channels: number };
   training: {
     steps: number;
     batch_size: number;
@@ -143,13 +152,56 @@ const isInt = (v: unknown, min: number): boolean => typeof v === "number" && Num
 const isNum = (v: unknown, lo: number, hi: number): boolean =>
   typeof v === "number" && Number.isFinite(v) && v >= lo && v <= hi;
 
+const SECTIONS = ["model", "scheduler", "text_encoder", "tokenizer", "vae", "data", "training", "output"];
+
+/** The text-to-image sections: all three or none, and only with a text-conditioned model. */
+function textSections(raw: Json): Pick<TrainConfig, "text_encoder" | "tokenizer" | "vae"> {
+  const given = ["text_encoder", "tokenizer", "vae"].filter((k) => raw[k] !== undefined);
+  const cls = String((raw["model"] as Json)["_class_name"] ?? "");
+  if (given.length === 0) {
+    if (cls === "UNet2DConditionModel")
+      throw new ConfigFieldError(
+        'a UNet2DConditionModel trains on text: the config needs "text_encoder" (a CLIPTextConfig), "tokenizer" ({ "vocab_size": N } or { "path": DIR }) and "vae" ({ "path": DIR })',
+      );
+    return {};
+  }
+  if (cls !== "UNet2DConditionModel")
+    throw new ConfigFieldError(
+      `config sections ${given.join(", ")} are for text to image; model._class_name must be UNet2DConditionModel, got "${cls}"`,
+    );
+  for (const k of ["text_encoder", "tokenizer", "vae"])
+    if (!isObj(raw[k]))
+      throw new ConfigFieldError(
+        `config field "${k}" must be an object (text to image needs all of text_encoder, tokenizer, vae)`,
+      );
+  const tokenizer = section("tokenizer", raw["tokenizer"], { path: null as string | null, vocab_size: 4096 });
+  check(
+    tokenizer.path === null || typeof tokenizer.path === "string",
+    "tokenizer.path",
+    "a folder path or null",
+    tokenizer.path,
+  );
+  check(
+    isInt(tokenizer.vocab_size, 300),
+    "tokenizer.vocab_size",
+    "an integer ≥ 300 (256 bytes, their word ends, merges)",
+    tokenizer.vocab_size,
+  );
+  const vae = section("vae", raw["vae"], { path: "" });
+  check(
+    typeof vae.path === "string" && vae.path !== "",
+    "vae.path",
+    "the folder of a trained AutoencoderKL (diffuse train configs/emoji-vae.json writes one)",
+    vae.path,
+  );
+  return { text_encoder: raw["text_encoder"] as Json, tokenizer, vae };
+}
+
 /** Fills defaults and validates every field; errors name the field, the allowed values and what was given. */
 export function resolveConfig(raw: Json): TrainConfig {
   for (const k of Object.keys(raw)) {
-    if (!["model", "scheduler", "data", "training", "output"].includes(k)) {
-      throw new ConfigFieldError(
-        `unknown config section "${k}"; sections: model, scheduler, data, training, output`,
-      );
+    if (!SECTIONS.includes(k)) {
+      throw new ConfigFieldError(`unknown config section "${k}"; sections: ${SECTIONS.join(", ")}`);
     }
   }
   if (!isObj(raw["model"]))
@@ -171,11 +223,12 @@ export function resolveConfig(raw: Json): TrainConfig {
   const output = section("output", raw["output"], DEFAULTS.output);
   const t = training;
   check(
-    data.dataset === "mnist" || data.dataset === "folder",
+    data.dataset === "mnist" || data.dataset === "folder" || data.dataset === "emoji",
     "data.dataset",
-    '"mnist" or "folder"',
+    '"mnist", "folder" or "emoji"',
     data.dataset,
   );
+  const text = textSections(raw);
   check(
     data.dataset !== "folder" || typeof data.path === "string",
     "data.path",
@@ -255,6 +308,7 @@ export function resolveConfig(raw: Json): TrainConfig {
   return {
     model: raw["model"] as DiffusersConfig,
     scheduler: raw["scheduler"] as Json,
+    ...text,
     data,
     training,
     output,

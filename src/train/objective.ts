@@ -24,6 +24,7 @@ import type { InputSpec } from "../runtime/compile.ts";
 import { Scheduler } from "../samplers/scheduler.ts";
 import { HostTensor } from "../tensor/host.ts";
 import * as o from "../tensor/ops.ts";
+import type { ParamScope } from "../tensor/params.ts";
 import type { Rng } from "../tensor/rng.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
 import type { TrainConfig } from "./config.ts";
@@ -65,16 +66,33 @@ export function batchSpecs(
   return specs;
 }
 
+export interface DiffusionLossOptions {
+  /** The denoiser's parameters under this prefix (a run that trains more than the denoiser). */
+  denoiserScope?: string;
+  /**
+   * Computes the denoiser's conditioning inputs inside the graph (e.g. token ids → a text encoder's
+   * hidden states, trained jointly); default: the batch's `cond.*` inputs as they are.
+   */
+  condition?: (scope: ParamScope, batch: Readonly<Record<string, Tensor>>) => Record<string, Tensor>;
+}
+
+/** The `cond.*` inputs of a batch, by the denoiser's input name. */
+function batchConditions(b: Readonly<Record<string, Tensor>>): Record<string, Tensor> {
+  const cond: Record<string, Tensor> = {};
+  for (const [k, v] of Object.entries(b)) if (k.startsWith("cond.")) cond[k.slice(5)] = v;
+  return cond;
+}
+
 /** The loss over a denoiser: the weighted MSE of its prediction against the target. */
-export function diffusionLoss(model: BoundDenoiser): LossFn {
+export function diffusionLoss(model: BoundDenoiser, opts: DiffusionLossOptions = {}): LossFn {
   const c = model.geometry.inChannels;
   return (scope, b) => {
     const x0 = b["x0"]!;
     const eps = b["noise"]!;
     const xt = o.add(o.mul(b["a"]!, x0), o.mul(b["s"]!, eps)); // [B, C, H, W]
-    const cond: Record<string, Tensor> = {};
-    for (const [k, v] of Object.entries(b)) if (k.startsWith("cond.")) cond[k.slice(5)] = v;
-    const out = model.forward(scope, xt, b["t"]!, cond); // [B, C_out, H, W]
+    const cond = opts.condition ? opts.condition(scope, b) : batchConditions(b);
+    const net = opts.denoiserScope ? scope.sub(opts.denoiserScope) : scope;
+    const out = model.forward(net, xt, b["t"]!, cond); // [B, C_out, H, W]
     const pred = out.shape[1] === c ? out : o.slice(out, 1, 0, c); // [B, C, H, W]
     const target = o.add(o.mul(b["tx"]!, x0), o.mul(b["te"]!, eps)); // [B, C, H, W]
     return weightedMse(pred, target, b["w"]!);

@@ -17,11 +17,12 @@ import { loadCheckpoint, prefixedSpecs, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
 import { pixelTask } from "./pixel-task.ts";
 import type { TrainTask } from "./task.ts";
+import { textTask } from "./text-task.ts";
 import { compileTrainStep, type TrainState } from "./train-step.ts";
 
 /** The task a config describes: text to image in latent space when it has a text encoder, else pixels. */
-async function taskFor(cfg: TrainConfig, _runDir: string): Promise<TrainTask> {
-  return pixelTask(cfg);
+async function taskFor(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
+  return cfg.text_encoder ? textTask(cfg, runDir) : pixelTask(cfg);
 }
 
 export interface TrainArgs {
@@ -97,7 +98,7 @@ export async function trainRun(
     session,
   });
   const seed = new Rng(t.seed);
-  const resumed = args.overwrite ? null : loadCheckpoint(runDir, cfg, task.components);
+  const resumed = args.overwrite ? null : await loadCheckpoint(runDir, cfg, task.components);
   const state = resumed ?? trainStep.initState(initParams(prefixedSpecs(task.components), seed.fold("init")));
   writeJsonAtomic(join(runDir, "config.json"), cfg);
   const metricsPath = join(runDir, "metrics.jsonl");

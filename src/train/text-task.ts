@@ -1,0 +1,265 @@
+/**
+ * The text-to-image task (latent diffusion, Rombach et al. 2022): a UNet2DConditionModel trained on
+ * the latents of a frozen, already trained VAE, cross-attending to a CLIP text encoder's hidden
+ * states — the text encoder trained jointly with the U-Net, from scratch, by the same denoising loss
+ * (one ONNX graph: token ids → text encoder → U-Net → loss). Imagen and LDM train with frozen,
+ * pretrained encoders; a project that makes its own models has none, and joint training needs no
+ * separate contrastive stage (see docs/text-to-image.md for the measurement behind the choice).
+ *
+ * Host side per step: the batch's latents are drawn from the VAE's posterior N(mean, std²) (the
+ * moments of every training image computed once and cached in the run folder), scaled as diffusers
+ * does ((z − shift_factor)·scaling_factor); captions become token ids, each replaced by the empty
+ * prompt with probability `training.cond_dropout` (classifier-free guidance's unconditional model).
+ *
+ * The tokenizer is read from `tokenizer.path`, or trained (byte-level BPE) on the training captions
+ * at the run's start and saved in the run folder; the export is a StableDiffusionPipeline folder.
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { type EmojiDataset, emojiPrompts, loadEmoji } from "../data/emoji.ts";
+import { DataLoader } from "../data/loader.ts";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import { modelFromParams } from "../models/load.ts";
+import { resolveDenoiser } from "../models/registry.ts";
+import { trainClipBpe } from "../models/text/bpe-train.ts";
+import { clipTextForward, clipTextParamSpecs } from "../models/text/clip-text.ts";
+import { resolveClipTextConfig } from "../models/text/clip-text-config.ts";
+import { CLIPTextModel } from "../models/text/clip-text-model.ts";
+import { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
+import { vaeScaleFactor } from "../models/vae/config.ts";
+import { AutoencoderKL } from "../models/vae/model.ts";
+import { generate } from "../pipelines/generate.ts";
+import { defaultSchedulerName, parametersText, type SamplingOptions } from "../pipelines/options.ts";
+import { saveTextToImagePipeline } from "../pipelines/pipeline-dir.ts";
+import { schedulerFor } from "../pipelines/scheduler-names.ts";
+import { promptConditions, tokenizePrompts, vaeDecoder } from "../pipelines/text-to-image.ts";
+import { HostTensor } from "../tensor/host.ts";
+import type { ParamScope, Params } from "../tensor/params.ts";
+import { Rng } from "../tensor/rng.ts";
+import type { TrainComponent } from "./checkpoint.ts";
+import { componentParams, denoiserComponent } from "./checkpoint.ts";
+import type { TrainConfig } from "./config.ts";
+import { batchSpecs, diffusionLoss, drawBatch, objectiveOf } from "./objective.ts";
+import type { TrainTask } from "./task.ts";
+
+/** Prompts of the preview grids: the first training captions and held-out compositions. */
+const PREVIEW_PROMPTS = 8;
+
+/** The text encoder as a trained component (transformers' folder layout: config.json + model.safetensors). */
+function textEncoderComponent(config: Record<string, unknown>, prefix: string): TrainComponent {
+  return {
+    name: "text_encoder",
+    prefix,
+    specs: clipTextParamSpecs(resolveClipTextConfig(config).config),
+    write: (dir, params) => CLIPTextModel.fromParams(config, params).savePretrained(dir),
+    read: async (dir) => (await CLIPTextModel.fromPretrained(dir)).params,
+  };
+}
+
+/** The VAE posterior's moments of every image, computed once per (run, VAE) and cached. */
+async function latentMoments(
+  vae: AutoencoderKL,
+  data: EmojiDataset,
+  cachePath: string,
+): Promise<{ mean: Float32Array; std: Float32Array; shape: number[] }> {
+  if (existsSync(cachePath)) {
+    const t = readSafetensors(cachePath).tensors;
+    const mean = t.get("mean");
+    const std = t.get("std");
+    if (mean && std && mean.shape[0] === data.count)
+      return { mean: mean.data as Float32Array, std: std.data as Float32Array, shape: [...mean.shape] };
+  }
+  const per = data.channels * data.height * data.width;
+  const chunk = 64;
+  let mean: Float32Array | null = null;
+  let std: Float32Array | null = null;
+  let shape: number[] = [];
+  for (let lo = 0; lo < data.count; lo += chunk) {
+    const hi = Math.min(data.count, lo + chunk);
+    const x = new Float32Array((hi - lo) * per);
+    for (let i = 0; i < x.length; i++) x[i] = data.images[lo * per + i]! * 2 - 1;
+    const d = await vae.encode(new HostTensor(x, [hi - lo, data.channels, data.height, data.width]));
+    if (!mean || !std) {
+      shape = [data.count, ...d.mean.shape.slice(1)];
+      const n = shape.reduce((a, b) => a * b, 1);
+      mean = new Float32Array(n);
+      std = new Float32Array(n);
+    }
+    const lat = d.mean.size / (hi - lo);
+    mean.set(d.mean.data as Float32Array, lo * lat);
+    std.set(d.std.data as Float32Array, lo * lat);
+  }
+  writeSafetensors(
+    cachePath,
+    new Map([
+      ["mean", new HostTensor(mean!, shape)],
+      ["std", new HostTensor(std!, shape)],
+    ]),
+  );
+  return { mean: mean!, std: std!, shape };
+}
+
+export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
+  const model = resolveDenoiser(cfg.model);
+  if (model.conditioning.kind !== "text")
+    throw new Error(`${model.className} is not text-conditioned: text to image needs a UNet2DConditionModel`);
+  if (cfg.data.dataset !== "emoji")
+    throw new Error(
+      `text to image trains on captioned images: data.dataset must be "emoji", got "${cfg.data.dataset}"`,
+    );
+  const teConfig = resolveClipTextConfig(cfg.text_encoder!).config;
+  if (teConfig.hiddenSize !== model.conditioning.dim)
+    throw new Error(
+      `text_encoder.hidden_size (${teConfig.hiddenSize}) must equal model.cross_attention_dim (${model.conditioning.dim})`,
+    );
+  const obj = objectiveOf(cfg, model);
+  const t = cfg.training;
+  const seed = new Rng(t.seed);
+  const data = loadEmoji({ split: "train", size: cfg.data.size });
+
+  // the tokenizer: given, or BPE trained on the training captions (deterministic) and kept with the run
+  const tokDir = join(runDir, "tokenizer");
+  let tokenizer: CLIPTokenizer;
+  if (cfg.tokenizer!.path) tokenizer = CLIPTokenizer.fromPretrained(cfg.tokenizer!.path);
+  else if (existsSync(join(tokDir, "vocab.json"))) tokenizer = CLIPTokenizer.fromPretrained(tokDir);
+  else {
+    tokenizer = trainClipBpe([...data.captions], { vocabSize: cfg.tokenizer!.vocab_size });
+    tokenizer.savePretrained(tokDir);
+  }
+  if (tokenizer.vocabSize > teConfig.vocabSize)
+    throw new Error(
+      `the tokenizer has ${tokenizer.vocabSize} tokens but text_encoder.vocab_size is ${teConfig.vocabSize}: raise vocab_size`,
+    );
+  const seqLen = tokenizer.modelMaxLength;
+  const ids = tokenizePrompts(tokenizer, data.captions, "caption");
+  const emptyIds = tokenizePrompts(tokenizer, [""], "caption")[0]!;
+
+  // the frozen VAE and the latents of the training images
+  const vae = await AutoencoderKL.fromPretrained(cfg.vae!.path);
+  const factor = vaeScaleFactor(vae.config);
+  const latentSize = cfg.data.size / factor;
+  if (model.geometry.inChannels !== vae.config.latentChannels)
+    throw new Error(
+      `model.in_channels (${model.geometry.inChannels}) must equal the VAE's latent_channels (${vae.config.latentChannels})`,
+    );
+  mkdirSync(runDir, { recursive: true });
+  const moments = await latentMoments(vae, data, join(runDir, "latents.safetensors"));
+  const scale = vae.scalingFactor;
+  const shift = vae.shiftFactor ?? 0;
+  const latPer = moments.mean.length / data.count;
+
+  const unet = denoiserComponent(cfg, "unet.");
+  const textEncoder = textEncoderComponent(cfg.text_encoder!, "text_encoder.");
+  const loader = new DataLoader(data, { batchSize: t.batch_size, rng: seed.fold("data") });
+  const specs = batchSpecs(model, t.batch_size, latentSize);
+  delete specs["cond.encoder_hidden_states"];
+  specs["cond.input_ids"] = { shape: [t.batch_size, seqLen], dtype: "int64" };
+
+  const previewPrompts = [
+    ...emojiPrompts("train").slice(0, PREVIEW_PROMPTS / 2),
+    ...emojiPrompts("holdout").slice(0, PREVIEW_PROMPTS / 2),
+  ];
+
+  return {
+    components: [unet, textEncoder],
+    batchSpecs: specs,
+    batchSize: t.batch_size,
+    description: `emoji: ${data.count} captioned images → ${latPer} latent values each`,
+    loss: diffusionLoss(model, {
+      denoiserScope: "unet",
+      condition: (scope: ParamScope, b) => ({
+        encoder_hidden_states: clipTextForward(scope.sub("text_encoder"), teConfig, b["cond.input_ids"]!)
+          .lastHiddenState, // [B, L, D]
+      }),
+    }),
+    batch(k) {
+      const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
+      const rng = seed.fold("step").fold(k);
+      const n = b.indices.length;
+      // z ~ N(mean, std²), then diffusers' scaling: (z − shift)·scaling_factor
+      const eps = rng.fold("latent").normal(n * latPer);
+      const x0 = new Float32Array(n * latPer);
+      for (let i = 0; i < n; i++) {
+        const off = b.indices[i]! * latPer;
+        for (let j = 0; j < latPer; j++) {
+          const z = moments.mean[off + j]! + moments.std[off + j]! * eps[i * latPer + j]!;
+          x0[i * latPer + j] = (z - shift) * scale;
+        }
+      }
+      const feeds = drawBatch(
+        obj,
+        new HostTensor(x0, [n, model.geometry.inChannels, latentSize, latentSize]),
+        null,
+        rng,
+      );
+      const drop = rng.fold("dropout");
+      const tok = new BigInt64Array(n * seqLen);
+      for (let i = 0; i < n; i++) {
+        const row = drop.nextUniform() < t.cond_dropout ? emptyIds : ids[b.indices[i]!]!;
+        for (let j = 0; j < seqLen; j++) tok[i * seqLen + j] = BigInt(row[j]!);
+      }
+      feeds["cond.input_ids"] = new HostTensor(tok, [n, seqLen]);
+      return feeds;
+    },
+    async preview(params, step) {
+      const session = t.threads ? { session: { threads: t.threads } } : {};
+      const u = modelFromParams(cfg.model, componentParams(unet, params as Params), session);
+      const te = CLIPTextModel.fromParams(cfg.text_encoder!, componentParams(textEncoder, params as Params));
+      const opts: SamplingOptions = {
+        scheduler: defaultSchedulerName(cfg.scheduler),
+        karras: false,
+        steps: cfg.output.sample_steps,
+        guidance: cfg.output.sample_guidance,
+        guidanceRescale: 0,
+        eta: 0,
+        seed: t.seed,
+      };
+      try {
+        const prompts = [...previewPrompts, ...previewPrompts];
+        const conditions = await promptConditions({ tokenizer, textEncoder: te }, prompts);
+        const images = await generate(u, schedulerFor({ name: opts.scheduler }, cfg.scheduler), {
+          conditions,
+          steps: opts.steps,
+          guidance: opts.guidance,
+          seed: opts.seed,
+          size: latentSize,
+          decode: vaeDecoder(vae),
+        });
+        return {
+          images,
+          nrow: previewPrompts.length,
+          parameters: parametersText(opts, {
+            step,
+            extra: { prompts: previewPrompts.join(" | "), size: cfg.data.size },
+          }),
+        };
+      } finally {
+        u.dispose();
+        te.dispose();
+      }
+    },
+    async exportPipeline(params, step, dir) {
+      const u = modelFromParams(cfg.model, componentParams(unet, params as Params));
+      const te = CLIPTextModel.fromParams(cfg.text_encoder!, componentParams(textEncoder, params as Params));
+      try {
+        await saveTextToImagePipeline(dir, {
+          unet: u,
+          textEncoder: te,
+          tokenizer,
+          vae,
+          schedulerConfig: cfg.scheduler,
+          info: {
+            numClasses: null,
+            dataset: cfg.data.dataset,
+            trainedSteps: step,
+            imageRange: [-1, 1],
+            sampling: { guidance: cfg.output.sample_guidance },
+          },
+        });
+      } finally {
+        u.dispose();
+        te.dispose();
+      }
+    },
+  };
+}

@@ -98,7 +98,7 @@ test("config errors name the field and the allowed values", () => {
   );
   assert.throws(
     () => resolveConfig({ ...tiny, data: { dataset: "cifar" } }),
-    /data\.dataset.*"mnist" or "folder"/,
+    /data\.dataset.*"mnist", "folder" or "emoji"/,
   );
   assert.throws(() => resolveConfig({ scheduler: {} }), /"model"/);
   assert.throws(

@@ -3,11 +3,22 @@
  * model/ of every training run) and training runs (a run folder, or a folder of runs, rescanned on
  * each request so a run started after the server appears). Requests name models and runs by id
  * only; folders never come from a request, so a request cannot reach a path the user did not serve.
+ * A text-to-image model (a StableDiffusionPipeline) is described by its images, not its latents: its
+ * size is the VAE's output size, and its tokenizer stays in memory so prompts are checked on request.
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import type { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
+import { vaeScaleFactor } from "../models/vae/config.ts";
 import { type SamplingOptions, samplingDefaults } from "../pipelines/options.ts";
-import { bundledModels, loadPipeline, resolveModelDir } from "../pipelines/pipeline-dir.ts";
+import {
+  bundledModels,
+  disposePipeline,
+  type LoadedPipeline,
+  loadPipeline,
+  resolveModelDir,
+} from "../pipelines/pipeline-dir.ts";
+import { imageSize, takesPrompts } from "../pipelines/run.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
 
 export interface ModelInfo {
@@ -18,9 +29,17 @@ export interface ModelInfo {
   /** Changes when the model's files change (a training run re-exports its model). */
   stamp: string;
   numClasses: number | null;
+  /** Whether the model generates from a prompt (a text-to-image pipeline) rather than class labels. */
+  prompts: boolean;
+  /** A prompt to show in an empty prompt box: diffuse.json's first `promptExamples`, else its `promptTemplate`. */
+  promptExample: string | null;
+  /** The most tokens a prompt may have (the text encoder's context less its start and end tokens). */
+  promptTokens: number | null;
+  /** Channels of the images (3 for a VAE's RGB output; the denoiser's for a pixel-space model). */
   channels: number;
+  /** The side of the images the model makes by default (a latent model's: its latents' × the VAE's factor). */
   sampleSize: number;
-  /** Sizes must be multiples of this (the U-Net halves the image once per extra level). */
+  /** Sizes must be multiples of this (the U-Net halves the image once per extra level, the VAE once per block). */
   sizeMultiple: number;
   /** The model's own scheduler class (its training schedule). */
   schedulerClass: string;
@@ -81,7 +100,10 @@ function stampOf(dir: string): string {
 export class Catalog {
   private readonly fixed: { id: string; dir: string; source: "bundled" | "folder" }[] = [];
   private readonly runRoots: string[];
-  private readonly infoCache = new Map<string, { stamp: string; info: Promise<ModelInfo> }>();
+  private readonly infoCache = new Map<
+    string,
+    { stamp: string; info: Promise<ModelInfo>; tokenizer: Promise<CLIPTokenizer | null> }
+  >();
 
   constructor(opts: CatalogOptions = {}) {
     const taken = new Set<string>();
@@ -147,42 +169,78 @@ export class Catalog {
     return (await this.models()).find((m) => m.id === id);
   }
 
+  /**
+   * The tokenizer of a text-to-image model as listed by models() (null for a label model), to check
+   * prompts before a job is queued; undefined when the model's files changed since it was listed.
+   */
+  async tokenizer(model: ModelInfo): Promise<CLIPTokenizer | null | undefined> {
+    const hit = this.infoCache.get(model.dir);
+    return hit && hit.stamp === model.stamp ? hit.tokenizer : undefined;
+  }
+
   /** A model's metadata, read once per version of its files (the weights are loaded, then dropped). */
   private info(id: string, dir: string, source: ModelInfo["source"]): Promise<ModelInfo> {
     const stamp = stampOf(dir);
     const hit = this.infoCache.get(dir);
     if (hit && hit.stamp === stamp) return hit.info.then((m) => ({ ...m, id }));
+    const loaded = loadPipeline(dir);
     const info = (async (): Promise<ModelInfo> => {
-      const pipe = await loadPipeline(dir);
-      const geo = pipe.denoiser.bound.geometry;
-      const schedulers = SCHEDULER_NAMES.filter((name) => {
-        try {
-          schedulerFor({ name }, pipe.schedulerConfig);
-          return true;
-        } catch {
-          return false;
-        }
-      });
-      const sampleSize = geo.sampleSize ?? 32;
-      const trained = pipe.info["trainedSteps"];
-      return {
-        id,
-        source,
-        dir,
-        stamp,
-        numClasses: pipe.info.numClasses,
-        channels: geo.inChannels,
-        sampleSize,
-        sizeMultiple: geo.multipleOf,
-        schedulerClass: String(pipe.schedulerConfig["_class_name"] ?? "DDPMScheduler"),
-        schedulers,
-        defaults: samplingDefaults(pipe),
-        dataset: typeof pipe.info.dataset === "string" ? pipe.info.dataset : null,
-        trainedSteps: typeof trained === "number" ? trained : null,
-      };
+      const pipe = await loaded;
+      try {
+        return describeModel(pipe, { id, source, dir, stamp });
+      } finally {
+        disposePipeline(pipe);
+      }
     })();
+    const tokenizer = loaded.then(
+      (p) => p.text?.tokenizer ?? null,
+      () => null,
+    );
     info.catch(() => this.infoCache.delete(dir));
-    this.infoCache.set(dir, { stamp, info });
+    this.infoCache.set(dir, { stamp, info, tokenizer });
     return info;
   }
+}
+
+/** What the page and the validation need to know of a loaded pipeline. */
+function describeModel(
+  pipe: LoadedPipeline,
+  where: Pick<ModelInfo, "id" | "source" | "dir" | "stamp">,
+): ModelInfo {
+  const geo = pipe.denoiser.bound.geometry;
+  const schedulers = SCHEDULER_NAMES.filter((name) => {
+    try {
+      schedulerFor({ name }, pipe.schedulerConfig);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  const factor = pipe.vae ? vaeScaleFactor(pipe.vae.config) : 1;
+  const trained = pipe.info["trainedSteps"];
+  const tokenizer = pipe.text?.tokenizer;
+  return {
+    ...where,
+    numClasses: takesPrompts(pipe) ? null : pipe.info.numClasses,
+    prompts: takesPrompts(pipe),
+    promptExample: tokenizer ? promptExample(pipe.info) : null,
+    promptTokens: tokenizer ? tokenizer.modelMaxLength - 2 : null,
+    channels: pipe.vae ? pipe.vae.config.outChannels : geo.inChannels,
+    sampleSize: imageSize(pipe),
+    sizeMultiple: geo.multipleOf * factor,
+    schedulerClass: String(pipe.schedulerConfig["_class_name"] ?? "DDPMScheduler"),
+    schedulers,
+    defaults: samplingDefaults(pipe),
+    dataset: typeof pipe.info.dataset === "string" ? pipe.info.dataset : null,
+    trainedSteps: typeof trained === "number" ? trained : null,
+  };
+}
+
+/** diffuse.json's first prompt example, else its prompt template, else null. */
+function promptExample(info: LoadedPipeline["info"]): string | null {
+  const examples = info["promptExamples"];
+  if (Array.isArray(examples) && typeof examples[0] === "string" && examples[0].trim() !== "")
+    return examples[0];
+  const template = info["promptTemplate"];
+  return typeof template === "string" && template.trim() !== "" ? template : null;
 }

@@ -12,8 +12,12 @@ export interface SampleSpec extends SamplingOptions {
   /** The model folder and a stamp of its files (a training run re-exports its model: a new stamp reloads it). */
   dir: string;
   stamp: string;
-  /** One label per image, or null for an unconditional model (then `count` images). */
+  /** One label per image, or null for an unconditional or text-to-image model (then `count` images). */
   labels: number[] | null;
+  /** One prompt per image for a text-to-image model, else null. */
+  prompts: string[] | null;
+  /** The negative prompt of every image, or null for the empty prompt (plain classifier-free guidance). */
+  negativePrompt: string | null;
   count: number;
   numClasses: number | null;
   size: number;
@@ -38,7 +42,7 @@ export type FromWorker =
       i: number;
       steps: number;
       t: number;
-      /** PNG grids of the current sample x_t and of the model's clean-image estimate x̂0. */
+      /** PNG grids of the current sample x_t and of the model's clean-image estimate x̂0 (a latent model's decoded by its VAE). */
       x: Uint8Array;
       x0: Uint8Array;
     }

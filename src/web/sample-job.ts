@@ -2,16 +2,19 @@
  * The studio's sampling worker (runs in a worker thread through runInWorker, so ONNX Runtime's
  * blocking runs never stall the server). It keeps its models and their compiled graphs between
  * jobs, runs one job at a time, and streams every denoising step: the current sample x_t and the
- * network's clean-image estimate x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, as PNG grids. At the end it encodes
- * the final grid (generation parameters in its text chunk) and the trajectory as an animated PNG.
+ * network's clean-image estimate x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, as PNG grids — for a latent
+ * (text-to-image) model both decoded through its VAE, so the page shows images, not latents. At the
+ * end it encodes the final grid (generation parameters in its text chunk) and the trajectory as an
+ * animated PNG.
  */
 import { BroadcastChannel } from "node:worker_threads";
 import { encodeApng } from "../io/apng.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import type { Raster } from "../io/raster.ts";
-import { CancelledError, generate, toUnitRange } from "../pipelines/generate.ts";
-import { type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
+import { CancelledError, toUnitRange } from "../pipelines/generate.ts";
+import { disposePipeline, type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
+import { pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
 import type { FromWorker, SampleSpec, ToWorker } from "./protocol.ts";
@@ -29,10 +32,7 @@ function modelFor(spec: SampleSpec): Promise<LoadedPipeline> {
   if (!m) {
     // jobs run one at a time, so an evicted model is idle: release its sessions now
     const evict = (k: string) => {
-      models.get(k)?.then(
-        (p) => p.denoiser.dispose(),
-        () => {},
-      );
+      models.get(k)?.then(disposePipeline, () => {});
       models.delete(k);
     };
     for (const k of [...models.keys()]) if (k.startsWith(`${spec.dir}\0`)) evict(k);
@@ -58,9 +58,15 @@ async function runJob(
   const every = Math.max(1, Math.ceil(spec.steps / MAX_FRAMES));
   const frames: Raster[] = [];
   post({ kind: "start", id });
-  const images = await generate(pipe.denoiser, scheduler, {
-    labels: spec.labels ?? spec.count,
-    numClasses: spec.numClasses,
+  const images = await pipelineGenerate(pipe, scheduler, {
+    ...(spec.prompts
+      ? {
+          prompts: spec.prompts,
+          negativePrompts: spec.negativePrompt === null ? null : [spec.negativePrompt],
+          // the live x_t and x̂0 as images: two VAE decodes per step, the price of seeing pictures, not latents
+          decodePreviews: true,
+        }
+      : { labels: spec.labels ?? spec.count, numClasses: spec.numClasses }),
     steps: spec.steps,
     guidance: spec.guidance,
     guidanceRescale: spec.guidanceRescale,

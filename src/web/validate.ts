@@ -3,8 +3,11 @@
  * unknown models or samplers refused, each error naming the field, the bad value and what is allowed
  * (answered as 400). The sampling options go through the one schema (pipelines/options.ts: the
  * CLI's ranges and messages, word for word) and start from the model's recommended settings; count
- * and size through the studio's resource limits. A valid request becomes the worker's SampleSpec plus the parameters echoed
- * back to the page and written into the PNG.
+ * and size through the studio's resource limits. A text-to-image model takes a prompt (and an
+ * optional negative prompt) instead of a class label: checked as the CLI checks them (text, not
+ * blank) and tokenized here, so a prompt longer than the text encoder's context is refused with its
+ * length before any job is queued. A valid request becomes the worker's SampleSpec plus the
+ * parameters echoed back to the page and written into the PNG.
  */
 import {
   checkNumber,
@@ -16,6 +19,7 @@ import {
   STUDIO_LIMITS,
 } from "../pipelines/options.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
+import { checkPrompts, tokenizePrompts } from "../pipelines/text-to-image.ts";
 import type { Catalog, ModelInfo } from "./catalog.ts";
 import { HttpError } from "./http.ts";
 import type { SampleSpec } from "./protocol.ts";
@@ -37,8 +41,12 @@ export const LIMITS = {
 /** The parameters of a generation, as the page sends them and the gallery keeps them. */
 export interface GenerateParams extends SamplingOptions {
   model: string;
-  /** A class label, "all" (labels cycle through the classes), or null for an unconditional model. */
+  /** A class label, "all" (labels cycle through the classes), or null for an unconditional or text-to-image model. */
   label: number | "all" | null;
+  /** The prompt of every image (text-to-image models), else null. */
+  prompt: string | null;
+  /** What guidance steers away from ("" = the empty prompt, as unguided), or null for a label model. */
+  negativePrompt: string | null;
   count: number;
   size: number;
 }
@@ -47,6 +55,7 @@ const FIELDS = [
   "model",
   "label",
   "prompt",
+  "negativePrompt",
   "scheduler",
   "karras",
   "steps",
@@ -60,13 +69,47 @@ const FIELDS = [
 
 const bad = (msg: string) => new HttpError(400, msg);
 
-/** Runs a check of the options schema, or the scheduler layer's; its message is the 400's, word for word. */
+/** Runs a check of the options schema, the scheduler layer's or the prompts'; its message is the 400's, word for word. */
 function checked<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
     throw bad((e as Error).message);
   }
+}
+
+/** The prompt and negative prompt of a request to a text-to-image model, checked and tokenized. */
+async function promptsOf(
+  b: Record<string, unknown>,
+  model: ModelInfo,
+  catalog: Catalog,
+): Promise<{ prompt: string; negativePrompt: string }> {
+  if (b["label"] !== undefined) {
+    throw bad(
+      `model "${model.id}" is text-to-image: it takes a prompt, not a class label (got label ${JSON.stringify(b["label"])})`,
+    );
+  }
+  if (b["prompt"] === undefined) {
+    const e = model.promptExample;
+    throw bad(
+      `model "${model.id}" is text-to-image: give a prompt${e ? `, e.g. {"prompt": ${JSON.stringify(e)}}` : ""}`,
+    );
+  }
+  // one prompt for every image: a list is refused as "prompt must be text, got a list"
+  const prompt = checked(() => checkPrompts([b["prompt"]], "prompt"))[0]!;
+  const rawNegative = b["negativePrompt"] ?? "";
+  if (typeof rawNegative !== "string") {
+    throw bad(
+      `negativePrompt must be text (or "" for none), got ${Array.isArray(rawNegative) ? "a list" : typeof rawNegative}`,
+    );
+  }
+  // a model whose files changed since it was listed has no tokenizer here: the worker checks then
+  const tokenizer = await catalog.tokenizer(model);
+  if (tokenizer) {
+    checked(() => tokenizePrompts(tokenizer, [prompt], "prompt"));
+    checked(() => tokenizePrompts(tokenizer, [rawNegative], "negative prompt"));
+  }
+  return { prompt, negativePrompt: rawNegative };
 }
 
 /** Checks a request body against the catalog; throws HttpError(400) naming the first problem. */
@@ -93,15 +136,25 @@ export async function validateGenerate(
       `unknown model "${b["model"]}"; this studio serves ${models.map((m) => `"${m.id}"`).join(", ") || "no models"} (start it with --model DIR to add one)`,
     );
   }
-  if (b["prompt"] !== undefined) {
-    throw bad(
-      `model "${model.id}" is class-conditional: it takes a class label, not a prompt (text models are not supported yet)`,
-    );
+  const text = model.prompts ? await promptsOf(b, model, catalog) : null;
+  if (!text) {
+    for (const [k, what] of [
+      ["prompt", "prompt"],
+      ["negativePrompt", "negative prompt"],
+    ] as const) {
+      if (b[k] === undefined) continue;
+      throw bad(
+        model.numClasses === null
+          ? `model "${model.id}" is unconditional: it takes no ${what}`
+          : `model "${model.id}" is class-conditional: it takes a class label, not a ${what}`,
+      );
+    }
   }
 
   let label: GenerateParams["label"];
   const rawLabel = b["label"];
-  if (model.numClasses === null) {
+  if (text) label = null;
+  else if (model.numClasses === null) {
     if (rawLabel !== undefined && rawLabel !== null && rawLabel !== "all") {
       throw bad(
         `model "${model.id}" is unconditional: it takes no class label, got ${JSON.stringify(rawLabel)}`,
@@ -131,7 +184,7 @@ export async function validateGenerate(
     schedulerFor({ name: opts.scheduler, karras: opts.karras }, { _class_name: model.schedulerClass }),
   );
   const count = checked(() =>
-    checkNumber("count", STUDIO_LIMITS.count, b["count"] ?? model.numClasses ?? 16),
+    checkNumber("count", STUDIO_LIMITS.count, b["count"] ?? model.numClasses ?? (text ? 4 : 16)),
   );
   const size = checked(() => checkNumber("size", STUDIO_LIMITS.size, b["size"] ?? model.sampleSize));
   if (size % model.sizeMultiple !== 0) {
@@ -143,17 +196,33 @@ export async function validateGenerate(
       ? null
       : Array.from({ length: count }, (_, i) => (label === "all" ? i % model.numClasses! : label));
   const nrow = label === "all" ? Math.min(count, model.numClasses!) : Math.min(count, 8);
-  const params: GenerateParams = { model: model.id, label, ...opts, count, size };
+  const params: GenerateParams = {
+    model: model.id,
+    label,
+    prompt: text?.prompt ?? null,
+    negativePrompt: text?.negativePrompt ?? null,
+    ...opts,
+    count,
+    size,
+  };
+  // as diffuse sample writes it: the prompt (and a negative prompt, if any) among the extras
   const parameters = parametersText(opts, {
     model: model.id,
-    labels: label,
-    extra: { count, size },
+    ...(text ? {} : { labels: label }),
+    extra: {
+      ...(text ? { prompt: text.prompt } : {}),
+      ...(text?.negativePrompt ? { negative_prompt: text.negativePrompt } : {}),
+      count,
+      size,
+    },
   });
   const spec: SampleSpec = {
     dir: model.dir,
     stamp: model.stamp,
     ...opts,
     labels,
+    prompts: text ? Array.from({ length: count }, () => text.prompt) : null,
+    negativePrompt: text?.negativePrompt || null,
     count,
     numClasses: model.numClasses,
     size,

@@ -1,16 +1,19 @@
 /**
  * The studio in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core): open the
  * page, generate and watch the step counter and live images, see the result and the gallery,
- * cancel a long job, and follow a training run while it "trains" (the test appends to its files).
+ * cancel a long job, prompt a text-to-image model (a tiny random StableDiffusionPipeline: the prompt
+ * box replaces the class picker, previews are VAE-decoded images), and follow a training run while it
+ * "trains" (the test appends to its files).
  * Screenshots go to DIFFUSE_STUDIO_SHOTS (a folder) when set, else to a temporary folder.
  */
 import assert from "node:assert/strict";
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import type { Page } from "playwright-core";
 import { type Studio, startStudio } from "../../src/web/server.ts";
+import { makeTinySd, TINY_SD_CAPTIONS } from "../support/tiny-sd.ts";
 import { CHROMIUM, hasChromium, launchChromium } from "./browser.ts";
 import { type Fixture, makeFixture, metricLines, writeSample } from "./fixture.ts";
 
@@ -19,6 +22,7 @@ const skip = hasChromium()
   : `Chromium is not installed at ${CHROMIUM}: run scripts/setup-ci.sh (apt-get install chromium) to run the page tests`;
 
 let fx: Fixture;
+let sdDir: string;
 let studio: Studio;
 let browser: Awaited<ReturnType<typeof launchChromium>>;
 let page: Page;
@@ -27,7 +31,13 @@ const shots = process.env["DIFFUSE_STUDIO_SHOTS"] ?? mkdtempSync(join(tmpdir(), 
 before(async () => {
   if (skip) return;
   fx = await makeFixture();
-  studio = await startStudio({ models: [fx.modelDir], runs: [fx.runsDir], port: 0, watchIntervalMs: 100 });
+  sdDir = await makeTinySd();
+  studio = await startStudio({
+    models: [fx.modelDir, sdDir],
+    runs: [fx.runsDir],
+    port: 0,
+    watchIntervalMs: 100,
+  });
   browser = await launchChromium();
   page = await browser.context.newPage();
   const problems: string[] = [];
@@ -45,6 +55,7 @@ after(async () => {
   await browser.close();
   await studio.close();
   rmSync(fx.root, { recursive: true, force: true });
+  rmSync(dirname(sdDir), { recursive: true, force: true });
   if (!process.env["DIFFUSE_STUDIO_SHOTS"]) rmSync(shots, { recursive: true, force: true });
 });
 
@@ -124,6 +135,91 @@ test("cancel stops a long generation", { skip, timeout: 60_000 }, async () => {
   assert.equal(await page.locator("#generate").isDisabled(), false);
   assert.equal(await page.locator(".card").count(), 2);
   await page.locator("#size").fill("8");
+});
+
+test("prompt: a text model shows a prompt box; Enter generates with decoded previews, the prompt in the result and the card", {
+  skip,
+  timeout: 60_000,
+}, async () => {
+  assert.equal(await page.locator("#label-field").isVisible(), true);
+  assert.equal(await page.locator("#prompt-field").isVisible(), false);
+  await page.locator("#model").selectOption("tiny-sd");
+  assert.equal(await page.locator("#label-field").isVisible(), false);
+  assert.equal(await page.locator("#prompt-field").isVisible(), true);
+  assert.equal(await page.locator("#negative-field").isVisible(), true);
+  assert.equal(await page.locator("#prompt").getAttribute("placeholder"), TINY_SD_CAPTIONS[0]);
+  assert.equal(await page.locator("#prompt-hint").textContent(), "up to 14 tokens");
+  assert.match((await page.locator("#model-note").textContent())!, /text to image.*16×16/);
+  // the model's own settings: 16×16 images, its recommended 4 steps
+  assert.equal(await page.locator("#size").inputValue(), "16");
+  assert.equal(await page.locator("#steps").inputValue(), "4");
+
+  // an empty prompt: the server's message, nothing queued
+  await page.click("#generate");
+  await page.waitForFunction(() =>
+    /prompt is empty/.test(document.getElementById("gen-error")!.textContent ?? ""),
+  );
+  assert.equal(await page.locator(".card").count(), 2);
+
+  await page.evaluate(() => {
+    const w = window as unknown as { counterTexts: string[]; previewWidths: number[] };
+    w.counterTexts = [];
+    w.previewWidths = [];
+    new MutationObserver((records) => {
+      for (const r of records)
+        for (const n of Array.from(r.addedNodes)) w.counterTexts.push(n.textContent ?? "");
+    }).observe(document.getElementById("step-counter")!, { childList: true });
+    const x0 = document.getElementById("live-x0") as HTMLImageElement;
+    x0.addEventListener("load", () => w.previewWidths.push(x0.naturalWidth));
+  });
+  await page.locator("#steps").fill("6");
+  await page.locator("#count").fill("2");
+  await page.locator("#negative-prompt").fill("blue");
+  await page.locator("#prompt").fill("a red circle");
+  await page.locator("#prompt").press("Enter");
+  await page.waitForFunction(() => document.querySelectorAll(".card").length === 3, undefined, {
+    timeout: 30_000,
+  });
+  assert.equal(await page.locator("#gen-error").textContent(), "");
+  assert.equal(await page.locator("#prompt").inputValue(), "a red circle"); // Enter submitted, added no line
+  const seen = await page.evaluate(() => {
+    const w = window as unknown as { counterTexts: string[]; previewWidths: number[] };
+    return { texts: w.counterTexts, widths: w.previewWidths };
+  });
+  const steps = seen.texts.filter((t) => /^step \d+ \/ 6$/.test(t));
+  assert.ok(steps.length >= 2 && steps.includes("step 6 / 6"), seen.texts.join(" | "));
+  // two 16×16 RGB images with padding: the x̂0 previews are decoded images, not 8×8 latents
+  assert.ok(seen.widths.length >= 1 && seen.widths.every((w) => w === 38), seen.widths.join(","));
+  await page.waitForFunction(
+    () => (document.getElementById("result-image") as HTMLImageElement).naturalWidth === 38,
+  );
+  const shown = await page.locator("#result-params").innerText();
+  assert.match(shown, /prompt\s+a red circle/);
+  assert.match(shown, /negative prompt\s+blue/);
+  assert.doesNotMatch(shown, /class/);
+  assert.match((await page.locator(".card p").first().textContent())!, /tiny-sd · “a red circle” ·/);
+  await page.screenshot({ path: join(shots, "studio-prompt.png"), fullPage: true });
+
+  // back to the class model: the class picker returns
+  await page.locator("#model").selectOption("tiny");
+  assert.equal(await page.locator("#label-field").isVisible(), true);
+  assert.equal(await page.locator("#prompt-field").isVisible(), false);
+  // the prompt card's Re-run brings the text model, its prompt and negative prompt back
+  await page.evaluate(() => {
+    (document.getElementById("prompt") as HTMLTextAreaElement).value = "";
+  });
+  await page.locator(".card button").first().click();
+  await page.waitForFunction(() => document.querySelectorAll(".card").length === 4, undefined, {
+    timeout: 30_000,
+  });
+  assert.equal(await page.locator("#model").inputValue(), "tiny-sd");
+  assert.equal(await page.locator("#prompt").inputValue(), "a red circle");
+  assert.equal(await page.locator("#negative-prompt").inputValue(), "blue");
+  const [a, b] = await page
+    .locator(".card img")
+    .evaluateAll((imgs) => imgs.map((i) => (i as HTMLImageElement).src));
+  const bytes = async (u: string) => Buffer.from(await (await fetch(u)).arrayBuffer());
+  assert.deepEqual(await bytes(a!), await bytes(b!));
 });
 
 test("training: a loss plot with axes and the latest grid, updating while the run writes", {

@@ -1,6 +1,8 @@
 // diffuse studio: the Generate view. The form posts to /api/generate and follows the event stream:
 // each step replaces the x_t and x̂0 images and advances the counter; at the end the result shows
 // the grid, its parameters, downloads and the animated trajectory, and the gallery gains a card.
+// A class-conditional model gets the class picker; a text-to-image model a prompt box (Enter
+// generates, Shift+Enter starts a new line) and a negative prompt, its previews decoded by its VAE.
 import { readEvents } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,10 +15,21 @@ function modelById(id) {
   return models.find((m) => m.id === id);
 }
 
+/** Shows the prompt box for a text-to-image model, the class picker for the others. */
+function showConditionFields(m) {
+  $("label-field").hidden = m.prompts;
+  $("prompt-field").hidden = !m.prompts;
+  $("negative-field").hidden = !m.prompts;
+  if (!m.prompts) return;
+  $("prompt").placeholder = m.promptExample ?? "describe the image";
+  $("prompt-hint").textContent = m.promptTokens ? `up to ${m.promptTokens} tokens` : "";
+}
+
 /** Fills the class and sampler menus for the chosen model. */
 function onModelChange() {
   const m = modelById($("model").value);
   if (!m) return;
+  showConditionFields(m);
   const label = $("label");
   const previousLabel = label.value;
   label.replaceChildren();
@@ -35,6 +48,7 @@ function onModelChange() {
   const recommended = m.schedulers.includes(m.defaults.scheduler) ? m.defaults.scheduler : m.schedulers[0];
   sched.value = m.schedulers.includes(previous) && m.id === shownModel ? previous : recommended;
   const bits = [
+    m.prompts && "text to image",
     m.dataset && `trained on ${m.dataset}`,
     m.trainedSteps && `${m.trainedSteps} steps`,
     `${m.sampleSize}×${m.sampleSize}`,
@@ -60,7 +74,8 @@ function readForm() {
   const label = $("label").value;
   return {
     model: $("model").value,
-    ...(m && m.numClasses !== null ? { label: label === "all" ? "all" : Number(label) } : {}),
+    ...(m?.prompts ? { prompt: $("prompt").value, negativePrompt: $("negative-prompt").value } : {}),
+    ...(m && !m.prompts && m.numClasses !== null ? { label: label === "all" ? "all" : Number(label) } : {}),
     scheduler: $("scheduler").value,
     karras: $("karras").checked,
     steps: Number($("steps").value),
@@ -77,7 +92,10 @@ function fillForm(p) {
     $("model").value = p.model;
     onModelChange();
   }
-  $("label").value = p.label === null ? "none" : String(p.label);
+  if (p.prompt !== null && p.prompt !== undefined) {
+    $("prompt").value = p.prompt;
+    $("negative-prompt").value = p.negativePrompt ?? "";
+  } else $("label").value = p.label === null ? "none" : String(p.label);
   $("scheduler").value = p.scheduler;
   $("karras").checked = p.karras;
   $("steps").value = String(p.steps);
@@ -104,10 +122,17 @@ function setBusy(busy) {
   $("cancel").disabled = !busy;
 }
 
+/** What an image was conditioned on: its prompt (and negative prompt), or its class. */
+function conditionOf(p) {
+  if (p.prompt === null || p.prompt === undefined) return [["class", p.label === null ? "none" : p.label]];
+  return [["prompt", p.prompt], ...(p.negativePrompt ? [["negative prompt", p.negativePrompt]] : [])];
+}
+
 function describeParams(p) {
+  // prompts take a whole line each: they come first, so the short values share the rows below
+  const model = ["model", p.model];
   return [
-    ["model", p.model],
-    ["class", p.label === null ? "none" : p.label],
+    ...(p.prompt ? [...conditionOf(p), model] : [model, ...conditionOf(p)]),
     ["sampler", p.scheduler + (p.karras ? " (Karras)" : "")],
     ["steps", p.steps],
     ["guidance", p.guidance],
@@ -131,6 +156,7 @@ function showResult(entry) {
   dl.replaceChildren();
   for (const [k, v] of describeParams(entry.params)) {
     const div = document.createElement("div");
+    if (k.endsWith("prompt")) div.className = "wide"; // a prompt gets a line of its own
     const dt = document.createElement("dt");
     const dd = document.createElement("dd");
     dt.textContent = k;
@@ -150,10 +176,11 @@ function addCard(entry, { prepend = true } = {}) {
   card.dataset.id = entry.id;
   const img = document.createElement("img");
   img.src = entry.image;
-  img.alt = `generation ${entry.id}`;
-  const p = document.createElement("p");
   const q = entry.params;
-  p.textContent = `${q.model} · class ${q.label ?? "none"} · ${q.scheduler} · ${q.steps} steps · w ${q.guidance} · seed ${q.seed}`;
+  img.alt = q.prompt ? `generation ${entry.id}: ${q.prompt}` : `generation ${entry.id}`;
+  const p = document.createElement("p");
+  const what = q.prompt ? `“${q.prompt}”` : `class ${q.label ?? "none"}`;
+  p.textContent = `${q.model} · ${what} · ${q.scheduler} · ${q.steps} steps · w ${q.guidance} · seed ${q.seed}`;
   const rerun = document.createElement("button");
   rerun.type = "button";
   rerun.textContent = "Re-run";
@@ -275,6 +302,11 @@ export async function initGenerate(info) {
   $("gen-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
     void generate();
+  });
+  $("prompt").addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter" || ev.shiftKey || ev.isComposing) return;
+    ev.preventDefault();
+    $("gen-form").requestSubmit();
   });
   $("cancel").addEventListener("click", () => void cancel());
   $("result-rerun").addEventListener("click", () => {

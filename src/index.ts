@@ -28,12 +28,77 @@ export { type AnyDenoiserModel, loadModel, modelFromConfig, modelFromParams } fr
 export {
   type BoundDenoiser,
   type ConditioningSpec,
+  type CondSizes,
   DENOISER_CLASS_NAMES,
   type DenoiserDef,
   resolveDenoiser,
 } from "./models/registry.ts";
+export {
+  CLIP_BASE_VOCAB,
+  type ClipBpeTrainOptions,
+  clipVocabFromMerges,
+  learnClipMerges,
+  trainClipBpe,
+} from "./models/text/bpe-train.ts";
+export { cleanClipText } from "./models/text/clip-bpe.ts";
+export {
+  type ClipTextForwardOptions,
+  type ClipTextOutputs,
+  clipFinalLayerNorm,
+  clipTextForward,
+  clipTextParamSpecs,
+  clipTextProjection,
+  poolOneHot,
+  poolPositions,
+  type TokenIds,
+} from "./models/text/clip-text.ts";
+export {
+  type ClipActivation,
+  type ClipTextConfig,
+  clipTextConfig,
+  clipTextConfigToJson,
+  parseClipTextConfig,
+  resolveClipTextConfig,
+} from "./models/text/clip-text-config.ts";
+export {
+  CLIPTextModel,
+  type CLIPTextModelOutput,
+  CLIPTextModelWithProjection,
+  type CLIPTextModelWithProjectionOutput,
+  type ClipTextCallOptions,
+  type ClipTextFromConfigOptions,
+  type ClipTextFromPretrainedOptions,
+  type ClipTextSaveOptions,
+} from "./models/text/clip-text-model.ts";
+export {
+  CLIPTokenizer,
+  type ClipBatch,
+  type ClipDecodeOptions,
+  type ClipPadding,
+  type ClipTokenizeOptions,
+} from "./models/text/clip-tokenizer.ts";
+export type {
+  AddedTokenSpec,
+  CLIPTokenizerLoadOptions,
+  CLIPTokenizerSpec,
+} from "./models/text/clip-tokenizer-files.ts";
 // models and pipelines
 export { type DiffusersConfig, type UNet2DConfig, UNet2DModel, unetForward } from "./models/unet/index.ts";
+export {
+  type UNet2DConditionConfig,
+  UNet2DConditionModel,
+  type UNetCondCallOptions,
+} from "./models/unet-cond/index.ts";
+export {
+  AutoencoderKL,
+  type AutoencoderKLConfig,
+  DiagonalGaussian,
+  type LatentDistribution,
+  sampleLatent,
+  vaeDecode,
+  vaeEncode,
+  vaeScaleFactor,
+} from "./models/vae/index.ts";
 export * as nn from "./nn/index.ts";
 export { emitOnnx } from "./onnx/emit.ts";
 export { type GenerateOptions, generate } from "./pipelines/generate.ts";
@@ -45,8 +110,25 @@ export {
   type SamplingOptions,
   samplingDefaults,
 } from "./pipelines/options.ts";
-export { type LoadedPipeline, loadPipeline, savePipeline } from "./pipelines/pipeline-dir.ts";
+export {
+  disposePipeline,
+  type LoadedPipeline,
+  loadPipeline,
+  savePipeline,
+  saveTextToImagePipeline,
+  type TextToImageParts,
+} from "./pipelines/pipeline-dir.ts";
+export { imageSize, type PipelineRequest, pipelineGenerate, takesPrompts } from "./pipelines/run.ts";
 export { SCHEDULER_NAMES, schedulerFor } from "./pipelines/scheduler-names.ts";
+export {
+  checkPrompts,
+  encodePrompts,
+  latentDecoder,
+  PromptError,
+  promptConditions,
+  type TextEncoding,
+  tokenizePrompts,
+} from "./pipelines/text-to-image.ts";
 export { compile, compileGraph, evaluate, type InputSpec, trace } from "./runtime/compile.ts";
 export type { SessionOptions } from "./runtime/options.ts";
 export { CompiledGraph } from "./runtime/session.ts";

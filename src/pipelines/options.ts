@@ -145,13 +145,17 @@ export function defaultSchedulerName(schedulerConfig: Readonly<Record<string, un
  */
 export const CLASS_GUIDANCE = 1.5;
 
+/** Guidance for a text-to-image model that recommends none: Stable Diffusion's default. */
+export const TEXT_GUIDANCE = 7.5;
+
 /**
  * The options a generation starts from: the model's recommended scheduler, steps and guidance
  * (`sampling` in its diffuse.json, checked like any given value), else dpm++2m (flow-euler for a
- * flow-matching model), 20 steps, and guidance 1 for an unconditional model or CLASS_GUIDANCE.
+ * flow-matching model), 20 steps, and guidance 1 for an unconditional model, TEXT_GUIDANCE for a
+ * text-to-image one, else CLASS_GUIDANCE.
  */
 export function samplingDefaults(
-  pipe: Pick<LoadedPipeline, "dir" | "info" | "schedulerConfig">,
+  pipe: Pick<LoadedPipeline, "dir" | "info" | "schedulerConfig" | "text">,
 ): SamplingOptions {
   const raw: unknown = pipe.info.sampling;
   const rec = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
@@ -176,7 +180,9 @@ export function samplingDefaults(
     scheduler,
     karras: false,
     steps: recommended("steps") ?? 20,
-    guidance: recommended("guidance") ?? (pipe.info.numClasses === null ? 1 : CLASS_GUIDANCE),
+    guidance:
+      recommended("guidance") ??
+      (pipe.text ? TEXT_GUIDANCE : pipe.info.numClasses === null ? 1 : CLASS_GUIDANCE),
     guidanceRescale: 0,
     eta: 0,
     seed: 0,

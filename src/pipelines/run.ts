@@ -9,7 +9,7 @@ import type { Scheduler } from "../samplers/scheduler.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import { type GenerateOptions, generate } from "./generate.ts";
 import type { LoadedPipeline } from "./pipeline-dir.ts";
-import { checkPrompts, PromptError, promptConditions, vaeDecoder } from "./text-to-image.ts";
+import { checkPrompts, latentDecoder, PromptError, promptConditions } from "./text-to-image.ts";
 
 export interface PipelineRequest extends Omit<GenerateOptions, "conditions" | "decode" | "size"> {
   /** One prompt per image (text-to-image pipelines). */
@@ -53,6 +53,6 @@ export async function pipelineGenerate(
     labels: undefined,
     conditions,
     size: size / f,
-    ...(pipe.vae ? { decode: vaeDecoder(pipe.vae) } : {}),
+    ...(pipe.vae ? { decode: latentDecoder(pipe.vae) } : {}),
   });
 }

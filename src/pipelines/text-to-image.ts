@@ -38,7 +38,7 @@ export function checkPrompts(prompts: unknown, what = "prompt"): string[] {
       );
     if (p.trim() === "")
       throw new PromptError(
-        `${where} is empty: describe the image, e.g. "thumbs up sign, medium skin tone, google style"`,
+        `${where} is empty: describe the image to generate (a text-to-image model draws what its prompt says)`,
       );
     return p;
   });
@@ -113,7 +113,7 @@ export async function promptConditions(
 }
 
 /** The VAE's decoder over model latents: z / scaling_factor + shift_factor → images in [−1, 1]. */
-export function vaeDecoder(vae: AutoencoderKL): LatentDecoder {
+export function latentDecoder(vae: AutoencoderKL): LatentDecoder {
   const scale = vae.scalingFactor;
   const shift = vae.shiftFactor ?? 0;
   return (z) => {

@@ -32,7 +32,7 @@ import { generate } from "../pipelines/generate.ts";
 import { defaultSchedulerName, parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import { saveTextToImagePipeline } from "../pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
-import { promptConditions, tokenizePrompts, vaeDecoder } from "../pipelines/text-to-image.ts";
+import { promptConditions, tokenizePrompts, latentDecoder } from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
 import type { ParamScope, Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
@@ -107,10 +107,10 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     throw new Error(
       `text to image trains on captioned images: data.dataset must be "emoji", got "${cfg.data.dataset}"`,
     );
-  const teConfig = resolveClipTextConfig(cfg.text_encoder!).config;
-  if (teConfig.hiddenSize !== model.conditioning.dim)
+  const teCheck = resolveClipTextConfig(cfg.text_encoder!).config;
+  if (teCheck.hiddenSize !== model.conditioning.dim)
     throw new Error(
-      `text_encoder.hidden_size (${teConfig.hiddenSize}) must equal model.cross_attention_dim (${model.conditioning.dim})`,
+      `text_encoder.hidden_size (${teCheck.hiddenSize}) must equal model.cross_attention_dim (${model.conditioning.dim})`,
     );
   const obj = objectiveOf(cfg, model);
   const t = cfg.training;
@@ -126,10 +126,18 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     tokenizer = trainClipBpe([...data.captions], { vocabSize: cfg.tokenizer!.vocab_size });
     tokenizer.savePretrained(tokDir);
   }
-  if (tokenizer.vocabSize > teConfig.vocabSize)
+  if (tokenizer.vocabSize > teCheck.vocabSize)
     throw new Error(
-      `the tokenizer has ${tokenizer.vocabSize} tokens but text_encoder.vocab_size is ${teConfig.vocabSize}: raise vocab_size`,
+      `the tokenizer has ${tokenizer.vocabSize} tokens but text_encoder.vocab_size is ${teCheck.vocabSize}: raise vocab_size`,
     );
+  // the encoder's special ids are the tokenizer's (its end-of-text token pools the output)
+  const teJson: Record<string, unknown> = {
+    ...cfg.text_encoder!,
+    bos_token_id: tokenizer.bosTokenId,
+    eos_token_id: tokenizer.eosTokenId,
+    pad_token_id: tokenizer.padTokenId,
+  };
+  const teConfig = resolveClipTextConfig(teJson).config;
   const seqLen = tokenizer.modelMaxLength;
   const ids = tokenizePrompts(tokenizer, data.captions, "caption");
   const emptyIds = tokenizePrompts(tokenizer, [""], "caption")[0]!;
@@ -149,7 +157,7 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
   const latPer = moments.mean.length / data.count;
 
   const unet = denoiserComponent(cfg, "unet.");
-  const textEncoder = textEncoderComponent(cfg.text_encoder!, "text_encoder.");
+  const textEncoder = textEncoderComponent(teJson, "text_encoder.");
   const loader = new DataLoader(data, { batchSize: t.batch_size, rng: seed.fold("data") });
   const specs = batchSpecs(model, t.batch_size, latentSize);
   delete specs["cond.encoder_hidden_states"];
@@ -204,7 +212,7 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     async preview(params, step) {
       const session = t.threads ? { session: { threads: t.threads } } : {};
       const u = modelFromParams(cfg.model, componentParams(unet, params as Params), session);
-      const te = CLIPTextModel.fromParams(cfg.text_encoder!, componentParams(textEncoder, params as Params));
+      const te = CLIPTextModel.fromParams(teJson, componentParams(textEncoder, params as Params));
       const opts: SamplingOptions = {
         scheduler: defaultSchedulerName(cfg.scheduler),
         karras: false,
@@ -223,7 +231,7 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
           guidance: opts.guidance,
           seed: opts.seed,
           size: latentSize,
-          decode: vaeDecoder(vae),
+          decode: latentDecoder(vae),
         });
         return {
           images,
@@ -240,7 +248,7 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     },
     async exportPipeline(params, step, dir) {
       const u = modelFromParams(cfg.model, componentParams(unet, params as Params));
-      const te = CLIPTextModel.fromParams(cfg.text_encoder!, componentParams(textEncoder, params as Params));
+      const te = CLIPTextModel.fromParams(teJson, componentParams(textEncoder, params as Params));
       try {
         await saveTextToImagePipeline(dir, {
           unet: u,

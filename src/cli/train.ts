@@ -7,6 +7,8 @@ import { basename, join } from "node:path";
 import { runInWorker } from "../runtime/worker.ts";
 import { readConfigFile, setField } from "../train/config.ts";
 import type { TrainArgs, TrainEvent } from "../train/trainer.ts";
+import { isVaeRunConfig } from "../train/vae-config.ts";
+import type { VaeTrainEvent } from "../train/vae-trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 import { moduleUrl, packageRoot } from "./paths.ts";
 import { Progress } from "./progress.ts";
@@ -14,7 +16,8 @@ import { Progress } from "./progress.ts";
 const HELP = `usage: diffuse train [--config FILE] [--out DIR] [flags]
 
 Trains a diffusion model. Without --config, trains the class-conditional MNIST U-Net
-(configs/mnist.json). Re-running the same command resumes from the run's last checkpoint.
+(configs/mnist.json). A config whose model is an AutoencoderKL trains that autoencoder
+(configs/emoji-vae.json). Re-running the same command resumes from the run's last checkpoint.
 
 flags:
   --config FILE        run config (JSON: model, scheduler, data, training, output)
@@ -80,9 +83,10 @@ export async function run(argv: readonly string[]): Promise<void> {
   };
   process.on("SIGINT", onSigint);
   try {
-    await runInWorker<TrainArgs, TrainEvent, { step: number; modelDir: string }>(
-      moduleUrl("train/trainer"),
-      "trainRun",
+    const vae = isVaeRunConfig(raw);
+    await runInWorker<TrainArgs, TrainEvent | VaeTrainEvent, { step: number; modelDir: string }>(
+      moduleUrl(vae ? "train/vae-trainer" : "train/trainer"),
+      vae ? "trainVaeRun" : "trainRun",
       args,
       {
         signal: ac.signal,
@@ -112,8 +116,17 @@ export async function run(argv: readonly string[]): Promise<void> {
             case "samples":
               progress.log(`samples at step ${ev.step}: ${ev.path}`);
               break;
+            case "eval":
+              progress.log(`held-out PSNR at step ${ev.step}: ${ev.psnr.toFixed(2)} dB`);
+              break;
             case "end":
               progress.done();
+              if ("scalingFactor" in ev) {
+                console.log(
+                  `${ev.stopped ? `stopped at step ${ev.step}; run the same command to resume` : `done: ${ev.step} steps`}. AutoencoderKL: ${ev.modelDir} (held-out PSNR ${ev.psnr.toFixed(2)} dB, scaling_factor ${ev.scalingFactor.toPrecision(5)})`,
+                );
+                break;
+              }
               console.log(
                 ev.stopped
                   ? `stopped at step ${ev.step}; run the same command to resume. Model so far: ${ev.modelDir}`

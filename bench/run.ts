@@ -15,6 +15,10 @@ const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
     file: "./dit.ts",
     what: "DiT (DiT-S width, 32×32) train step, CFG sampling and peak RSS vs diffusers",
   },
+  latent: {
+    file: "./latent.ts",
+    what: "text-conditioned U-Net (emoji latents) train step, CFG sampling, pipeline and peak RSS vs diffusers",
+  },
   gpu: { file: "./gpu.ts", what: "MNIST U-Net on a GPU provider (WebGPU/CUDA) vs the CPU and PyTorch CUDA" },
   toy2d: { file: "./toy2d.ts", what: "2-D toy data: each sampler's sliced Wasserstein to the data" },
 };

@@ -26,7 +26,14 @@ export interface TrainConfig {
   tokenizer?: { path: string | null; vocab_size: number };
   /** The frozen VAE (a diffusers AutoencoderKL folder) whose latents the U-Net is trained on. */
   vae?: { path: string };
-  data: { dataset: "mnist" | "folder" | "emoji"; path: string | null; size: number; channels: number };
+  data: {
+    dataset: "mnist" | "folder" | "emoji";
+    path: string | null;
+    size: number;
+    channels: number;
+    /** Only the captioned images with these exact captions (a subset of the emoji set); null: all. */
+    captions: string[] | null;
+  };
   training: {
     steps: number;
     batch_size: number;
@@ -58,7 +65,7 @@ export interface TrainConfig {
 }
 
 export const DEFAULTS: Omit<TrainConfig, "model" | "scheduler"> = {
-  data: { dataset: "mnist", path: null, size: 32, channels: 1 },
+  data: { dataset: "mnist", path: null, size: 32, channels: 1, captions: null },
   training: {
     steps: 6000,
     batch_size: 64,
@@ -237,6 +244,16 @@ export function resolveConfig(raw: Json): TrainConfig {
   );
   check(isInt(data.size, 8), "data.size", "an integer ≥ 8", data.size);
   check(data.channels === 1 || data.channels === 3, "data.channels", "1 or 3", data.channels);
+  check(
+    data.captions === null ||
+      (Array.isArray(data.captions) &&
+        data.captions.length > 0 &&
+        data.captions.every((c) => typeof c === "string") &&
+        data.dataset === "emoji"),
+    "data.captions",
+    "null, or a non-empty list of emoji captions (dataset emoji)",
+    data.captions,
+  );
   check(isInt(t.steps, 1), "training.steps", "an integer ≥ 1", t.steps);
   check(isInt(t.batch_size, 1), "training.batch_size", "an integer ≥ 1", t.batch_size);
   check(isNum(t.lr, 0, 1), "training.lr", "a number in [0, 1]", t.lr);

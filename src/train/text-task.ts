@@ -32,7 +32,7 @@ import { generate } from "../pipelines/generate.ts";
 import { defaultSchedulerName, parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import { saveTextToImagePipeline } from "../pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
-import { promptConditions, tokenizePrompts, latentDecoder } from "../pipelines/text-to-image.ts";
+import { latentDecoder, promptConditions, tokenizePrompts } from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
 import type { ParamScope, Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
@@ -99,6 +99,36 @@ async function latentMoments(
   return { mean: mean!, std: std!, shape };
 }
 
+/** The images whose captions are listed (all when null); an unknown caption is an error naming it. */
+function emojiSubset(d: EmojiDataset, captions: readonly string[] | null): EmojiDataset {
+  if (!captions) return d;
+  const at = new Map(d.captions.map((c, i) => [c, i]));
+  const idx = captions.map((c) => {
+    const i = at.get(c);
+    if (i === undefined)
+      throw new Error(
+        `data.captions: "${c}" is not the caption of a training image (captions read "<name>[, <tone> skin tone], <vendor> style", e.g. "thumbs up sign, google style")`,
+      );
+    return i;
+  });
+  const per = d.channels * d.height * d.width;
+  const images = new Float32Array(idx.length * per);
+  idx.forEach((i, k) => images.set(d.images.subarray(i * per, (i + 1) * per), k * per));
+  const pick = <T>(a: ArrayLike<T>): T[] => idx.map((i) => a[i]!);
+  return {
+    ...d,
+    count: idx.length,
+    images,
+    labels: Int32Array.from(pick(d.labels)),
+    identities: Int32Array.from(pick(d.identities)),
+    vendors: Int32Array.from(pick(d.vendors)),
+    captions: pick(d.captions),
+    categories: pick(d.categories),
+    files: pick(d.files),
+    records: pick(d.records),
+  };
+}
+
 export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
   const model = resolveDenoiser(cfg.model);
   if (model.conditioning.kind !== "text")
@@ -115,7 +145,7 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
   const obj = objectiveOf(cfg, model);
   const t = cfg.training;
   const seed = new Rng(t.seed);
-  const data = loadEmoji({ split: "train", size: cfg.data.size });
+  const data = emojiSubset(loadEmoji({ split: "train", size: cfg.data.size }), cfg.data.captions);
 
   // the tokenizer: given, or BPE trained on the training captions (deterministic) and kept with the run
   const tokDir = join(runDir, "tokenizer");
@@ -163,10 +193,12 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
   delete specs["cond.encoder_hidden_states"];
   specs["cond.input_ids"] = { shape: [t.batch_size, seqLen], dtype: "int64" };
 
-  const previewPrompts = [
-    ...emojiPrompts("train").slice(0, PREVIEW_PROMPTS / 2),
-    ...emojiPrompts("holdout").slice(0, PREVIEW_PROMPTS / 2),
-  ];
+  const previewPrompts = cfg.data.captions
+    ? data.captions.slice(0, PREVIEW_PROMPTS)
+    : [
+        ...emojiPrompts("train").slice(0, PREVIEW_PROMPTS / 2),
+        ...emojiPrompts("holdout").slice(0, PREVIEW_PROMPTS / 2),
+      ];
 
   return {
     components: [unet, textEncoder],

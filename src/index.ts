@@ -97,6 +97,7 @@ export {
   sampleLatent,
   vaeDecode,
   vaeEncode,
+  vaeParamSpecs,
   vaeScaleFactor,
 } from "./models/vae/index.ts";
 export * as nn from "./nn/index.ts";
@@ -154,3 +155,10 @@ export {
   type TrainState,
   TrainStep,
 } from "./train/train-step.ts";
+export { isVaeRunConfig, resolveVaeTrainConfig, type VaeTrainConfig } from "./train/vae-config.ts";
+export {
+  trainVae,
+  type VaeTrainEvent,
+  type VaeTrainOptions,
+  type VaeTrainResult,
+} from "./train/vae-trainer.ts";

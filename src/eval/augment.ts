@@ -9,7 +9,7 @@
  *   Gaussian of width σ and scaled by α.
  *
  * Output pixel p reads the input at q = R(−θ)(p + Δ(p) − c − d)/s + c, by bilinear interpolation
- * with zeros outside.
+ * with a constant outside the image (0 by default: MNIST's black; 1 for images on white).
  */
 import { HostTensor } from "../tensor/host.ts";
 import type { Rng } from "../tensor/rng.ts";
@@ -94,11 +94,16 @@ function elasticField(
   }
 }
 
-/** Distorts each image of [B,C,H,W] with its own random draw (see the file comment). */
-export function randomDistort(images: HostTensor<"float32">, d: Distortion, rng: Rng): HostTensor<"float32"> {
+/** Distorts each image of [B,C,H,W] with its own random draw; pixels outside the image read `fill`. */
+export function randomDistort(
+  images: HostTensor<"float32">,
+  d: Distortion,
+  rng: Rng,
+  fill = 0,
+): HostTensor<"float32"> {
   const [b, c, h, w] = images.shape as [number, number, number, number];
   const src = images.data;
-  const out = new Float32Array(src.length);
+  const out = new Float32Array(src.length).fill(fill);
   const cy = (h - 1) / 2;
   const cx = (w - 1) / 2;
   const kernel = d.elasticAlpha > 0 ? gaussianKernel(d.elasticSigma) : null;
@@ -126,10 +131,10 @@ export function randomDistort(images: HostTensor<"float32">, d: Distortion, rng:
         const sx = sin * py + cos * px + cx;
         const y0 = Math.floor(sy);
         const x0 = Math.floor(sx);
-        if (y0 < -1 || y0 >= h || x0 < -1 || x0 >= w) continue; // all four taps outside: 0
+        if (y0 < -1 || y0 >= h || x0 < -1 || x0 >= w) continue; // all four taps outside: fill
         const fy = sy - y0;
         const fx = sx - x0;
-        // bilinear weights of the taps (y0, x0), (y0, x0+1), (y0+1, x0), (y0+1, x0+1); 0 outside
+        // bilinear weights of the taps (y0, x0), (y0, x0+1), (y0+1, x0), (y0+1, x0+1); `fill` outside
         const inY0 = y0 >= 0;
         const inY1 = y0 + 1 < h;
         const inX0 = x0 >= 0;
@@ -138,8 +143,9 @@ export function randomDistort(images: HostTensor<"float32">, d: Distortion, rng:
           const base = (i * c + ch) * h * w;
           const r0 = base + y0 * w + x0;
           const r1 = r0 + w;
-          const top = (inY0 && inX0 ? (1 - fx) * src[r0]! : 0) + (inY0 && inX1 ? fx * src[r0 + 1]! : 0);
-          const bottom = (inY1 && inX0 ? (1 - fx) * src[r1]! : 0) + (inY1 && inX1 ? fx * src[r1 + 1]! : 0);
+          const top = (1 - fx) * (inY0 && inX0 ? src[r0]! : fill) + fx * (inY0 && inX1 ? src[r0 + 1]! : fill);
+          const bottom =
+            (1 - fx) * (inY1 && inX0 ? src[r1]! : fill) + fx * (inY1 && inX1 ? src[r1 + 1]! : fill);
           out[base + y * w + x] = (1 - fy) * top + fy * bottom;
         }
       }

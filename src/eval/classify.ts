@@ -15,6 +15,7 @@ import { formatShape, HostTensor } from "../tensor/host.ts";
 import * as o from "../tensor/ops.ts";
 import { checkParams, ParamScope, type Params } from "../tensor/params.ts";
 import { Graph } from "../tensor/symbolic.ts";
+import { runInBatches } from "./batched.ts";
 import { type ClassifierConfig, checkClassifierConfig, classifier } from "./classifier.ts";
 
 /** assets/mnist-classifier/ of the package (src/eval/ and dist/eval/ are both two levels down). */
@@ -111,24 +112,14 @@ export class DigitClassifier {
   async classify(images: HostTensor): Promise<Classified> {
     const x = toClassifierInput(images, this.config.imageSize);
     const n = x.shape[0]!;
-    const per = x.size / Math.max(n, 1);
     const k = this.config.classes;
     const f = this.config.features;
     const probs = new Float32Array(n * k);
     const features = new Float32Array(n * f);
-    const batch = new Float32Array(this.batchSize * per);
-    for (let at = 0; at < n; at += this.batchSize) {
-      const m = Math.min(this.batchSize, n - at);
-      batch.fill(0);
-      batch.set(x.data.subarray(at * per, (at + m) * per));
-      const feeds: Record<string, HostTensor> = {
-        images: new HostTensor(batch, [this.batchSize, 1, this.config.imageSize, this.config.imageSize]),
-      };
-      for (const [name, t] of this.params) feeds[name] = t;
-      const out = await this.graph.run(feeds);
+    await runInBatches(this.graph, this.params, "images", x, this.batchSize, (out, at, m) => {
       probs.set((out["probs"]!.data as Float32Array).subarray(0, m * k), at * k);
       features.set((out["features"]!.data as Float32Array).subarray(0, m * f), at * f);
-    }
+    });
     const predictions = new Int32Array(n);
     for (let i = 0; i < n; i++) {
       let best = 0;

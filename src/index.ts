@@ -1,5 +1,27 @@
 /** diffuse: diffusion models in TypeScript. Public API (re-exports only). */
 
+export {
+  EMOJI_SIZE,
+  type EmojiCatalog,
+  type EmojiDataset,
+  type EmojiOptions,
+  type EmojiRecord,
+  type EmojiSplit,
+  emojiCatalog,
+  emojiPrompts,
+  emojiRecords,
+  loadEmoji,
+} from "./data/emoji.ts";
+export {
+  EMOJI_VENDORS,
+  type EmojiCaptionParts,
+  type EmojiVendor,
+  emojiCaption,
+  emojiIdentity,
+  parseEmojiCaption,
+  SKIN_TONES,
+  type SkinTone,
+} from "./data/emoji-caption.ts";
 export { loadImageFolder } from "./data/image-folder.ts";
 export { DataLoader } from "./data/loader.ts";
 export { loadMnist } from "./data/mnist.ts";
@@ -18,6 +40,18 @@ export {
 } from "./diffusion/guidance.ts";
 // diffusion core and samplers
 export * as diffusion from "./diffusion/index.ts";
+export { EmojiJudge } from "./eval/emoji-classify.ts";
+export {
+  type EmojiEvalResult,
+  type EmojiScores,
+  type EvalEmojiOptions,
+  evalEmoji,
+  evaluateEmoji,
+  formatEmojiReport,
+  type GenerateImages,
+  type ImageRange,
+} from "./eval/emoji-eval.ts";
+export { judgeAccuracy, trainEmojiJudge } from "./eval/train-emoji-judge.ts";
 export { encodeApng } from "./io/apng.ts";
 export { makeGrid } from "./io/grid.ts";
 export { encodePng, readPngText } from "./io/png.ts";

@@ -3,18 +3,32 @@
  * conditional accuracy, mean confidence, and the Fréchet distance in the classifier's feature space
  * next to the real-vs-real distance. Reads `images` F32 [N, 1, H, W] in [0, 1] and `labels` I64 [N]
  * from a safetensors file, as `diffuse sample` writes them.
+ *
+ * `diffuse eval --model DIR` scores an emoji text-to-image model (src/eval/emoji-eval.ts): it
+ * generates one image per prompt for training captions and for the held-out compositions, at the
+ * model's recommended settings (or the given flags), and reports the emoji judge's identity top-1/5,
+ * vendor accuracy and Fréchet distances for each set apart.
  */
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { DigitClassifier } from "../eval/classify.ts";
+import { evalEmoji, formatEmojiReport } from "../eval/emoji-eval.ts";
 import { evaluateMnist, type MnistEvalResult } from "../eval/mnist-eval.ts";
 import { readSafetensors } from "../io/safetensors.ts";
+import { parametersText, samplingDefaults } from "../pipelines/options.ts";
+import { disposePipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
+import { pipelineGenerate, takesPrompts } from "../pipelines/run.ts";
+import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { HostTensor } from "../tensor/host.ts";
-import { bool, parseFlags, str, UsageError } from "./args.ts";
+import { bool, num, type Parsed, parseFlags, str, UsageError } from "./args.ts";
+import { Progress } from "./progress.ts";
 
 const HELP = `usage: diffuse eval --samples <dir | file.safetensors> [--json]
+       diffuse eval --model <dir | emoji> [--prompts N] [--scheduler NAME] [--steps N] [--guidance W] [--seed N] [--json]
 
-Scores generated MNIST digits with a classifier trained on the MNIST training split.
+Scores generated MNIST digits with a classifier trained on the MNIST training split; or, with
+--model, generates emoji for training captions and held-out compositions and scores them with the
+emoji judge (identity top-1/top-5, vendor accuracy, Fréchet distances; each set apart).
 
 flags:
   --samples <path>     samples.safetensors, or a directory holding one, with "images"
@@ -31,6 +45,13 @@ figures:
 
 const FLAGS = {
   samples: { type: "string" },
+  model: { type: "string" },
+  prompts: { type: "string" },
+  scheduler: { type: "string" },
+  steps: { type: "string" },
+  guidance: { type: "string" },
+  seed: { type: "string" },
+  batch: { type: "string" },
   classifier: { type: "string" },
   json: { type: "boolean" },
 } as const;
@@ -116,9 +137,16 @@ export async function run(argv: readonly string[]): Promise<void> {
   if (p.positionals.length > 0) {
     throw new UsageError(`unexpected argument "${p.positionals[0]}"; pass the samples with --samples <path>`);
   }
+  if (str(p, "model") !== undefined) {
+    if (str(p, "samples") !== undefined) throw new UsageError("pass --samples or --model, not both");
+    await evalModel(p);
+    return;
+  }
   const path = str(p, "samples");
   if (path === undefined)
-    throw new UsageError(`--samples is required: a samples.safetensors file or its directory`);
+    throw new UsageError(
+      `--samples is required (a samples.safetensors file or its directory), or --model DIR for a text-to-image model`,
+    );
   const file = samplesFile(path);
   const { images, labels } = readSamples(file);
   const dir = str(p, "classifier");
@@ -128,5 +156,60 @@ export async function run(argv: readonly string[]): Promise<void> {
     console.log(bool(p, "json") ? JSON.stringify({ source: file, ...r }, null, 2) : formatReport(r, file));
   } finally {
     classifier.dispose();
+  }
+}
+
+/** Generates and scores an emoji text-to-image model (training prompts and held-out compositions). */
+async function evalModel(p: Parsed): Promise<void> {
+  const pipe = await loadPipeline(str(p, "model")!);
+  try {
+    if (!takesPrompts(pipe))
+      throw new UsageError(
+        `${pipe.dir} is not a text-to-image model; for a label model run \`diffuse sample\` and pass its output with --samples`,
+      );
+    const d = samplingDefaults(pipe);
+    const opts = {
+      ...d,
+      ...(str(p, "scheduler") !== undefined ? { scheduler: str(p, "scheduler")! } : {}),
+      ...(str(p, "steps") !== undefined
+        ? { steps: num(p, "steps", { min: 1, max: 1000, integer: true })! }
+        : {}),
+      ...(str(p, "guidance") !== undefined ? { guidance: num(p, "guidance", { min: 0, max: 50 })! } : {}),
+      ...(str(p, "seed") !== undefined ? { seed: num(p, "seed", { min: 0, integer: true })! } : {}),
+    };
+    const scheduler = schedulerFor({ name: opts.scheduler, karras: opts.karras }, pipe.schedulerConfig);
+    const prompts = num(p, "prompts", { min: 1, max: 10000, integer: true }) ?? 500;
+    const batchSize = num(p, "batch", { min: 1, max: 1024, integer: true }) ?? 64;
+    let call = 0;
+    const progress = new Progress("eval");
+    const t0 = performance.now();
+    const r = await evalEmoji(
+      (ps) =>
+        pipelineGenerate(pipe, scheduler, {
+          prompts: ps,
+          steps: opts.steps,
+          guidance: opts.guidance,
+          guidanceRescale: opts.guidanceRescale,
+          eta: opts.eta,
+          seed: opts.seed + call++,
+        }),
+      {
+        prompts,
+        batchSize,
+        range: "0,1",
+        onProgress: ({ split, done, total }) =>
+          progress.update({
+            step: done,
+            total,
+            rate: done / ((performance.now() - t0) / 1000),
+            fields: { set: split },
+          }),
+      },
+    );
+    progress.done();
+    const source = `${pipe.dir} (${parametersText(opts)})`;
+    console.log(bool(p, "json") ? JSON.stringify({ source, ...r }, null, 2) : formatEmojiReport(r, source));
+  } finally {
+    disposePipeline(pipe);
   }
 }

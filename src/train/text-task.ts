@@ -14,6 +14,7 @@
  * The tokenizer is read from `tokenizer.path`, or trained (byte-level BPE) on the training captions
  * at the run's start and saved in the run folder; the export is a StableDiffusionPipeline folder.
  */
+import { createHash } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type EmojiDataset, emojiPrompts, loadEmoji } from "../data/emoji.ts";
@@ -62,11 +63,17 @@ async function latentMoments(
   data: EmojiDataset,
   cachePath: string,
 ): Promise<{ mean: Float32Array; std: Float32Array; shape: number[] }> {
+  // the cache is valid for these weights and these images only
+  const hash = createHash("sha256");
+  for (const [k, v] of vae.params)
+    hash.update(k).update(new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength));
+  hash.update(data.captions.join("\n")).update(String(data.height));
+  const key = hash.digest("hex");
   if (existsSync(cachePath)) {
-    const t = readSafetensors(cachePath).tensors;
-    const mean = t.get("mean");
-    const std = t.get("std");
-    if (mean && std && mean.shape[0] === data.count)
+    const st = readSafetensors(cachePath);
+    const mean = st.tensors.get("mean");
+    const std = st.tensors.get("std");
+    if (mean && std && st.metadata["key"] === key)
       return { mean: mean.data as Float32Array, std: std.data as Float32Array, shape: [...mean.shape] };
   }
   const per = data.channels * data.height * data.width;
@@ -95,6 +102,7 @@ async function latentMoments(
       ["mean", new HostTensor(mean!, shape)],
       ["std", new HostTensor(std!, shape)],
     ]),
+    { metadata: { key } },
   );
   return { mean: mean!, std: std!, shape };
 }

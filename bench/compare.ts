@@ -100,18 +100,21 @@ export async function timeChild(
   return { medianS: m, timesS: times, imagesPerS: batch / m, peakRssMiB: peakRss(), otherCores: mon.stop() };
 }
 
+/** The options as the flags a child benchmark process is started with. */
+export const optArgs = (o: Opts): string[] => [
+  "--iters",
+  `${o.iters}`,
+  "--sample-iters",
+  `${o.sampleIters}`,
+  "--sample-steps",
+  `${o.sampleSteps}`,
+  "--threads",
+  `${o.threads}`,
+];
+
 /** Runs this benchmark file again as a child for one mode; returns its result line. */
 function runChild(file: string, mode: Mode, o: Opts): ChildResult {
-  const args = [
-    "--iters",
-    `${o.iters}`,
-    "--sample-iters",
-    `${o.sampleIters}`,
-    "--sample-steps",
-    `${o.sampleSteps}`,
-    "--threads",
-    `${o.threads}`,
-  ];
+  const args = optArgs(o);
   const r = spawnSync(process.execPath, ["--import", "tsx", file, "--child", mode, ...args], {
     encoding: "utf8",
     maxBuffer: 1 << 24,

@@ -49,6 +49,7 @@ import {
   type ChildResult,
   compare,
   type Opts,
+  optArgs,
   parseOpts,
   peerMissing,
   peerModeArgs,
@@ -249,17 +250,6 @@ async function pipelineChild(threads: number, iters: number, steps: number): Pro
     rmSync(root, { recursive: true, force: true });
   }
 }
-
-const optArgs = (o: Opts) => [
-  "--iters",
-  `${o.iters}`,
-  "--sample-iters",
-  `${o.sampleIters}`,
-  "--sample-steps",
-  `${o.sampleSteps}`,
-  "--threads",
-  `${o.threads}`,
-];
 
 /** Our whole pipeline and the peer's VAE decode (tuned), `repeats` times; prints medians. */
 function pipelineSection(o: Opts): void {

@@ -20,9 +20,9 @@ import { type EmojiRecord, emojiCatalog, emojiRecords, loadEmoji } from "../data
 import { HostTensor } from "../tensor/host.ts";
 import { EmojiJudge, type EmojiJudged, TOP_K } from "./emoji-classify.ts";
 import { frechetDistance, gaussianStats, sqrtPsd } from "./frechet.ts";
+import { type ImageRange, spread, toUnitRange } from "./images.ts";
 
-/** The value range of images handed to the judge: [0, 1] (default) or [−1, 1] (model space). */
-export type ImageRange = "0,1" | "-1,1";
+export type { ImageRange } from "./images.ts";
 
 export interface EmojiScores {
   /** Number of images (samples). */
@@ -58,34 +58,6 @@ export interface EmojiEvalOptions {
   readonly judge?: EmojiJudge;
   /** Range of the image values (default "0,1"). */
   readonly range?: ImageRange;
-}
-
-/** Checks image values and maps them to [0, 1]; slight overshoot is clipped, NaN is an error. */
-export function toUnitRange(images: HostTensor, range: ImageRange = "0,1"): HostTensor<"float32"> {
-  if (images.dtype !== "float32") throw new Error(`images must be float32, got ${images.dtype}`);
-  const src = images.data as Float32Array;
-  const [a, b] = range === "0,1" ? [0, 1] : [-1, 1];
-  let lo = Number.POSITIVE_INFINITY;
-  let hi = Number.NEGATIVE_INFINITY;
-  for (let i = 0; i < src.length; i++) {
-    const v = src[i]!;
-    if (Number.isNaN(v)) throw new Error(`images hold NaN (at flat index ${i})`);
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
-  }
-  const slack = (b - a) / 2;
-  if (lo < a - slack || hi > b + slack) {
-    throw new Error(
-      `image values span [${lo.toFixed(3)}, ${hi.toFixed(3)}], far outside the range [${a}, ${b}] they were said to have; ` +
-        (range === "0,1"
-          ? 'pass range "-1,1" for model-space images'
-          : 'pass range "0,1" for images in [0, 1]'),
-    );
-  }
-  return new HostTensor(
-    src.map((v) => Math.min(1, Math.max(0, (v - a) / (b - a)))),
-    images.shape,
-  );
 }
 
 interface Reference {
@@ -239,11 +211,6 @@ export interface EmojiEvalResult {
   readonly holdout: EmojiScores;
   readonly trainPrompts: readonly string[];
   readonly holdoutPrompts: readonly string[];
-}
-
-/** m indices spread evenly over 0..len−1. */
-function spread(len: number, m: number): number[] {
-  return Array.from({ length: m }, (_, j) => Math.floor((j * len) / m));
 }
 
 /** Generates images for training prompts and held-out compositions and scores both (see the file comment). */

@@ -22,6 +22,7 @@ import { loadMnist } from "../data/mnist.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { type Classified, DigitClassifier } from "./classify.ts";
 import { frechetDistance, type GaussianStats, gaussianStats, sqrtPsd } from "./frechet.ts";
+import { spread, toUnitRange } from "./images.ts";
 
 /** Size of each reference half of the test split. */
 export const REFERENCE_HALF = 500;
@@ -67,36 +68,6 @@ function labelsOf(labels: ArrayLike<number | bigint>, n: number, classes: number
     out[i] = v;
   }
   return out;
-}
-
-/** Checks pixel values: [0, 1] expected; slight overshoot (a sampler's) is clipped, NaN or [−1, 1] data is an error. */
-function clipToUnit(images: HostTensor): HostTensor<"float32"> {
-  if (images.dtype !== "float32") throw new Error(`images must be float32, got ${images.dtype}`);
-  const src = images.data as Float32Array;
-  let lo = Number.POSITIVE_INFINITY;
-  let hi = Number.NEGATIVE_INFINITY;
-  for (let i = 0; i < src.length; i++) {
-    const v = src[i]!;
-    if (Number.isNaN(v)) throw new Error(`images hold NaN (at flat index ${i})`);
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
-  }
-  if (lo < -0.5 || hi > 1.5) {
-    throw new Error(
-      `image values span [${lo.toFixed(3)}, ${hi.toFixed(3)}], but the judge expects [0, 1]; ` +
-        "map [−1, 1] images with (x + 1) / 2",
-    );
-  }
-  if (lo >= 0 && hi <= 1) return images as HostTensor<"float32">;
-  return new HostTensor(
-    src.map((v) => Math.min(1, Math.max(0, v))),
-    images.shape,
-  );
-}
-
-/** m indices spread evenly over 0..len−1 (all of them when m = len). */
-function spread(len: number, m: number): number[] {
-  return Array.from({ length: m }, (_, j) => Math.floor((j * len) / m));
 }
 
 /** Rows `idx` of a row-major [*, d] array. */
@@ -178,7 +149,7 @@ export async function evaluateMnist(
     const k = judge.config.classes;
     const f = judge.config.features;
     const wanted = labels === null ? null : labelsOf(labels, n, k);
-    const c = await judge.classify(clipToUnit(images));
+    const c = await judge.classify(toUnitRange(images));
     const ref = await reference(judge);
 
     const all = Array.from({ length: n }, (_, i) => i);

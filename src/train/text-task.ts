@@ -121,7 +121,7 @@ function emojiSubset(d: EmojiDataset, captions: readonly string[] | null): Emoji
   });
   const per = d.channels * d.height * d.width;
   const images = new Float32Array(idx.length * per);
-  idx.forEach((i, k) => images.set(d.images.subarray(i * per, (i + 1) * per), k * per));
+  for (const [k, i] of idx.entries()) images.set(d.images.subarray(i * per, (i + 1) * per), k * per);
   const pick = <T>(a: ArrayLike<T>): T[] => idx.map((i) => a[i]!);
   return {
     ...d,

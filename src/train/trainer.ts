@@ -5,7 +5,7 @@
  * number, and the data order from the step number too, so a run resumed from a checkpoint continues
  * exactly as the uninterrupted run would have (same seed → same weights).
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
@@ -15,6 +15,7 @@ import { initParams } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import { loadCheckpoint, prefixedSpecs, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
+import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import { pixelTask } from "./pixel-task.ts";
 import type { TrainTask } from "./task.ts";
 import { textTask } from "./text-task.ts";
@@ -61,22 +62,6 @@ async function writeSamples(runDir: string, task: TrainTask, state: TrainState):
     encodePng(makeGrid(p.images, { nrow: p.nrow }), { text: { parameters: p.parameters } }),
   );
   return path;
-}
-
-/** Keeps metrics.jsonl consistent with a resumed run: drops lines past the checkpoint's step. */
-function trimMetrics(path: string, step: number): void {
-  if (!existsSync(path)) return;
-  const kept = readFileSync(path, "utf8")
-    .split("\n")
-    .filter((l) => {
-      if (!l.trim()) return false;
-      try {
-        return (JSON.parse(l) as { step: number }).step <= step;
-      } catch {
-        return false;
-      }
-    });
-  writeFileAtomic(path, kept.length ? `${kept.join("\n")}\n` : "");
 }
 
 export async function trainRun(
@@ -156,10 +141,13 @@ export async function trainRun(
         itPerSec: windowSteps / secs,
         imgPerSec: (windowSteps * task.batchSize) / secs,
       };
-      appendFileSync(
-        metricsPath,
-        `${JSON.stringify({ step: ev.step, loss: ev.loss, lr, grad_norm: r.gradNorm, img_per_s: ev.imgPerSec, time: Date.now() })}\n`,
-      );
+      appendMetrics(metricsPath, {
+        step: ev.step,
+        loss: ev.loss,
+        lr,
+        grad_norm: r.gradNorm,
+        img_per_s: ev.imgPerSec,
+      });
       ctx.post(ev);
       windowStart = performance.now();
       windowSteps = 0;

@@ -150,6 +150,10 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     throw new Error(
       `text_encoder.hidden_size (${teCheck.hiddenSize}) must equal model.cross_attention_dim (${model.conditioning.dim})`,
     );
+  if (!existsSync(join(cfg.vae!.path, "config.json")))
+    throw new Error(
+      `vae.path: ${cfg.vae!.path} holds no trained VAE (config.json + weights); train one first (diffuse train --config configs/emoji-vae.json --out runs/emoji-vae writes runs/emoji-vae/model) or point vae.path at an AutoencoderKL folder`,
+    );
   const obj = objectiveOf(cfg, model);
   const t = cfg.training;
   const seed = new Rng(t.seed);

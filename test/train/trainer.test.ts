@@ -11,6 +11,7 @@ import { Rng } from "../../src/tensor/rng.ts";
 import { resolveConfig } from "../../src/train/config.ts";
 import { drawBatch, type Objective } from "../../src/train/objective.ts";
 import { type TrainEvent, trainRun } from "../../src/train/trainer.ts";
+import { trainLogged } from "../support/train-run.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-train-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -134,4 +135,35 @@ test("training.timestep_sampling decides the noise levels a batch is drawn at", 
     [cfg.training.timestep_sampling, cfg.training.logit_mean, cfg.training.logit_std],
     ["logit-normal", 0, 1],
   );
+});
+
+test("text-to-image configs: the three text sections together, with a text model; a missing VAE names the stage that makes it", async () => {
+  const emoji = JSON.parse(
+    readFileSync(join(import.meta.dirname, "../../configs/emoji.json"), "utf8"),
+  ) as Record<string, unknown>;
+  assert.doesNotThrow(() => resolveConfig(emoji));
+  const { vae: _v, ...noVae } = emoji;
+  assert.throws(() => resolveConfig(noVae), /text to image needs all of text_encoder, tokenizer, vae/);
+  const { text_encoder: _t, tokenizer: _k, vae: _w, ...bare } = emoji;
+  assert.throws(
+    () => resolveConfig(bare),
+    /a UNet2DConditionModel trains on text: the config needs "text_encoder"/,
+  );
+  assert.throws(
+    () => resolveConfig({ ...tiny, text_encoder: emoji["text_encoder"], tokenizer: {}, vae: { path: "x" } }),
+    /model\._class_name must be UNet2DConditionModel/,
+  );
+  assert.throws(
+    () => resolveConfig({ ...emoji, tokenizer: { vocab_size: 10 } }),
+    /tokenizer\.vocab_size.*≥ 300/,
+  );
+  const dir = mkdtempSync(join(tmpdir(), "diffuse-novae-"));
+  try {
+    await assert.rejects(
+      trainLogged({ ...emoji, vae: { path: join(dir, "nope") } }, join(dir, "run")),
+      /holds no trained VAE.*diffuse train --config configs\/emoji-vae\.json/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

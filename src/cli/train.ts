@@ -16,7 +16,8 @@ import { Progress } from "./progress.ts";
 const HELP = `usage: diffuse train [--config FILE] [--out DIR] [flags]
 
 Trains a diffusion model. Without --config, trains the class-conditional MNIST U-Net
-(configs/mnist.json). A config whose model is an AutoencoderKL trains that autoencoder
+(configs/mnist.json). A config whose model is a UNet2DConditionModel (with text_encoder, tokenizer and vae sections)
+trains text to image (configs/emoji.json). A config whose model is an AutoencoderKL trains that autoencoder
 (configs/emoji-vae.json). Re-running the same command resumes from the run's last checkpoint.
 
 flags:
@@ -130,7 +131,9 @@ export async function run(argv: readonly string[]): Promise<void> {
               console.log(
                 ev.stopped
                   ? `stopped at step ${ev.step}; run the same command to resume. Model so far: ${ev.modelDir}`
-                  : `done: ${ev.step} steps. Model: ${ev.modelDir}\nSample it: diffuse sample --model ${ev.modelDir} --labels all`,
+                  : `done: ${ev.step} steps. Model: ${ev.modelDir}\nSample it: diffuse sample --model ${ev.modelDir} ${
+                      raw["text_encoder"] !== undefined ? '--prompt "…"' : "--labels all"
+                    }`,
               );
               break;
           }

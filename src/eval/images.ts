@@ -25,7 +25,7 @@ export function toUnitRange(images: HostTensor, range: ImageRange = "0,1"): Host
     throw new Error(
       `image values span [${lo.toFixed(3)}, ${hi.toFixed(3)}], far outside the range [${a}, ${b}] they were said to have; ` +
         (range === "0,1"
-          ? 'map [−1, 1] images with (x + 1) / 2 (or declare them as range "-1,1")'
+          ? 'the judge expects [0, 1]: map [−1, 1] images with (x + 1) / 2, or pass range "-1,1"'
           : 'pass range "0,1" for images in [0, 1]'),
     );
   }

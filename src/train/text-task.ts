@@ -42,6 +42,7 @@ import { componentParams, denoiserComponent } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
 import { batchSpecs, diffusionLoss, drawBatch, objectiveOf } from "./objective.ts";
 import type { TrainTask } from "./task.ts";
+import { pickImages } from "./vae-data.ts";
 
 /** Prompts of the preview grids: the first training captions and held-out compositions. */
 const PREVIEW_PROMPTS = 8;
@@ -119,14 +120,11 @@ function emojiSubset(d: EmojiDataset, captions: readonly string[] | null): Emoji
       );
     return i;
   });
-  const per = d.channels * d.height * d.width;
-  const images = new Float32Array(idx.length * per);
-  for (const [k, i] of idx.entries()) images.set(d.images.subarray(i * per, (i + 1) * per), k * per);
   const pick = <T>(a: ArrayLike<T>): T[] => idx.map((i) => a[i]!);
   return {
     ...d,
     count: idx.length,
-    images,
+    images: pickImages(d, idx).images,
     labels: Int32Array.from(pick(d.labels)),
     identities: Int32Array.from(pick(d.identities)),
     vendors: Int32Array.from(pick(d.vendors)),

@@ -5,9 +5,9 @@
  */
 import { basename, join } from "node:path";
 import { runInWorker } from "../runtime/worker.ts";
-import { readConfigFile, setField } from "../train/config.ts";
+import { ConfigFieldError, readConfigFile, setField, settableFields } from "../train/config.ts";
 import type { TrainArgs, TrainEvent } from "../train/trainer.ts";
-import { isVaeRunConfig } from "../train/vae-config.ts";
+import { isVaeRunConfig, vaeSettableFields } from "../train/vae-config.ts";
 import type { VaeTrainEvent } from "../train/vae-trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 import { moduleUrl, packageRoot } from "./paths.ts";
@@ -54,7 +54,13 @@ export async function run(argv: readonly string[]): Promise<void> {
   for (const kv of (p.values["set"] as string[] | undefined) ?? []) {
     const eq = kv.indexOf("=");
     if (eq <= 0) throw new UsageError(`--set takes KEY=VALUE (e.g. training.lr=3e-4), got "${kv}"`);
-    raw = setField(raw, kv.slice(0, eq), kv.slice(eq + 1));
+    const settable = isVaeRunConfig(raw) ? vaeSettableFields() : settableFields(raw);
+    try {
+      raw = setField(raw, kv.slice(0, eq), kv.slice(eq + 1), settable);
+    } catch (e) {
+      if (e instanceof ConfigFieldError) throw new UsageError(e.message);
+      throw e;
+    }
   }
   const shortcuts: [string, string, { min?: number; integer?: boolean }][] = [
     ["steps", "training.steps", { min: 1, integer: true }],

@@ -11,8 +11,14 @@
  */
 import { createHash } from "node:crypto";
 import type { DiffusersConfig } from "../models/config-fields.ts";
-import { type AutoencoderKLConfig, resolveVaeConfig, vaeScaleFactor } from "../models/vae/config.ts";
-import { ConfigFieldError } from "./config.ts";
+import {
+  type AutoencoderKLConfig,
+  resolveVaeConfig,
+  vaeConfig,
+  vaeConfigToDiffusers,
+  vaeScaleFactor,
+} from "../models/vae/config.ts";
+import { ConfigFieldError, type SettableFields } from "./config.ts";
 import { checkPatchGan } from "./patch-gan.ts";
 
 type Json = Record<string, unknown>;
@@ -150,7 +156,7 @@ function section<S>(name: string, given: unknown, fields: Table<S>): S {
   if (given === undefined) given = {};
   if (!isObj(given)) throw new ConfigFieldError(`config field "${name}" must be an object`);
   for (const k of Object.keys(given)) {
-    if (!(k in fields)) {
+    if (!Object.hasOwn(fields, k)) {
       throw new ConfigFieldError(
         `unknown config field "${name}.${k}"; known fields: ${Object.keys(fields).join(", ")}`,
       );
@@ -165,6 +171,16 @@ function section<S>(name: string, given: unknown, fields: Table<S>): S {
     out[k] = v;
   }
   return out as S;
+}
+
+/** What `--set` may name in an autoencoder run's config: every field of every section. */
+export function vaeSettableFields(): SettableFields {
+  return {
+    model: Object.keys(vaeConfigToDiffusers(vaeConfig())),
+    data: Object.keys(DATA),
+    training: Object.keys(TRAINING),
+    output: Object.keys(OUTPUT),
+  };
 }
 
 /** Whether a raw run config trains an autoencoder (its model is an AutoencoderKL). */

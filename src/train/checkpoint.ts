@@ -101,6 +101,29 @@ export async function saveCheckpoint(
   });
 }
 
+/**
+ * Refuses to resume a run whose checkpoint is past `steps` (training.steps lowered since): nothing
+ * would be trained, yet the run's config.json would be rewritten with the lower count and the run
+ * reported done. A damaged trainer_state.json is left for the checkpoint loader to report.
+ */
+export function refuseStepsBelowCheckpoint(runDir: string, steps: number): void {
+  const dir = join(runDir, "checkpoint");
+  recoverReplacedDir(dir);
+  const path = join(dir, "trainer_state.json");
+  if (!existsSync(path)) return;
+  let step: unknown;
+  try {
+    step = (JSON.parse(readFileSync(path, "utf8")) as { step?: unknown }).step;
+  } catch {
+    return;
+  }
+  if (typeof step === "number" && step > steps) {
+    throw new Error(
+      `the run in ${runDir} has already trained ${step} steps, more than training.steps ${steps}; to train it further pass --steps N with N > ${step}, or start over with --overwrite or a new --out folder`,
+    );
+  }
+}
+
 /** The last checkpoint of a run, or null when there is none. Errors name the damaged file. */
 export async function loadCheckpoint(
   runDir: string,

@@ -13,7 +13,7 @@ import { encodePng } from "../io/png.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
 import { initParams } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
-import { loadCheckpoint, prefixedSpecs, saveCheckpoint } from "./checkpoint.ts";
+import { loadCheckpoint, prefixedSpecs, refuseStepsBelowCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
 import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import { pixelTask } from "./pixel-task.ts";
@@ -70,6 +70,7 @@ export async function trainRun(
 ): Promise<{ step: number; modelDir: string }> {
   const cfg = resolveConfig(args.config);
   const runDir = args.outDir;
+  if (!args.overwrite) refuseStepsBelowCheckpoint(runDir, cfg.training.steps);
   if (args.overwrite)
     for (const f of ["checkpoint", "samples", "metrics.jsonl", "model"])
       rmSync(join(runDir, f), { recursive: true, force: true });

@@ -23,6 +23,7 @@ import type { WorkerContext } from "../runtime/worker.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { countParams } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
+import { refuseStepsBelowCheckpoint } from "./checkpoint.ts";
 import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import type { TrainArgs } from "./trainer.ts";
 import { loadVaeCheckpoint, saveVaeCheckpoint } from "./vae-checkpoint.ts";
@@ -111,6 +112,7 @@ export async function trainVae(
   const c = resolveVaeConfig(cfg.model);
   const { runDir } = opts;
   const post = opts.onEvent ?? (() => {});
+  if (!opts.overwrite) refuseStepsBelowCheckpoint(runDir, cfg.training.steps);
   if (opts.overwrite)
     for (const f of ["checkpoint", "samples", "metrics.jsonl", "model"])
       rmSync(join(runDir, f), { recursive: true, force: true });

@@ -81,6 +81,27 @@ test("resuming with a different config is refused with a clear message", async (
   await assert.rejects(trainRun({ config: changed, outDir: c }, ctx()), /different config.*--out/);
 });
 
+test("a finished run asked for fewer steps is refused, its config.json left as it was; more steps extend it", async () => {
+  const f = join(tmp, "f");
+  const three = { ...tiny, training: { ...tiny.training, steps: 3 } };
+  await trainRun({ config: three, outDir: f }, ctx());
+  const saved = readFileSync(join(f, "config.json"), "utf8");
+  const fewer = { ...tiny, training: { ...tiny.training, steps: 2 } };
+  const events: TrainEvent[] = [];
+  await assert.rejects(
+    trainRun({ config: fewer, outDir: f }, ctx(events)),
+    /has already trained 3 steps, more than training\.steps 2; to train it further pass --steps N with N > 3, or start over with --overwrite or a new --out folder/,
+  );
+  assert.equal(events.length, 0, "nothing starts");
+  assert.equal(readFileSync(join(f, "config.json"), "utf8"), saved);
+  const more = await trainRun(
+    { config: { ...tiny, training: { ...tiny.training, steps: 4 } }, outDir: f },
+    ctx(),
+  );
+  assert.equal(more.step, 4);
+  assert.equal((JSON.parse(readFileSync(join(f, "config.json"), "utf8")) as typeof tiny).training.steps, 4);
+});
+
 test("a damaged checkpoint is reported, not loaded", async () => {
   const d = join(tmp, "d");
   await trainRun({ config: { ...tiny, training: { ...tiny.training, steps: 3 } }, outDir: d }, ctx());

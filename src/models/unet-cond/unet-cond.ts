@@ -129,26 +129,23 @@ function checkInputs(cfg: UNet2DConditionConfig, sample: Tensor, inputs: UNetCon
   }
 }
 
-/**
- * The forward pass. sample [N, in_channels, H, W] float32 (H, W multiples of 2^(blocks − 1));
- * timesteps float32 [N] (or [1] / [], broadcast); the text tokens and optional ControlNet residuals
- * and timestep_cond as `inputs`. Returns [N, out_channels, H, W].
- */
-export function unet2dCondition(
+/** What the blocks of one forward pass share: the timestep embedding and the cross-attention to the text. */
+export interface CondBlocks {
+  readonly ctx: BlockContext;
+  /** The Transformer2DModel after each resnet of down block i, up block i or the mid block. */
+  readonly crossAttention: (where: "down" | "up" | "mid", i?: number) => BlockAttention;
+}
+
+/** The time embedding (temb, under `time_embedding`) and the cross-attention to the text, for a batch of n. */
+export function condBlocks(
   p: ParamScope,
   cfg: UNet2DConditionConfig,
-  sample: Tensor,
+  n: number,
   timesteps: Tensor,
-  inputs: UNetCondInputs,
+  inputs: Pick<UNetCondInputs, "encoderHiddenStates" | "timestepCond">,
   opts: UNetForwardOptions = {},
-): Tensor {
-  checkInputs(cfg, sample, inputs);
-  const n = sample.shape[0]!;
-  const chans = cfg.blockOutChannels;
-  const last = chans.length - 1;
+): CondBlocks {
   const context = inputs.encoderHiddenStates; // [N, L, cross_attention_dim]
-  let x = cfg.centerInputSample ? o.sub(o.mul(sample, 2), 1) : sample;
-
   const t = o.expand(o.reshape(o.cast(timesteps, "float32"), [-1]), [n]); // [N]
   const temb = timeEmbedding(p.sub("time_embedding"), cfg, t, inputs.timestepCond); // [N, T]
   const dropout = dropoutFn(cfg.dropout, opts.dropoutNoise);
@@ -171,41 +168,88 @@ export function unet2dCondition(
         dropout,
       });
   };
+  return { ctx, crossAttention };
+}
 
-  const kin = cfg.convInKernel;
-  x = conv2d(p.sub("conv_in"), x, chans[0]!, kin, { padding: (kin - 1) / 2 }); // [N, C0, H, W]
-  let skips: Tensor[] = [x];
+/** conv_in's output [N, C0, H, W] through the down blocks: the last block's output and every skip (conv_in's first). */
+export function condDownBlocks(
+  p: ParamScope,
+  cfg: UNet2DConditionConfig,
+  x: Tensor,
+  blocks: CondBlocks,
+): { h: Tensor; skips: Tensor[] } {
+  const chans = cfg.blockOutChannels;
+  const last = chans.length - 1;
+  const skips: Tensor[] = [x];
   cfg.downBlockTypes.forEach((type, i) => {
-    const r = downBlock2D(p.sub("down_blocks").sub(i), x, ctx, {
+    const r = downBlock2D(p.sub("down_blocks").sub(i), x, blocks.ctx, {
       cout: chans[i]!,
       layers: blockValue(cfg.layersPerBlock, i),
-      attention: type === "CrossAttnDownBlock2D" ? crossAttention("down", i) : null,
+      attention: type === "CrossAttnDownBlock2D" ? blocks.crossAttention("down", i) : null,
       downsample: i === last ? null : "conv",
       padding: cfg.downsamplePadding,
     });
     x = r.h; // [N, C_i, H/2^(i+1), W/2^(i+1)] (the last block keeps its size)
     skips.push(...r.skips);
   });
-  const down = inputs.downBlockAdditionalResiduals;
-  if (down) skips = skips.map((s, i) => o.add(s, down[i]!)); // ControlNet: each skip + its residual
+  return { h: x, skips };
+}
 
+/** The mid block over [N, C_last, h, w] (resnet [→ cross-attention → resnet]; none: the identity). */
+export function condMidBlock(
+  p: ParamScope,
+  cfg: UNet2DConditionConfig,
+  x: Tensor,
+  blocks: CondBlocks,
+): Tensor {
+  const c = cfg.blockOutChannels[cfg.blockOutChannels.length - 1]!;
   const mid = p.sub("mid_block");
   const scale = cfg.midBlockScaleFactor;
   if (cfg.midBlockType !== null) {
-    x = resnetBlock2D(mid.sub("resnets").sub(0), x, chans[last]!, ctx, { scale }); // [N, C_last, h, w]
+    x = resnetBlock2D(mid.sub("resnets").sub(0), x, c, blocks.ctx, { scale }); // [N, C_last, h, w]
   }
   if (cfg.midBlockType === "UNetMidBlock2DCrossAttn") {
-    x = crossAttention("mid")(mid.sub("attentions").sub(0), x);
-    x = resnetBlock2D(mid.sub("resnets").sub(1), x, chans[last]!, ctx, { scale });
+    x = blocks.crossAttention("mid")(mid.sub("attentions").sub(0), x);
+    x = resnetBlock2D(mid.sub("resnets").sub(1), x, c, blocks.ctx, { scale });
   }
+  return x;
+}
+
+/**
+ * The forward pass. sample [N, in_channels, H, W] float32 (H, W multiples of 2^(blocks − 1));
+ * timesteps float32 [N] (or [1] / [], broadcast); the text tokens and optional ControlNet residuals
+ * and timestep_cond as `inputs`. Returns [N, out_channels, H, W].
+ */
+export function unet2dCondition(
+  p: ParamScope,
+  cfg: UNet2DConditionConfig,
+  sample: Tensor,
+  timesteps: Tensor,
+  inputs: UNetCondInputs,
+  opts: UNetForwardOptions = {},
+): Tensor {
+  checkInputs(cfg, sample, inputs);
+  const chans = cfg.blockOutChannels;
+  const last = chans.length - 1;
+  const blocks = condBlocks(p, cfg, sample.shape[0]!, timesteps, inputs, opts);
+  let x = cfg.centerInputSample ? o.sub(o.mul(sample, 2), 1) : sample;
+
+  const kin = cfg.convInKernel;
+  x = conv2d(p.sub("conv_in"), x, chans[0]!, kin, { padding: (kin - 1) / 2 }); // [N, C0, H, W]
+  const down = condDownBlocks(p, cfg, x, blocks);
+  let skips = down.skips;
+  const residuals = inputs.downBlockAdditionalResiduals;
+  if (residuals) skips = skips.map((s, i) => o.add(s, residuals[i]!)); // ControlNet: each skip + its residual
+
+  x = condMidBlock(p, cfg, down.h, blocks); // [N, C_last, h, w]
   if (inputs.midBlockAdditionalResidual) x = o.add(x, inputs.midBlockAdditionalResidual);
 
   cfg.upBlockTypes.forEach((type, i) => {
     const layers = blockValue(cfg.layersPerBlock, last - i) + 1;
-    x = upBlock2D(p.sub("up_blocks").sub(i), x, skips.splice(skips.length - layers, layers), ctx, {
+    x = upBlock2D(p.sub("up_blocks").sub(i), x, skips.splice(skips.length - layers, layers), blocks.ctx, {
       cout: chans[last - i]!,
       layers,
-      attention: type === "CrossAttnUpBlock2D" ? crossAttention("up", i) : null,
+      attention: type === "CrossAttnUpBlock2D" ? blocks.crossAttention("up", i) : null,
       upsample: i === last ? null : "conv",
     }); // [N, C_(last−i), ·2, ·2] (the last block keeps its size)
   });

@@ -9,13 +9,14 @@
  * diffusers' keyword arguments (camelCase, as an options object).
  */
 import type { Conditioning } from "../diffusion/conditioning.ts";
-import { compileGraph, type InputSpec, trace } from "../runtime/compile.ts";
+import type { InputSpec } from "../runtime/compile.ts";
 import type { SessionOptions } from "../runtime/options.ts";
 import type { CompiledGraph } from "../runtime/session.ts";
 import { type DataOf, formatShape, HostTensor } from "../tensor/host.ts";
-import { countParams, initParams, ParamScope, type ParamSpec, type Params } from "../tensor/params.ts";
+import { countParams, initParams, type ParamSpec, type Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import { type DiffusersConfig, fieldsToDiffusers, resolveFields } from "./config-fields.ts";
+import { LoraAdapters } from "./lora/adapters.ts";
 import {
   checkWeights,
   parseConfigAt,
@@ -25,6 +26,7 @@ import {
   writePretrained,
 } from "./pretrained.ts";
 import { type BoundDenoiser, bindDenoiser, type DenoiserDef } from "./registry.ts";
+import { WeightGraphs } from "./weight-graphs.ts";
 
 /** A host tensor or a plain `{ data, shape }`. */
 export type TensorLike<D extends "float32" | "int64" = "float32"> =
@@ -104,14 +106,14 @@ export interface ModelClass<C, T> {
 }
 
 export class DenoiserModel<C> {
-  private readonly graphs = new Map<string, Promise<CompiledGraph>>();
-  /** The weights the compiled graphs embed (the `params` values when they were compiled). */
-  private compiledWith: Params | null = null;
+  private readonly graphs: WeightGraphs;
   /** The typed config (camelCase). */
   readonly typedConfig: C;
   /** Weights by diffusers' dotted names, in diffusers' state-dict order. Replace values (not their data in place) to swap weights. */
   readonly params: Params;
   protected readonly session: SessionOptions;
+  /** LoRA adapters on this model's layers (`loadLoraWeights`, models/lora). */
+  readonly lora: LoraAdapters;
 
   /** Prefer the static constructors (`fromConfig`, `fromParams`, `fromPretrained`), which check what they are given. */
   constructor(
@@ -121,6 +123,17 @@ export class DenoiserModel<C> {
     this.typedConfig = parts.config;
     this.params = parts.params;
     this.session = parts.session;
+    this.lora = new LoraAdapters(this.params, def.className);
+    this.graphs = new WeightGraphs(this.params, this.session, this.lora);
+  }
+
+  /** The component prefix of this model's keys in diffusers' LoRA files ("unet", "transformer"). */
+  get loraComponent(): string {
+    return this.def.component;
+  }
+
+  get loraOwner(): string {
+    return this.def.className;
   }
 
   /** A freshly initialized model (the class's initialisers), from a diffusers config.json object or typed fields. */
@@ -216,17 +229,7 @@ export class DenoiserModel<C> {
 
   /** Releases the compiled graphs (they are compiled again on the next call). */
   dispose(): void {
-    for (const g of this.graphs.values()) g.then((c) => c.dispose()).catch(() => {});
-    this.graphs.clear();
-    this.compiledWith = null;
-  }
-
-  /** Whether every value in `params` is the one the compiled graphs embed. */
-  private compiledWithCurrentWeights(): boolean {
-    const seen = this.compiledWith;
-    if (!seen || seen.size !== this.params.size) return false;
-    for (const [k, v] of this.params) if (seen.get(k) !== v) return false;
-    return true;
+    this.graphs.dispose();
   }
 
   /**
@@ -236,11 +239,6 @@ export class DenoiserModel<C> {
    * residuals, timestep_cond) as well as on the batch.
    */
   private graphFor(shape: readonly number[], condFeeds: Record<string, HostTensor>): Promise<CompiledGraph> {
-    if (!this.compiledWithCurrentWeights()) {
-      this.dispose();
-      this.compiledWith = new Map(this.params);
-    }
-    const weights = this.compiledWith!;
     const condSpecs: Record<string, InputSpec> = {};
     for (const k of Object.keys(condFeeds).sort()) {
       condSpecs[k] = { shape: condFeeds[k]!.shape, dtype: condFeeds[k]!.dtype };
@@ -249,22 +247,15 @@ export class DenoiserModel<C> {
       shape.join("x"),
       ...Object.entries(condSpecs).map(([k, s]) => `${k}:${s.dtype}:${s.shape.join("x")}`),
     ].join("|");
-    let g = this.graphs.get(key);
-    if (!g) {
-      const n = shape[0]!;
-      const { graph, outputs } = trace(
-        { sample: { shape }, timestep: { shape: [n] }, ...condSpecs },
-        (inp, graph) => {
-          const scope = ParamScope.frozen(graph, weights);
-          const { sample, timestep, ...cond } = inp;
-          return { out: this.def.forward(scope, this.typedConfig, sample!, timestep!, cond) };
-        },
-      );
-      g = compileGraph(graph, outputs, { ...this.session, cache: false });
-      g.catch(() => this.graphs.delete(key));
-      this.graphs.set(key, g);
-    }
-    return g;
+    const n = shape[0]!;
+    return this.graphs.get(
+      key,
+      { sample: { shape }, timestep: { shape: [n] }, ...condSpecs },
+      (inp, scope) => {
+        const { sample, timestep, ...cond } = inp;
+        return { out: this.def.forward(scope, this.typedConfig, sample!, timestep!, cond) };
+      },
+    );
   }
 }
 

@@ -2,6 +2,7 @@
 import * as o from "../tensor/ops.ts";
 import { type Init, init, type ParamScope } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
+import { adaptedWeight } from "./lora.ts";
 
 /** How a layer's weights start, when not PyTorch's default (DiT's xavier and zero inits, zero convolutions). */
 export interface LayerInit {
@@ -14,7 +15,10 @@ export interface LinearOptions {
   init?: LayerInit;
 }
 
-/** nn.Linear's parameters: weight [out, in] and (unless `bias` is false) bias [out], PyTorch's init. */
+/**
+ * nn.Linear's parameters: weight [out, in] and (unless `bias` is false) bias [out], PyTorch's init.
+ * The weight is the one the layer uses: with the scope's LoRA adapters added (nn/lora.ts).
+ */
 export function linearParams(
   p: ParamScope,
   inFeatures: number,
@@ -22,7 +26,7 @@ export function linearParams(
   opts: LinearOptions = {},
 ): { weight: Tensor; bias: Tensor | undefined } {
   const dflt = init.torchDefault(inFeatures);
-  const weight = p.param("weight", [outFeatures, inFeatures], opts.init?.weight ?? dflt);
+  const weight = adaptedWeight(p, p.param("weight", [outFeatures, inFeatures], opts.init?.weight ?? dflt));
   const bias = (opts.bias ?? true) ? p.param("bias", [outFeatures], opts.init?.bias ?? dflt) : undefined;
   return { weight, bias };
 }
@@ -43,7 +47,7 @@ export interface Conv2dLayerOptions {
   init?: LayerInit;
 }
 
-/** nn.Conv2d: weight [out, in/groups, k, k], bias [out]. */
+/** nn.Conv2d: weight [out, in/groups, k, k] (with the scope's LoRA adapters added), bias [out]. */
 export function conv2d(
   p: ParamScope,
   x: Tensor,
@@ -55,7 +59,16 @@ export function conv2d(
   const inChannels = x.shape[1]!;
   const fanIn = (inChannels / groups) * kernel * kernel;
   const dflt = init.torchDefault(fanIn);
-  const w = p.param("weight", [outChannels, inChannels / groups, kernel, kernel], opts.init?.weight ?? dflt);
+  const declared = p.param(
+    "weight",
+    [outChannels, inChannels / groups, kernel, kernel],
+    opts.init?.weight ?? dflt,
+  );
+  if (groups !== 1 && p.loraSites(declared.shape).length > 0)
+    throw new Error(
+      `LoRA on ${p.path}: grouped convolutions (groups ${groups}) take no adapter; leave the layer out of the targets`,
+    );
+  const w = adaptedWeight(p, declared);
   const b = (opts.bias ?? true) ? p.param("bias", [outChannels], opts.init?.bias ?? dflt) : undefined;
   return o.conv2d(x, w, b, {
     stride: opts.stride ?? 1,

@@ -36,6 +36,21 @@ export const init = {
   }),
 };
 
+/**
+ * A low-rank adapter at one layer (LoRA, Hu et al. 2021): the layer's weight W [out, in] (or a
+ * convolution's [out, in, k, k]) is used as W + scale · B·A, with A [rank, in(, k, k)] and
+ * B [out, rank(, 1, 1)] named `<layer>.lora_A.<adapter>.weight` / `<layer>.lora_B.<adapter>.weight`
+ * (PEFT's names). `scale` is the whole factor: alpha / rank × the user's scale.
+ */
+export interface LoraSite {
+  readonly adapter: string;
+  readonly rank: number;
+  readonly scale: number;
+}
+
+/** Which adapters apply to a layer, by its dotted path ("down_blocks.0.attentions.0.…attn1.to_q") and weight shape. */
+export type LoraPlan = (layer: string, weightShape: readonly number[]) => readonly LoraSite[];
+
 export interface ParamSpec {
   readonly name: string;
   readonly shape: readonly number[];
@@ -56,6 +71,7 @@ export class ParamScope {
     /** These parameters take their value from here; the others are trainable graph inputs. */
     private readonly frozenValues?: Params,
     private readonly frozenRegistry: Map<string, ParamSpec> = new Map(),
+    private readonly lora?: LoraPlan,
   ) {}
 
   /**
@@ -63,13 +79,16 @@ export class ParamScope {
    * are embedded as constants — the frozen base of a fine-tune (LoRA, ControlNet), selected by name
    * with `partitionParams`.
    */
-  static root(graph: Graph, opts: { frozen?: Params } = {}): ParamScope {
-    return new ParamScope(graph, "", new Map(), undefined, opts.frozen);
+  static root(graph: Graph, opts: { frozen?: Params; lora?: LoraPlan } = {}): ParamScope {
+    return new ParamScope(graph, "", new Map(), undefined, opts.frozen, new Map(), opts.lora);
   }
 
-  /** A root scope whose parameters are the given values, embedded in the graph as constants. */
-  static frozen(graph: Graph, values: Params): ParamScope {
-    return new ParamScope(graph, "", new Map(), values);
+  /**
+   * A root scope whose parameters are the given values, embedded in the graph as constants (with
+   * `lora`, the adapters' A and B are looked up in `values` too).
+   */
+  static frozen(graph: Graph, values: Params, opts: { lora?: LoraPlan } = {}): ParamScope {
+    return new ParamScope(graph, "", new Map(), values, undefined, new Map(), opts.lora);
   }
 
   /** A scope whose parameter names start with `name.`. */
@@ -81,7 +100,18 @@ export class ParamScope {
       this.values,
       this.frozenValues,
       this.frozenRegistry,
+      this.lora,
     );
+  }
+
+  /** This scope's dotted path ("" at the root): the layer name adapters are matched against. */
+  get path(): string {
+    return this.prefix.endsWith(".") ? this.prefix.slice(0, -1) : this.prefix;
+  }
+
+  /** The adapters the plan puts on this layer (none without a plan). */
+  loraSites(weightShape: readonly number[]): readonly LoraSite[] {
+    return this.lora ? this.lora(this.path, weightShape) : [];
   }
 
   /** The parameter `name` (declared on first use; later uses must agree on the shape). */

@@ -13,7 +13,7 @@ import type { SessionOptions } from "../runtime/options.ts";
 import { type CompiledGraph, type DeviceTensor, downloadAll } from "../runtime/session.ts";
 import { grad } from "../tensor/autodiff.ts";
 import { HostTensor } from "../tensor/host.ts";
-import { checkParams, ParamScope, type ParamSpec, type Params } from "../tensor/params.ts";
+import { checkParams, type LoraPlan, ParamScope, type ParamSpec, type Params } from "../tensor/params.ts";
 import { Graph, type Tensor } from "../tensor/symbolic.ts";
 import {
   type AdamWConfig,
@@ -42,6 +42,8 @@ export interface TrainStepOptions {
    * moments or EMA (a fine-tune's frozen base; split with `partitionParams`).
    */
   frozen?: Params;
+  /** LoRA adapters on the model's layers (their A and B are parameters like any other; nn/lora.ts). */
+  lora?: LoraPlan;
 }
 
 /** Optimizer state: the step count, AdamW moments and (optionally) the EMA weights. */
@@ -228,7 +230,10 @@ export async function compileTrainStep(
   const bc2 = graph.input("bc2", []);
   const emaDecay = hasEma ? graph.input("ema_decay", []) : null;
 
-  const scope = ParamScope.root(graph, opts.frozen ? { frozen: opts.frozen } : {});
+  const scope = ParamScope.root(graph, {
+    ...(opts.frozen ? { frozen: opts.frozen } : {}),
+    ...(opts.lora ? { lora: opts.lora } : {}),
+  });
   const res = lossFn(scope, batch);
   const loss = res instanceof Object && "loss" in res ? res.loss : (res as Tensor);
   const metrics = res instanceof Object && "loss" in res ? (res.metrics ?? {}) : {};
@@ -259,9 +264,12 @@ export async function compileTrainStep(
 }
 
 /** Traces `fn` over a fresh scope only to learn its parameters (names, shapes, initializers). */
-export function paramSpecsOf(fn: (scope: ParamScope, graph: Graph) => unknown): ParamSpec[] {
+export function paramSpecsOf(
+  fn: (scope: ParamScope, graph: Graph) => unknown,
+  opts: { lora?: LoraPlan } = {},
+): ParamSpec[] {
   const graph = new Graph();
-  const scope = ParamScope.root(graph);
+  const scope = ParamScope.root(graph, opts);
   fn(scope, graph);
   return scope.specs;
 }

@@ -10,11 +10,12 @@
  * `model.<variant>.safetensors` with `variant`). The weights are float32 in memory, embedded as
  * constants in one traced graph per input shape (compiled on first use, cached, released by dispose).
  */
-import { compileGraph, trace } from "../../runtime/compile.ts";
 import type { SessionOptions } from "../../runtime/options.ts";
 import type { CompiledGraph } from "../../runtime/session.ts";
 import { type DataOf, formatShape, HostTensor } from "../../tensor/host.ts";
-import { countParams, ParamScope, type ParamSpec, type Params } from "../../tensor/params.ts";
+import { countParams, type ParamSpec, type Params } from "../../tensor/params.ts";
+import { LoraAdapters } from "../lora/adapters.ts";
+import { WeightGraphs } from "../weight-graphs.ts";
 import {
   clipTextForward,
   clipTextParamSpecs,
@@ -145,9 +146,11 @@ function maskFeed(
 
 /** What both classes share: config, weights, folders, graphs. */
 abstract class ClipTextEncoder {
-  private readonly graphs = new Map<string, Promise<CompiledGraph>>();
-  /** The weights the compiled graphs embed (the `params` values when they were compiled). */
-  private compiledWith: Params | null = null;
+  private readonly graphs: WeightGraphs;
+  /** LoRA adapters on this encoder's layers (`loadLoraWeights`, models/lora). */
+  readonly lora: LoraAdapters;
+  /** The component prefix of its keys in diffusers' LoRA files ("text_encoder"; "text_encoder_2" for a second encoder). */
+  loraComponent = "text_encoder";
   /** The typed config (camelCase). */
   readonly typedConfig: ClipTextConfig;
   /** Weights by transformers' dotted names, in its state-dict order. Replace values (not their data) to swap weights. */
@@ -163,6 +166,12 @@ abstract class ClipTextEncoder {
     this.extraConfig = parts.file.extra;
     this.params = parts.params;
     this.session = parts.session;
+    this.lora = new LoraAdapters(this.params, "CLIP text encoder");
+    this.graphs = new WeightGraphs(this.params, this.session, this.lora);
+  }
+
+  get loraOwner(): string {
+    return this.className;
   }
 
   /** The config as transformers writes it (architectures, model_type, every CLIPTextConfig key, sorted). */
@@ -192,9 +201,7 @@ abstract class ClipTextEncoder {
 
   /** Releases the compiled graphs (they are compiled again on the next call). */
   dispose(): void {
-    for (const g of this.graphs.values()) g.then((c) => c.dispose()).catch(() => {});
-    this.graphs.clear();
-    this.compiledWith = null;
+    this.graphs.dispose();
   }
 
   /** Runs the graph: outputs last_hidden_state, pooled (or text_embeds) and hidden_states.<i>. */
@@ -223,50 +230,27 @@ abstract class ClipTextEncoder {
     };
   }
 
-  /** Whether every value in `params` is the one the compiled graphs embed. */
-  private compiledWithCurrentWeights(): boolean {
-    const seen = this.compiledWith;
-    if (!seen || seen.size !== this.params.size) return false;
-    for (const [k, v] of this.params) if (seen.get(k) !== v) return false;
-    return true;
-  }
-
   private graphFor(n: number, l: number, masked: boolean, hidden: boolean): Promise<CompiledGraph> {
-    if (!this.compiledWithCurrentWeights()) {
-      this.dispose();
-      this.compiledWith = new Map(this.params);
-    }
-    const weights = this.compiledWith!;
     const key = `${n}x${l}${masked ? " masked" : ""}${hidden ? " hidden" : ""}`;
-    let g = this.graphs.get(key);
-    if (!g) {
-      const c = this.typedConfig;
-      const projection = withProjection(this.className);
-      const { graph, outputs } = trace(
-        {
-          input_ids: { shape: [n, l], dtype: "int64" },
-          pool_index: { shape: [n], dtype: "int64" },
-          ...(masked ? { attention_mask: { shape: [n, l] } } : {}),
-        },
-        (inp, gr) => {
-          const scope = ParamScope.frozen(gr, weights);
-          const r = clipTextForward(scope, c, inp["input_ids"]!, {
-            poolIndex: inp["pool_index"]!,
-            ...(masked ? { attentionMask: inp["attention_mask"]! } : {}),
-          });
-          const out: Record<string, (typeof r)["pooled"]> = {
-            last_hidden_state: r.lastHiddenState,
-            head: projection ? clipTextProjection(scope, c, r.pooled) : r.pooled,
-          };
-          if (hidden) for (const [i, h] of r.hiddenStates.entries()) out[`hidden_states.${i}`] = h;
-          return out;
-        },
-      );
-      g = compileGraph(graph, outputs, { ...this.session, cache: false });
-      g.catch(() => this.graphs.delete(key));
-      this.graphs.set(key, g);
-    }
-    return g;
+    const c = this.typedConfig;
+    const projection = withProjection(this.className);
+    const inputs = {
+      input_ids: { shape: [n, l], dtype: "int64" as const },
+      pool_index: { shape: [n], dtype: "int64" as const },
+      ...(masked ? { attention_mask: { shape: [n, l] } } : {}),
+    };
+    return this.graphs.get(key, inputs, (inp, scope) => {
+      const r = clipTextForward(scope, c, inp["input_ids"]!, {
+        poolIndex: inp["pool_index"]!,
+        ...(masked ? { attentionMask: inp["attention_mask"]! } : {}),
+      });
+      const out: Record<string, (typeof r)["pooled"]> = {
+        last_hidden_state: r.lastHiddenState,
+        head: projection ? clipTextProjection(scope, c, r.pooled) : r.pooled,
+      };
+      if (hidden) for (const [i, h] of r.hiddenStates.entries()) out[`hidden_states.${i}`] = h;
+      return out;
+    });
   }
 }
 

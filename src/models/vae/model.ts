@@ -14,12 +14,11 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { compileGraph, trace } from "../../runtime/compile.ts";
 import type { SessionOptions } from "../../runtime/options.ts";
 import type { CompiledGraph } from "../../runtime/session.ts";
 import { formatShape, HostTensor } from "../../tensor/host.ts";
 import * as o from "../../tensor/ops.ts";
-import { countParams, ParamScope, type ParamSpec, type Params } from "../../tensor/params.ts";
+import { countParams, type ParamSpec, type Params } from "../../tensor/params.ts";
 import { Rng } from "../../tensor/rng.ts";
 import type { Tensor } from "../../tensor/symbolic.ts";
 import type { DiffusersConfig } from "../config-fields.ts";
@@ -34,6 +33,7 @@ import {
   writePretrained,
 } from "../pretrained.ts";
 import { renameLegacyKey } from "../unet/pretrained.ts";
+import { WeightGraphs } from "../weight-graphs.ts";
 import {
   AUTOENCODER_KL_CLASS_NAME,
   type AutoencoderKLConfig,
@@ -104,9 +104,7 @@ function vaeFolder(dir: string): string {
 }
 
 export class AutoencoderKL {
-  private readonly graphs = new Map<string, Promise<CompiledGraph>>();
-  /** The weights the compiled graphs embed (the `params` values when they were compiled). */
-  private compiledWith: Params | null = null;
+  private readonly graphs: WeightGraphs;
   /** Slice size set by enableSlicing (null: the default rule; 0: never slice). */
   private slicing: number | null = null;
 
@@ -117,7 +115,9 @@ export class AutoencoderKL {
     /** Weights by diffusers' names, in state-dict order. Replace values (not their data) to swap weights. */
     readonly params: Params,
     private readonly session: SessionOptions = {},
-  ) {}
+  ) {
+    this.graphs = new WeightGraphs(params, session);
+  }
 
   /** A freshly initialized model (PyTorch's default init), from a diffusers config.json object or typed fields. */
   static fromConfig(
@@ -217,9 +217,7 @@ export class AutoencoderKL {
 
   /** Releases the compiled graphs (they are compiled again on the next call). */
   dispose(): void {
-    for (const g of this.graphs.values()) g.then((c) => c.dispose()).catch(() => {});
-    this.graphs.clear();
-    this.compiledWith = null;
+    this.graphs.dispose();
   }
 
   /** The batch in chunks (sequentially: each chunk already uses every core). */
@@ -247,35 +245,17 @@ export class AutoencoderKL {
     return (await g.run({ x })) as Record<string, HostTensor<"float32">>;
   }
 
-  /** Whether every value in `params` is the one the compiled graphs embed. */
-  private compiledWithCurrentWeights(): boolean {
-    const seen = this.compiledWith;
-    if (!seen || seen.size !== this.params.size) return false;
-    for (const [k, v] of this.params) if (seen.get(k) !== v) return false;
-    return true;
-  }
-
   private graphFor(kind: "encode" | "decode", shape: readonly number[]): Promise<CompiledGraph> {
-    if (!this.compiledWithCurrentWeights()) {
-      this.dispose();
-      this.compiledWith = new Map(this.params);
-    }
-    const weights = this.compiledWith!;
-    const key = `${kind}:${shape.join("x")}`;
-    let g = this.graphs.get(key);
-    if (!g) {
-      const c = this.config;
-      const { graph, outputs } = trace({ x: { shape } }, ({ x }, graph): Record<string, Tensor> => {
-        const scope = ParamScope.frozen(graph, weights);
-        if (kind === "decode") return { sample: vaeDecode(scope, c, x) };
-        const { mean, logvar } = vaeEncode(scope, c, x);
+    const c = this.config;
+    return this.graphs.get(
+      `${kind}:${shape.join("x")}`,
+      { x: { shape } },
+      ({ x }, scope): Record<string, Tensor> => {
+        if (kind === "decode") return { sample: vaeDecode(scope, c, x!) };
+        const { mean, logvar } = vaeEncode(scope, c, x!);
         return { mean, logvar, std: o.exp(o.mul(logvar, 0.5)) }; // σ = exp(logvar / 2)
-      });
-      g = compileGraph(graph, outputs, { ...this.session, cache: false });
-      g.catch(() => this.graphs.delete(key));
-      this.graphs.set(key, g);
-    }
-    return g;
+      },
+    );
   }
 }
 

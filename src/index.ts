@@ -60,6 +60,24 @@ export { readSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export { type DiTConfig, DiTTransformer2DModel } from "./models/dit/index.ts";
 export { type AnyDenoiserModel, loadModel, modelFromConfig, modelFromParams } from "./models/load.ts";
 export {
+  type Adapter,
+  fuseLora,
+  type LoadLoraOptions,
+  LoraAdapters,
+  type LoraDialect,
+  type LoraLayer,
+  type LoraLoadReport,
+  type LoraModel,
+  loadLoraWeights,
+  loraLayerNames,
+  parseLoraSpec,
+  readLoraFile,
+  saveLoraWeights,
+  setLoraScale,
+  unfuseLora,
+  writeLoraFile,
+} from "./models/lora/index.ts";
+export {
   type BoundDenoiser,
   type ConditioningSpec,
   type CondSizes,
@@ -135,6 +153,7 @@ export {
   vaeScaleFactor,
 } from "./models/vae/index.ts";
 export * as nn from "./nn/index.ts";
+export { loraTargets, TEXT_LORA_TARGETS, UNET_LORA_TARGETS, uniformLoraPlan } from "./nn/lora.ts";
 export { emitOnnx } from "./onnx/emit.ts";
 export { type GenerateOptions, generate } from "./pipelines/generate.ts";
 export {

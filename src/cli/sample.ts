@@ -10,6 +10,7 @@ import { writeFileAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
+import { loadLoraWeights, parseLoraSpec } from "../models/lora/index.ts";
 import {
   CLASS_GUIDANCE,
   checkSamplingOptions,
@@ -82,6 +83,7 @@ flags:
   --negative-prompt TEXT   what to steer away from (default: the empty prompt)
   --prompt-file FILE       one prompt per line (blank lines skipped), one image each, in order
   --per-prompt N           images per prompt (default 8 with --prompt, 1 with --prompt-file)
+  --lora FILE[:SCALE]      a LoRA file (diffusers or kohya .safetensors) at a scale (default 1); repeat for several
   --seed N                 seed, ${range("seed")} (default 0)
   --batch N                images per forward pass (default 64)
   --out DIR                output folder (default out/)
@@ -213,6 +215,7 @@ export async function run(argv: readonly string[]): Promise<void> {
     "negative-prompt": { type: "string" },
     "prompt-file": { type: "string" },
     "per-prompt": { type: "string" },
+    lora: { type: "string", multiple: true },
     seed: { type: "string" },
     batch: { type: "string" },
     out: { type: "string" },
@@ -237,8 +240,22 @@ export async function run(argv: readonly string[]): Promise<void> {
     throw new UsageError("pass --scheduler or --scheduler-config, not both");
 
   const prompts = promptsOf(p);
+  const loras = ((p.values["lora"] as string[] | undefined) ?? []).map((s) => {
+    try {
+      return parseLoraSpec(s);
+    } catch (e) {
+      throw new UsageError(`--lora: ${(e as Error).message}`);
+    }
+  });
   const pipe = await loadPipeline(str(p, "model") ?? "mnist");
   try {
+    for (const l of loras) {
+      try {
+        await loadLoraWeights(pipe, l.path, { scale: l.scale });
+      } catch (e) {
+        throw new UsageError(`--lora ${l.path}: ${(e as Error).message}`);
+      }
+    }
     const opts: SamplingOptions = { ...samplingDefaults(pipe), ...given };
     const cfgPath = str(p, "scheduler-config");
     const scheduler = cfgPath
@@ -282,7 +299,14 @@ export async function run(argv: readonly string[]): Promise<void> {
     const params = parametersText(
       // a --scheduler-config file is named by its class (the file's other settings are not in the text)
       cfgPath ? { ...opts, scheduler: `${String(scheduler.config.className)} (${cfgPath})` } : opts,
-      { model: pipe.dir, ...job.context },
+      {
+        model: pipe.dir,
+        ...job.context,
+        extra: {
+          ...job.context.extra,
+          ...(loras.length > 0 ? { lora: loras.map((l) => `${l.path}:${l.scale}`).join(", ") } : {}),
+        },
+      },
     );
     const grid = makeGrid(images, { nrow: job.nrow });
     writeFileAtomic(

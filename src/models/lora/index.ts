@@ -157,6 +157,22 @@ function uniqueName(models: readonly LoraModel[], base: string): string {
   for (let i = 2; ; i++) if (!taken(`${base}_${i}`)) return `${base}_${i}`;
 }
 
+/**
+ * `FILE[:SCALE]` (the CLI's --lora): a trailing `:<number>` is the scale (default 1); a path that
+ * itself ends in a colon and digits can be given as `FILE:1`.
+ */
+export function parseLoraSpec(spec: string): { path: string; scale: number } {
+  const m = /^(.*):([^:\\/]*)$/.exec(spec);
+  const path = m?.[1];
+  const tail = m?.[2]?.trim();
+  if (path && tail !== undefined && tail !== "" && Number.isFinite(Number(tail)))
+    return { path, scale: Number(tail) };
+  if (path && tail !== undefined && /^[-+.\d]/.test(tail))
+    throw new Error(`"${spec}": the scale after ":" must be a number, e.g. lora.safetensors:0.8`);
+  if (spec.trim() === "") throw new Error("give a LoRA file, e.g. --lora style.safetensors:0.8");
+  return { path: spec, scale: 1 };
+}
+
 /** Merges a model's (or pipeline's) adapters into its weights (diffusers' fuse_lora). */
 export function fuseLora(target: LoraModel | LoraPipeline, adapterNames?: readonly string[]): void {
   for (const m of modelsOf(target)) {

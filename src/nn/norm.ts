@@ -1,6 +1,7 @@
 /**
- * Normalization layers composed from primitives: GroupNorm (Wu & He 2018) and LayerNorm
- * (Ba et al. 2016), with nn.GroupNorm / nn.LayerNorm parameter names (weight, bias).
+ * Normalization layers composed from primitives: GroupNorm (Wu & He 2018), LayerNorm (Ba et al.
+ * 2016) and RMSNorm (Zhang & Sennrich 2019), with nn.GroupNorm / nn.LayerNorm / nn.RMSNorm parameter
+ * names (weight, bias).
  */
 import * as o from "../tensor/ops.ts";
 import { init, type ParamScope } from "../tensor/params.ts";
@@ -41,4 +42,14 @@ export function layerNorm(p: ParamScope, x: Tensor, eps = 1e-5, affine = true): 
   const y = standardize(x, [x.rank - 1], eps);
   if (!affine) return y;
   return o.add(o.mul(y, p.param("weight", [d], init.ones())), p.param("bias", [d], init.zeros()));
+}
+
+/**
+ * RMSNorm over the last axis: x / √(mean(x²) + eps), then a per-channel weight (diffusers' RMSNorm,
+ * e.g. SD3.5's query-key norm over each head's channels). No mean is subtracted and there is no bias.
+ */
+export function rmsNorm(p: ParamScope, x: Tensor, eps = 1e-6, affine = true): Tensor {
+  const d = x.shape[x.rank - 1]!;
+  const y = o.mul(x, o.rsqrt(o.add(o.mean(o.square(x), [x.rank - 1], true), eps)));
+  return affine ? o.mul(y, p.param("weight", [d], init.ones())) : y;
 }

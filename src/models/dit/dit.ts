@@ -54,39 +54,77 @@ export function positionEmbedding(dim: number, h: number, w: number, base: numbe
   return new HostTensor(out, [1, h * w, dim]);
 }
 
-const zeros: { weight: Init; bias: Init } = { weight: init.zeros(), bias: init.zeros() };
-const xavier = (fanIn: number, fanOut: number) => ({
+/** Zero weight and bias: adaLN-Zero modulations and the final layer. */
+export const zeroInit: { weight: Init; bias: Init } = { weight: init.zeros(), bias: init.zeros() };
+/** Xavier-uniform weight, zero bias: the transformer's linears. */
+export const xavierInit = (fanIn: number, fanOut: number) => ({
   weight: init.xavierUniform(fanIn, fanOut),
   bias: init.zeros(),
 });
-const small = { weight: init.normal(0.02), bias: init.zeros() };
+/** N(0, 0.02) weight, zero bias: the conditioning embedders. */
+export const smallInit = { weight: init.normal(0.02), bias: init.zeros() };
+
+/** x [N, in] → linear_2(SiLU(linear_1(x))) [N, dim]: diffusers' TimestepEmbedding (and SD3's pooled-text projection). */
+export function embedderMlp(p: ParamScope, x: Tensor, dim: number): Tensor {
+  return linear(p.sub("linear_2"), silu(linear(p.sub("linear_1"), x, dim, { init: smallInit })), dim, {
+    init: smallInit,
+  }); // [N, dim]
+}
+
+/** t [N] → MLP(sinusoidal(t)) [N, dim]: 256 sinusoidal features (cos first) with diffusers' downscale_freq_shift. */
+export function timestepEmbedder(p: ParamScope, t: Tensor, dim: number, freqShift: number): Tensor {
+  const feats = timestepEmbedding(t, TIME_FEATURES, { flipSinToCos: true, freqShift }); // [N, 256]
+  return embedderMlp(p, feats, dim); // [N, dim]
+}
 
 /** timestep [N] + labels [N] → the block's conditioning vector [N, D] (CombinedTimestepLabelEmbeddings). */
 function conditioningEmbedding(p: ParamScope, cfg: DiTConfig, t: Tensor, labels: Tensor): Tensor {
   const d = innerDim(cfg);
-  const feats = timestepEmbedding(t, TIME_FEATURES, { flipSinToCos: true, freqShift: 1 }); // [N, 256]
-  const mlp = p.sub("timestep_embedder");
-  const temb = linear(mlp.sub("linear_2"), silu(linear(mlp.sub("linear_1"), feats, d, { init: small })), d, {
-    init: small,
-  }); // [N, D]
+  const temb = timestepEmbedder(p.sub("timestep_embedder"), t, d, 1); // [N, D]
   const table = p.sub("class_embedder").sub("embedding_table");
   const cemb = embedding(table, labels, cfg.numEmbedsAdaNorm + 1, d, init.normal(0.02)); // [N, D]
   return o.add(temb, cemb);
 }
 
 /** x·(1 + scale) + shift, with scale and shift [N, D] broadcast over the tokens of x [N, L, D]. */
-function modulate(x: Tensor, shift: Tensor, scale: Tensor): Tensor {
+export function modulate(x: Tensor, shift: Tensor, scale: Tensor): Tensor {
   const [n, d] = shift.shape as [number, number];
   return o.add(o.mul(x, o.add(o.reshape(scale, [n, 1, d]), 1)), o.reshape(shift, [n, 1, d]));
 }
 
 /** gate [N, D] · y [N, L, D] */
-const gated = (gate: Tensor, y: Tensor): Tensor =>
+export const gated = (gate: Tensor, y: Tensor): Tensor =>
   o.mul(o.reshape(gate, [gate.shape[0]!, 1, gate.shape[1]!]), y);
+
+/** The transformer MLP (diffusers' FeedForward, `net.0.proj` and `net.2`): x [N, L, D] → Linear(4D) → act → Linear(D). */
+export function feedForward(p: ParamScope, x: Tensor, act: (x: Tensor) => Tensor): Tensor {
+  const d = x.shape[x.rank - 1]!;
+  const net = p.sub("net");
+  const hidden = act(linear(net.sub(0).sub("proj"), x, 4 * d, { init: xavierInit(d, 4 * d) })); // [N, L, 4D]
+  return linear(net.sub(2), hidden, d, { init: xavierInit(4 * d, d) }); // [N, L, D]
+}
+
+/** x [N, C, H, W] → p×p patches as tokens [N, (H/p)·(W/p), D], row-major (PatchEmbed's stride-p conv `proj`). */
+export function patchTokens(p: ParamScope, x: Tensor, dim: number, patch: number): Tensor {
+  const [n, cin] = x.shape as [number, number];
+  const patches = conv2d(p.sub("proj"), x, dim, patch, {
+    stride: patch,
+    init: xavierInit(cin * patch * patch, dim),
+  }); // [N, D, h, w]
+  const [, , h, w] = patches.shape as [number, number, number, number];
+  return o.transpose(o.reshape(patches, [n, dim, h * w]), [0, 2, 1]); // [N, L, D]
+}
+
+/** tokens [N, h·w, p·p·C] → [N, C, h·p, w·p] (diffusers' einsum "nhwpqc->nchpwq"). */
+export function unpatchify(x: Tensor, h: number, w: number, patch: number, channels: number): Tensor {
+  const n = x.shape[0]!;
+  const y = o.reshape(x, [n, h, w, patch, patch, channels]);
+  return o.reshape(o.transpose(y, [0, 5, 1, 3, 2, 4]), [n, channels, h * patch, w * patch]); // [N, C, H, W]
+}
 
 function block(p: ParamScope, cfg: DiTConfig, h: Tensor, c: Tensor): Tensor {
   const d = innerDim(cfg);
-  const mod = linear(p.sub("norm1").sub("linear"), silu(c), 6 * d, { init: zeros }); // [N, 6D]
+  const mod = linear(p.sub("norm1").sub("linear"), silu(c), 6 * d, { init: zeroInit }); // [N, 6D]
   const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp] = o.split(mod, 1, 6) as [
     Tensor,
     Tensor,
@@ -101,14 +139,12 @@ function block(p: ParamScope, cfg: DiTConfig, h: Tensor, c: Tensor): Tensor {
     headDim: cfg.attentionHeadDim,
     qkvBias: cfg.attentionBias,
     outBias: true,
-    init: xavier(d, d),
+    init: xavierInit(d, d),
   }); // [N, L, D]
   h = o.add(h, gated(gateMsa, attn));
   const f = modulate(layerNorm(p, h, cfg.normEps, false), shiftMlp, scaleMlp); // [N, L, D]
-  const ff = p.sub("ff").sub("net");
   const act = cfg.activationFn === "gelu-approximate" ? geluTanh : gelu;
-  const hidden = act(linear(ff.sub(0).sub("proj"), f, 4 * d, { init: xavier(d, 4 * d) })); // [N, L, 4D]
-  return o.add(h, gated(gateMlp, linear(ff.sub(2), hidden, d, { init: xavier(4 * d, d) }))); // [N, L, D]
+  return o.add(h, gated(gateMlp, feedForward(p.sub("ff"), f, act))); // [N, L, D]
 }
 
 /**
@@ -136,13 +172,8 @@ export function dit(
   const [h, w] = [hgt / ps, wid / ps];
   const t = o.expand(o.reshape(o.cast(timesteps, "float32"), [-1]), [n]); // [N]
 
-  const fanIn = cin * ps * ps;
-  const patches = conv2d(p.sub("pos_embed").sub("proj"), sample, d, ps, {
-    stride: ps,
-    init: xavier(fanIn, d),
-  }); // [N, D, h, w]
   const pos = sample.graph.constant(positionEmbedding(d, h, w, cfg.sampleSize / ps)); // [1, L, D]
-  let x = o.add(o.transpose(o.reshape(patches, [n, d, h * w]), [0, 2, 1]), pos); // [N, L, D]
+  let x = o.add(patchTokens(p.sub("pos_embed"), sample, d, ps), pos); // [N, L, D]
 
   const blocks = p.sub("transformer_blocks");
   let first: Tensor | undefined;
@@ -152,15 +183,14 @@ export function dit(
     x = block(blocks.sub(i), cfg, x, c); // [N, L, D]
   }
 
-  const [shift, scale] = o.split(linear(p.sub("proj_out_1"), silu(first!), 2 * d, { init: zeros }), 1, 2) as [
-    Tensor,
-    Tensor,
-  ];
+  const [shift, scale] = o.split(
+    linear(p.sub("proj_out_1"), silu(first!), 2 * d, { init: zeroInit }),
+    1,
+    2,
+  ) as [Tensor, Tensor];
   x = modulate(layerNorm(p, x, 1e-6, false), shift, scale); // [N, L, D]
-  x = linear(p.sub("proj_out_2"), x, ps * ps * cout, { init: zeros }); // [N, L, p·p·C]
-  x = o.reshape(x, [n, h, w, ps, ps, cout]);
-  x = o.transpose(x, [0, 5, 1, 3, 2, 4]); // [N, C, h, p, w, p]
-  return o.reshape(x, [n, cout, hgt, wid]); // [N, C_out, H, W]
+  x = linear(p.sub("proj_out_2"), x, ps * ps * cout, { init: zeroInit }); // [N, L, p·p·C]
+  return unpatchify(x, h, w, ps, cout); // [N, C_out, H, W]
 }
 
 /** Every parameter (name, shape, DiT's initialization), in diffusers' state-dict order. */

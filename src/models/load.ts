@@ -7,12 +7,17 @@ import type { Params } from "../tensor/params.ts";
 import type { DiffusersConfig } from "./config-fields.ts";
 import type { FromConfigOptions, FromPretrainedOptions, ModelOptions } from "./denoiser-model.ts";
 import { DiTTransformer2DModel } from "./dit/model.ts";
+import { SD3Transformer2DModel } from "./mmdit/model.ts";
 import { readConfigJson } from "./pretrained.ts";
 import { type DenoiserClassName, denoiserClass } from "./registry.ts";
 import { UNet2DModel } from "./unet/model.ts";
 import { UNet2DConditionModel } from "./unet-cond/model.ts";
 
-export type AnyDenoiserModel = UNet2DModel | DiTTransformer2DModel | UNet2DConditionModel;
+export type AnyDenoiserModel =
+  | UNet2DModel
+  | DiTTransformer2DModel
+  | UNet2DConditionModel
+  | SD3Transformer2DModel;
 
 interface ModelClass {
   fromPretrained(dir: string, opts?: FromPretrainedOptions): Promise<AnyDenoiserModel>;
@@ -25,6 +30,7 @@ const CLASSES: { readonly [K in DenoiserClassName]: ModelClass } = {
   UNet2DModel,
   DiTTransformer2DModel,
   UNet2DConditionModel,
+  SD3Transformer2DModel,
 };
 
 function classOf(config: DiffusersConfig, where: string): ModelClass {

@@ -11,7 +11,7 @@
 import type { Conditioning } from "../diffusion/conditioning.ts";
 import type { InputSpec } from "../runtime/compile.ts";
 import type { HostTensor } from "../tensor/host.ts";
-import type { ParamScope, ParamSpec } from "../tensor/params.ts";
+import type { ParamScope, ParamSpec, Params } from "../tensor/params.ts";
 import type { Tensor } from "../tensor/symbolic.ts";
 import {
   ConfigError,
@@ -22,6 +22,7 @@ import {
   resolveFields,
 } from "./config-fields.ts";
 import { DIT_DEF } from "./dit/def.ts";
+import { SD3_DEF } from "./mmdit/def.ts";
 import { UNET2D_DEF } from "./unet/def.ts";
 import { UNET2D_COND_DEF } from "./unet-cond/def.ts";
 
@@ -79,6 +80,12 @@ export interface DenoiserDef<C> {
   /** Renames a stored weight key to the current name (old checkpoints). */
   readonly renameKey?: (name: string) => string;
   paramSpecs(c: C): ParamSpec[];
+  /**
+   * Initial values that the config determines rather than a random draw: tensors diffusers keeps as
+   * persistent buffers in the weights file (SD3's sincos position table). They are parameters (a
+   * stored value is used as stored); a fresh model takes these values instead of its spec's initialiser.
+   */
+  buffers?(c: C): Params;
   geometry(c: C): Geometry;
   conditioning(c: C): ConditioningSpec;
   /** Graph inputs of the conditioning (besides `sample` and `timestep`) for a batch of n (and the text length). */
@@ -107,6 +114,8 @@ export interface BoundDenoiser {
   readonly conditioning: ConditioningSpec;
   readonly renameKey?: (name: string) => string;
   paramSpecs(): ParamSpec[];
+  /** Initial values the config determines (see DenoiserDef.buffers); apply them after a random init. */
+  buffers?(): Params;
   condInputs(n: number, sizes?: CondSizes): Record<string, InputSpec>;
   condFeeds(cond: Conditioning): Record<string, HostTensor>;
   forward(
@@ -128,6 +137,7 @@ export function bindDenoiser<C>(def: DenoiserDef<C>, c: C): BoundDenoiser {
     conditioning: def.conditioning(c),
     ...(def.renameKey ? { renameKey: def.renameKey } : {}),
     paramSpecs: () => def.paramSpecs(c),
+    ...(def.buffers ? { buffers: () => def.buffers!(c) } : {}),
     condInputs: (n, sizes) => def.condInputs(c, n, sizes),
     condFeeds: (cond) => def.condFeeds(c, cond),
     forward: (scope, sample, t, cond, opts) => def.forward(scope, c, sample, t, cond, opts),
@@ -139,6 +149,7 @@ export const DENOISERS = {
   UNet2DModel: bindable(UNET2D_DEF),
   DiTTransformer2DModel: bindable(DIT_DEF),
   UNet2DConditionModel: bindable(UNET2D_COND_DEF),
+  SD3Transformer2DModel: bindable(SD3_DEF),
 } as const;
 
 export type DenoiserClassName = keyof typeof DENOISERS;

@@ -14,7 +14,7 @@ import { loadModel, modelFromConfig } from "../../src/models/load.ts";
 import { DENOISER_CLASS_NAMES, resolveDenoiser } from "../../src/models/registry.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import { Rng } from "../../src/tensor/rng.ts";
-import { TINY_DIT, TINY_UNET_ATTN, TINY_UNET_COND } from "../support/tiny-models.ts";
+import { TINY_DIT, TINY_SD3, TINY_UNET_ATTN, TINY_UNET_COND } from "../support/tiny-models.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-registry-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -24,6 +24,7 @@ const TINY: Record<string, Record<string, unknown>> = {
   UNet2DModel: TINY_UNET_ATTN,
   DiTTransformer2DModel: { ...TINY_DIT, out_channels: 2 },
   UNet2DConditionModel: TINY_UNET_COND,
+  SD3Transformer2DModel: TINY_SD3,
 };
 
 test("every registered class: config round trip; save → loadModel → identical outputs", async () => {
@@ -42,7 +43,13 @@ test("every registered class: config round trip; save → loadModel → identica
     const spec = bound.conditioning;
     const cond: Conditioning =
       spec.kind === "text"
-        ? { kind: "text", embeds: new HostTensor(new Rng(6).normal(2 * 5 * spec.dim), [2, 5, spec.dim]) }
+        ? {
+            kind: "text",
+            embeds: new HostTensor(new Rng(6).normal(2 * 5 * spec.dim), [2, 5, spec.dim]),
+            ...(spec.pooledDim
+              ? { pooled: new HostTensor(new Rng(7).normal(2 * spec.pooledDim), [2, spec.pooledDim]) }
+              : {}),
+          }
         : classCondition([0, 2]);
     const y = await model.denoise(x, [3, 700], cond);
     assert.equal(y.shape[1], bound.geometry.outChannels, name);

@@ -39,3 +39,21 @@ export const TINY_UNET_COND = {
   attention_head_dim: 2,
   sample_size: 8,
 };
+
+/** An SD3 MM-DiT (8-wide text tokens, a 6-wide pooled vector), SD3.5's qk norm and one dual-attention block. */
+export const TINY_SD3 = {
+  _class_name: "SD3Transformer2DModel",
+  in_channels: 1,
+  out_channels: 1,
+  sample_size: 8,
+  patch_size: 2,
+  num_layers: 2,
+  num_attention_heads: 2,
+  attention_head_dim: 4,
+  joint_attention_dim: 8,
+  caption_projection_dim: 8,
+  pooled_projection_dim: 6,
+  pos_embed_max_size: 4,
+  dual_attention_layers: [0],
+  qk_norm: "rms_norm",
+};

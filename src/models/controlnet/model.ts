@@ -16,11 +16,10 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { compileGraph, trace } from "../../runtime/compile.ts";
 import type { SessionOptions } from "../../runtime/options.ts";
 import type { CompiledGraph } from "../../runtime/session.ts";
 import { formatShape, HostTensor } from "../../tensor/host.ts";
-import { countParams, ParamScope, type ParamSpec, type Params } from "../../tensor/params.ts";
+import { countParams, type ParamSpec, type Params } from "../../tensor/params.ts";
 import { Rng } from "../../tensor/rng.ts";
 import type { Tensor } from "../../tensor/symbolic.ts";
 import type { DiffusersConfig } from "../config-fields.ts";
@@ -43,6 +42,7 @@ import {
   writePretrained,
 } from "../pretrained.ts";
 import type { UNet2DConditionConfig } from "../unet-cond/config.ts";
+import { WeightGraphs } from "../weight-graphs.ts";
 import {
   CONTROLNET_CLASS_NAME,
   type ControlNetConfig,
@@ -106,9 +106,7 @@ function floatFeed(what: string, t: TensorLike, rank: number): HostTensor<"float
 }
 
 export class ControlNetModel {
-  private readonly graphs = new Map<string, Promise<CompiledGraph>>();
-  /** The weights the compiled graphs embed (the `params` values when they were compiled). */
-  private compiledWith: Params | null = null;
+  private readonly graphs: WeightGraphs;
 
   /** Prefer the static constructors, which check what they are given. */
   constructor(
@@ -116,8 +114,10 @@ export class ControlNetModel {
     readonly config: ControlNetConfig,
     /** Weights by diffusers' names, in state-dict order. Replace values (not their data) to swap weights. */
     readonly params: Params,
-    private readonly session: SessionOptions = {},
-  ) {}
+    session: SessionOptions = {},
+  ) {
+    this.graphs = new WeightGraphs(params, session);
+  }
 
   /** A freshly initialized model (PyTorch's default init; zero convolutions zero), from a config.json object or typed fields. */
   static fromConfig(
@@ -254,48 +254,25 @@ export class ControlNetModel {
 
   /** Releases the compiled graphs (they are compiled again on the next call). */
   dispose(): void {
-    for (const g of this.graphs.values()) g.then((c) => c.dispose()).catch(() => {});
-    this.graphs.clear();
-    this.compiledWith = null;
-  }
-
-  /** Whether every value in `params` is the one the compiled graphs embed. */
-  private compiledWithCurrentWeights(): boolean {
-    const seen = this.compiledWith;
-    if (!seen || seen.size !== this.params.size) return false;
-    for (const [k, v] of this.params) if (seen.get(k) !== v) return false;
-    return true;
+    this.graphs.dispose();
   }
 
   /** The graph for these feeds' shapes and the guess mode (the scale is an input: one graph for every scale). */
   private graphFor(feeds: Record<string, HostTensor>, guessMode: boolean): Promise<CompiledGraph> {
-    if (!this.compiledWithCurrentWeights()) {
-      this.dispose();
-      this.compiledWith = new Map(this.params);
-    }
-    const weights = this.compiledWith!;
     const specs = Object.fromEntries(Object.entries(feeds).map(([k, t]) => [k, { shape: t.shape }]));
     const key = [guessMode, ...Object.entries(specs).map(([k, s]) => `${k}:${s.shape.join("x")}`)].join("|");
-    let g = this.graphs.get(key);
-    if (!g) {
-      const { graph, outputs } = trace(specs, (inp, graph) => {
-        const scope = ParamScope.frozen(graph, weights);
-        const r = controlNetForward(scope, this.config, inp["sample"]!, inp["timestep"]!, {
-          encoderHiddenStates: inp["encoder_hidden_states"]!,
-          controlnetCond: inp["controlnet_cond"]!,
-          conditioningScale: inp["conditioning_scale"]!,
-          guessMode,
-        });
-        const out: Record<string, Tensor> = { mid: r.midBlockResSample };
-        r.downBlockResSamples.forEach((t, i) => {
-          out[`down.${i}`] = t;
-        });
-        return out;
+    return this.graphs.get(key, specs, (inp, scope) => {
+      const r = controlNetForward(scope, this.config, inp["sample"]!, inp["timestep"]!, {
+        encoderHiddenStates: inp["encoder_hidden_states"]!,
+        controlnetCond: inp["controlnet_cond"]!,
+        conditioningScale: inp["conditioning_scale"]!,
+        guessMode,
       });
-      g = compileGraph(graph, outputs, { ...this.session, cache: false });
-      g.catch(() => this.graphs.delete(key));
-      this.graphs.set(key, g);
-    }
-    return g;
+      const out: Record<string, Tensor> = { mid: r.midBlockResSample };
+      r.downBlockResSamples.forEach((t, i) => {
+        out[`down.${i}`] = t;
+      });
+      return out;
+    });
   }
 }

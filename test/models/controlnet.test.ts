@@ -4,7 +4,7 @@
  * scale 1, and what follows from them exactly (conditioning_scale, guess mode's logspace, bgr order,
  * global pooling); parameter names and order; the config table; `fromUnet` (diffusers' config, the
  * copied encoder, zero convolutions making the ControlNet a no-op, alone and joined to the U-Net in
- * one graph); save → load; and the errors for bad control images and folders.
+ * one graph); a train graph whose only trainable weights are the ControlNet's; save → load; and the errors for bad control images and folders.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -22,9 +22,13 @@ import {
 } from "../../src/models/controlnet/index.ts";
 import { UNet2DConditionModel } from "../../src/models/unet-cond/index.ts";
 import { compileGraph, trace } from "../../src/runtime/compile.ts";
+import { grad } from "../../src/tensor/autodiff.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
+import * as o from "../../src/tensor/ops.ts";
 import { ParamScope } from "../../src/tensor/params.ts";
+import { Rng } from "../../src/tensor/rng.ts";
 import { maxRel } from "../support/allclose.ts";
+import { TINY_UNET_COND } from "../support/tiny-models.ts";
 
 const FIX = "test/fixtures/controlnet";
 const MODEL = join(FIX, "model");
@@ -239,6 +243,48 @@ test("controlnet: fromUnet is diffusers' from_unet (config, copied encoder) and 
   });
   assert.ok(maxRel(fed.data, alone.data) > 1e-3, "the fixture's ControlNet steers the U-Net");
   assert.ok(maxRel(await joined(fixture), fed.data) <= 1e-5, "one graph equals the two models run apart");
+});
+
+test("controlnet: in a train graph beside a frozen U-Net, the zero convolutions take the first gradient", async () => {
+  const unet = UNet2DConditionModel.fromConfig(TINY_UNET_COND);
+  const cn = ControlNetModel.fromUnet(unet, { conditioningEmbeddingOutChannels: [4, 8] });
+  const names: string[] = [];
+  const specs = {
+    x: { shape: [2, 1, 8, 8] },
+    t: { shape: [2] },
+    e: { shape: [2, 3, 8] },
+    c: { shape: [2, 3, 16, 16] },
+  };
+  const { graph, outputs } = trace(specs, (inp, g) => {
+    const root = ParamScope.root(g, { frozen: unet.params });
+    const control = root.sub(CONTROLNET_SCOPE);
+    const out = unet2dConditionWithControlNet(root, unet.typedConfig, control, cn.config, inp.x, inp.t, {
+      encoderHiddenStates: inp.e,
+      controlnetCond: inp.c,
+    });
+    const loss = o.mean(o.mul(out, out));
+    names.push(...root.specs.map((s) => s.name));
+    return Object.fromEntries(grad(loss, root.tensors).map((d, i) => [`d${i}`, d]));
+  });
+  assert.equal(names.length, cn.params.size, "the U-Net is frozen: only the ControlNet's weights are inputs");
+  assert.ok(names.every((n) => n.startsWith(`${CONTROLNET_SCOPE}.`)));
+  const session = await compileGraph(graph, outputs, { cache: false });
+  const r = new Rng(1);
+  const feeds: Record<string, HostTensor> = {
+    x: new HostTensor(r.normal(128), [2, 1, 8, 8]),
+    t: new HostTensor(Float32Array.of(10, 500), [2]),
+    e: new HostTensor(r.normal(48), [2, 3, 8]),
+    c: new HostTensor(r.uniform(2 * 3 * 256, 0, 1), [2, 3, 16, 16]),
+  };
+  for (const n of names) feeds[n] = cn.params.get(n.slice(CONTROLNET_SCOPE.length + 1))!;
+  const res = await session.run(feeds);
+  session.dispose();
+  names.forEach((n, i) => {
+    const largest = (res[`d${i}`]!.data as Float32Array).reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+    // zero convolutions stop the gradient to everything before them until they move
+    if (/controlnet_(down_blocks|mid_block)\./.test(n)) assert.ok(largest > 1e-4, `${n} gets a gradient`);
+    else assert.equal(largest, 0, `${n}: no gradient through the zero convolutions yet`);
+  });
 });
 
 test("controlnet: save → load gives the same config, weights and residuals; a pipeline folder's controlnet/ is found", async () => {

@@ -80,6 +80,7 @@ export async function run(argv: readonly string[]): Promise<void> {
       `warning: listening on ${host}, so other machines can reach the studio and run jobs on this one; use --host 127.0.0.1 to keep it local`,
     );
   }
+  for (const m of studio.catalog.problems()) console.warn(`warning: model ${m.id} is left out: ${m.error}`);
   if (served.length === 0) {
     console.warn(
       "warning: no models to sample: pass --model DIR (a model folder or a training run's folder)",

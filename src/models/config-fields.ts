@@ -5,6 +5,13 @@
  * writes every key back, sorted, with `_class_name` and `_diffusers_version` (STYLE principle 4).
  *
  * Every error is a `ConfigError` that names the class, the key, the bad value and what is allowed.
+ *
+ * Sizes are bounded before anything is built: each size field has a sanity bound (`BOUNDS`, far above
+ * any released checkpoint's), and a schema's estimate of the parameters its config implies is held to
+ * `ModelLimits.maxParams`. A hostile or mistyped config (`layers_per_block: 1000000`) so fails at once,
+ * naming the field and the limit, instead of tracing a network for minutes. Callers with a model
+ * that is meant to be larger raise the limit: per call (`parseFields(schema, json, { maxParams })`)
+ * or for the process (`setModelLimits`).
  */
 
 /** A config.json object (diffusers keys). */
@@ -35,10 +42,13 @@ export const positive: Parse<number> = (v, k) =>
   typeof v === "number" && Number.isFinite(v) && v > 0 ? v : fail(k, v, "a positive number");
 export const probability: Parse<number> = (v, k) =>
   typeof v === "number" && v >= 0 && v < 1 ? v : fail(k, v, "a probability in [0, 1)");
+/** An integer ≥ min (and ≤ max, when given: a size field's sanity bound). */
 export const int =
-  (min: number): Parse<number> =>
+  (min: number, max = Number.POSITIVE_INFINITY): Parse<number> =>
   (v, k) =>
-    Number.isInteger(v) && (v as number) >= min ? (v as number) : fail(k, v, `an integer ≥ ${min}`);
+    Number.isInteger(v) && (v as number) >= min && (v as number) <= max
+      ? (v as number)
+      : fail(k, v, `an integer ≥ ${min}${max === Number.POSITIVE_INFINITY ? "" : `, at most ${max}`}`);
 export const nullable =
   <T>(p: Parse<T>): Parse<T | null> =>
   (v, k) =>
@@ -47,12 +57,69 @@ export function oneOf<T extends string>(allowed: readonly T[]): Parse<T> {
   return (v, k) =>
     allowed.includes(v as T) ? (v as T) : fail(k, v, allowed.map((a) => JSON.stringify(a)).join(" or "));
 }
+/** A non-empty list of at most `maxLength` entries, each parsed by `p`. */
 export const list =
-  <T>(p: Parse<T>): Parse<readonly T[]> =>
+  <T>(p: Parse<T>, maxLength = Number.POSITIVE_INFINITY): Parse<readonly T[]> =>
   (v, k) => {
     if (!Array.isArray(v) || v.length === 0) fail(k, v, "a non-empty list");
+    if (v.length > maxLength) fail(k, v, `a list of at most ${maxLength} entries`);
     return v.map((x, i) => p(x, `${k}[${i}]`));
   };
+
+/**
+ * Sanity bounds of size fields, far above any released checkpoint's (SD 1.x: 4 levels, widths up to
+ * 1280, 2 layers per block; SDXL: 10 transformer layers; DiT-XL: 28 layers of width 1152).
+ */
+export const BOUNDS = {
+  /** Layers in one stack: layers_per_block, transformer_layers_per_block, num_layers. */
+  depth: 128,
+  /** Resolution levels: entries of block_out_channels and the block type lists. */
+  levels: 8,
+  /** Channels of a block, hidden and embedding widths. */
+  width: 16384,
+  /** Image or latent channels: in_channels, out_channels, latent_channels. */
+  channels: 1024,
+  /** Attention heads, and channels per head. */
+  heads: 1024,
+  /** The nominal side of the input (pixels or latents): sample_size. */
+  sampleSize: 4096,
+  /** Rows of a class table (num_class_embeds, num_embeds_ada_norm). */
+  classes: 1_000_000,
+  /** A patch's or a kernel's side. */
+  kernel: 64,
+} as const;
+
+/** Limits a whole config is held to before anything is built. */
+export interface ModelLimits {
+  /** The most parameters a config may imply (estimated from its fields). */
+  readonly maxParams: number;
+}
+
+/** 4 billion parameters (16 GB of float32 weights): SDXL's U-Net (2.6 billion) fits. */
+export const DEFAULT_MODEL_LIMITS: ModelLimits = { maxParams: 4e9 };
+
+let processLimits: ModelLimits = DEFAULT_MODEL_LIMITS;
+
+/** The limits configs are parsed with when a call passes none. */
+export function modelLimits(): ModelLimits {
+  return processLimits;
+}
+
+/** Sets the limits for every later parse in this process (fields not given keep theirs); returns the previous limits. */
+export function setModelLimits(limits: Partial<ModelLimits>): ModelLimits {
+  const previous = processLimits;
+  const maxParams = limits.maxParams ?? previous.maxParams;
+  if (!(maxParams > 0)) throw new ConfigError(`maxParams must be a positive number, got ${maxParams}`);
+  processLimits = { ...previous, maxParams };
+  return previous;
+}
+
+/** "1.2 billion", "830 million", "52,000". */
+function countText(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toPrecision(3)} billion`;
+  if (n >= 1e6) return `${(n / 1e6).toPrecision(3)} million`;
+  return Math.round(n).toLocaleString("en-US");
+}
 
 export interface Field<T> {
   readonly key: string;
@@ -72,6 +139,10 @@ export interface ConfigSchema<C> {
   readonly foreignOwner?: string;
   /** Checks that the fields fit together; may call `fail`. */
   readonly validate?: (c: C) => void;
+  /** About how many parameters a (validated) config implies, from its fields alone. */
+  readonly estimateParams?: (c: C) => number;
+  /** The diffusers keys that decide the size, named when the estimate is over the limit. */
+  readonly sizeKeys?: readonly string[];
 }
 
 function isObject(v: unknown): v is DiffusersConfig {
@@ -88,8 +159,30 @@ function inClass<T>(className: string, f: () => T): T {
   }
 }
 
-/** Parses a diffusers config.json object: defaults filled in, values and their combination checked. */
-export function parseFields<C>(schema: ConfigSchema<C>, json: DiffusersConfig): C {
+/** Refuses a config whose estimated parameter count is over the limit, naming the fields that decide it. */
+function checkSize<C>(schema: ConfigSchema<C>, cfg: C, limits: ModelLimits): void {
+  if (!schema.estimateParams) return;
+  const n = schema.estimateParams(cfg);
+  if (n <= limits.maxParams) return;
+  const entries = Object.entries(schema.fields) as [string, Field<unknown>][];
+  const named = (schema.sizeKeys ?? []).flatMap((key) => {
+    const e = entries.find(([, f]) => f.key === key);
+    return e ? [`${key} ${JSON.stringify((cfg as Record<string, unknown>)[e[0]])}`] : [];
+  });
+  throw new ConfigError(
+    `${schema.className} config: ${named.length ? named.join(", ") : "its sizes"} imply about ${countText(n)} parameters (${countText(n * 4)} bytes of float32 weights), over the limit of ${countText(limits.maxParams)}; use smaller values, or raise the limit (maxParams) if the model is meant to be this large`,
+  );
+}
+
+/**
+ * Parses a diffusers config.json object: defaults filled in, values and their combination checked,
+ * its size held to `limits`.
+ */
+export function parseFields<C>(
+  schema: ConfigSchema<C>,
+  json: DiffusersConfig,
+  limits: ModelLimits = modelLimits(),
+): C {
   const { className, fields } = schema;
   if (!isObject(json)) {
     throw new ConfigError(`${className} config must be a JSON object, got ${JSON.stringify(json)}`);
@@ -114,12 +207,17 @@ export function parseFields<C>(schema: ConfigSchema<C>, json: DiffusersConfig): 
     }
     const cfg = out as C;
     schema.validate?.(cfg);
+    checkSize(schema, cfg, limits);
     return cfg;
   });
 }
 
 /** A typed config from some of its fields (the rest take diffusers' defaults), checked. */
-export function configFromFields<C>(schema: ConfigSchema<C>, fields: Partial<C>): C {
+export function configFromFields<C>(
+  schema: ConfigSchema<C>,
+  fields: Partial<C>,
+  limits: ModelLimits = modelLimits(),
+): C {
   const json: DiffusersConfig = {};
   const names = Object.keys(schema.fields);
   for (const [name, v] of Object.entries(fields)) {
@@ -129,11 +227,15 @@ export function configFromFields<C>(schema: ConfigSchema<C>, fields: Partial<C>)
     }
     if (v !== undefined) json[f.key] = v;
   }
-  return parseFields(schema, json);
+  return parseFields(schema, json, limits);
 }
 
 /** Either form: a diffusers config.json object (snake_case) or typed fields (camelCase). */
-export function resolveFields<C>(schema: ConfigSchema<C>, config: DiffusersConfig | Partial<C>): C {
+export function resolveFields<C>(
+  schema: ConfigSchema<C>,
+  config: DiffusersConfig | Partial<C>,
+  limits: ModelLimits = modelLimits(),
+): C {
   if (!isObject(config)) {
     throw new ConfigError(`${schema.className} config must be an object, got ${JSON.stringify(config)}`);
   }
@@ -146,8 +248,8 @@ export function resolveFields<C>(schema: ConfigSchema<C>, config: DiffusersConfi
     );
   }
   return camel.length > 0
-    ? configFromFields(schema, config as Partial<C>)
-    : parseFields(schema, config as DiffusersConfig);
+    ? configFromFields(schema, config as Partial<C>, limits)
+    : parseFields(schema, config as DiffusersConfig, limits);
 }
 
 /** The config as diffusers writes it: every key, sorted, with `_class_name` and `_diffusers_version`. */

@@ -51,6 +51,13 @@ export interface ModelInfo {
   trainedSteps: number | null;
 }
 
+/** A model that was left out of the list, and why (its config or files were refused). */
+export interface ModelProblem {
+  id: string;
+  dir: string;
+  error: string;
+}
+
 export interface RunInfo {
   id: string;
   dir: string;
@@ -100,6 +107,7 @@ function stampOf(dir: string): string {
 export class Catalog {
   private readonly fixed: { id: string; dir: string; source: "bundled" | "folder" }[] = [];
   private readonly runRoots: string[];
+  private lastProblems: ModelProblem[] = [];
   private readonly infoCache = new Map<
     string,
     { stamp: string; info: Promise<ModelInfo>; tokenizer: Promise<CLIPTokenizer | null> }
@@ -152,7 +160,7 @@ export class Catalog {
     return this.runs().find((r) => r.id === id);
   }
 
-  /** Every model that loads; models that fail to load (a run mid-export) are left out. */
+  /** Every model that loads; models that fail to load (a run mid-export, a refused config) are left out: see `problems()`. */
   async models(): Promise<ModelInfo[]> {
     const candidates: { id: string; dir: string; source: ModelInfo["source"] }[] = [...this.fixed];
     const ids = new Set(this.fixed.map((m) => m.id));
@@ -162,7 +170,17 @@ export class Catalog {
       }
     }
     const settled = await Promise.allSettled(candidates.map((c) => this.info(c.id, c.dir, c.source)));
+    this.lastProblems = settled.flatMap((s, i) => {
+      if (s.status === "fulfilled") return [];
+      const { id, dir } = candidates[i]!;
+      return [{ id, dir, error: String((s.reason as Error)?.message ?? s.reason).split("\n")[0]! }];
+    });
     return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+  }
+
+  /** The models the last `models()` left out, each with the first line of its error. */
+  problems(): ModelProblem[] {
+    return [...this.lastProblems];
   }
 
   async model(id: string): Promise<ModelInfo | undefined> {

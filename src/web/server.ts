@@ -7,7 +7,7 @@
  * Routes:
  *   GET    /                                   the page
  *   GET    /static/NAME                        page assets
- *   GET    /api/info                           models, samplers, limits, queue, runs
+ *   GET    /api/info                           models (and those left out, with why), samplers, limits, queue, runs
  *   POST   /api/generate                       JSON parameters → event stream: queued, start, step…, done | error | cancelled
  *   DELETE /api/jobs/ID                        cancel a job (closing its stream does too)
  *   GET    /api/gallery                        this session's generations
@@ -125,8 +125,10 @@ export async function startStudio(opts: StudioOptions = {}): Promise<Studio> {
 
     if (b === "info" && seg.length === 2) {
       want("GET");
+      const models = await catalog.models();
       return sendJson(res, 200, {
-        models: await catalog.models(),
+        models,
+        problems: catalog.problems().map(({ id, error }) => ({ id, error })),
         schedulers: SCHEDULER_NAMES,
         limits: LIMITS,
         queue: queue.stats,

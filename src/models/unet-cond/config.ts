@@ -15,6 +15,7 @@
  * accepts), `attention_head_dim` is the NUMBER of heads of each block, not their width.
  */
 import {
+  BOUNDS,
   bool,
   ConfigError,
   type ConfigSchema,
@@ -34,6 +35,13 @@ import {
   probability,
   resolveFields,
 } from "../config-fields.ts";
+import {
+  convParams,
+  linearParams,
+  normParams,
+  resnetParams,
+  transformer2DParams,
+} from "../param-estimate.ts";
 import { blockType, sampleSize } from "../unet/config.ts";
 
 export type CondDownBlockType = "CrossAttnDownBlock2D" | "DownBlock2D";
@@ -139,28 +147,28 @@ const transformerLayers: Parse<number | readonly number[]> = (v, k) => {
   if (Array.isArray(v) && v.some(Array.isArray)) {
     fail(k, v, "one number or one per block (nested lists for asymmetric U-Nets are not supported)");
   }
-  return perBlock(int(1))(v, k);
+  return perBlock(int(1, BOUNDS.depth))(v, k);
 };
 
 const oddKernel: Parse<number> = (v, k) =>
-  Number.isInteger(v) && (v as number) >= 1 && (v as number) % 2 === 1
+  Number.isInteger(v) && (v as number) >= 1 && (v as number) <= BOUNDS.kernel && (v as number) % 2 === 1
     ? (v as number)
-    : fail(k, v, "an odd integer ≥ 1");
+    : fail(k, v, `an odd integer from 1 to ${BOUNDS.kernel - 1}`);
 
 const activation = nullable(oneOf<Activation>(["silu", "swish", "gelu"]));
 
 /** Every UNet2DConditionModel key: its diffusers name, default and parser. */
 const FIELDS: FieldTable<UNet2DConditionConfig> = {
   sampleSize: { key: "sample_size", dflt: null, parse: sampleSize },
-  inChannels: { key: "in_channels", dflt: 4, parse: int(1) },
-  outChannels: { key: "out_channels", dflt: 4, parse: int(1) },
+  inChannels: { key: "in_channels", dflt: 4, parse: int(1, BOUNDS.channels) },
+  outChannels: { key: "out_channels", dflt: 4, parse: int(1, BOUNDS.channels) },
   centerInputSample: { key: "center_input_sample", dflt: false, parse: bool },
   flipSinToCos: { key: "flip_sin_to_cos", dflt: true, parse: bool },
   freqShift: { key: "freq_shift", dflt: 0, parse: num },
   downBlockTypes: {
     key: "down_block_types",
     dflt: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    parse: list(blockType(["CrossAttnDownBlock2D", "DownBlock2D"])),
+    parse: list(blockType(["CrossAttnDownBlock2D", "DownBlock2D"]), BOUNDS.levels),
   },
   midBlockType: {
     key: "mid_block_type",
@@ -170,18 +178,22 @@ const FIELDS: FieldTable<UNet2DConditionConfig> = {
   upBlockTypes: {
     key: "up_block_types",
     dflt: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    parse: list(blockType(["CrossAttnUpBlock2D", "UpBlock2D"])),
+    parse: list(blockType(["CrossAttnUpBlock2D", "UpBlock2D"]), BOUNDS.levels),
   },
   onlyCrossAttention: { key: "only_cross_attention", dflt: false, parse: allFalse },
-  blockOutChannels: { key: "block_out_channels", dflt: [320, 640, 1280, 1280], parse: list(int(1)) },
-  layersPerBlock: { key: "layers_per_block", dflt: 2, parse: perBlock(int(1)) },
+  blockOutChannels: {
+    key: "block_out_channels",
+    dflt: [320, 640, 1280, 1280],
+    parse: list(int(1, BOUNDS.width), BOUNDS.levels),
+  },
+  layersPerBlock: { key: "layers_per_block", dflt: 2, parse: perBlock(int(1, BOUNDS.depth)) },
   downsamplePadding: { key: "downsample_padding", dflt: 1, parse: int(0) },
   midBlockScaleFactor: { key: "mid_block_scale_factor", dflt: 1, parse: positive },
   dropout: { key: "dropout", dflt: 0, parse: probability },
   actFn: { key: "act_fn", dflt: "silu", parse: oneOf(["silu", "swish"]) },
-  normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1) },
+  normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1, BOUNDS.width) },
   normEps: { key: "norm_eps", dflt: 1e-5, parse: positive },
-  crossAttentionDim: { key: "cross_attention_dim", dflt: 1280, parse: int(1) },
+  crossAttentionDim: { key: "cross_attention_dim", dflt: 1280, parse: int(1, BOUNDS.width) },
   transformerLayersPerBlock: { key: "transformer_layers_per_block", dflt: 1, parse: transformerLayers },
   reverseTransformerLayersPerBlock: {
     key: "reverse_transformer_layers_per_block",
@@ -190,7 +202,7 @@ const FIELDS: FieldTable<UNet2DConditionConfig> = {
   },
   encoderHidDim: { key: "encoder_hid_dim", dflt: null, parse: only(null, "an encoder_hid_proj") },
   encoderHidDimType: { key: "encoder_hid_dim_type", dflt: null, parse: only(null, "an encoder_hid_proj") },
-  attentionHeadDim: { key: "attention_head_dim", dflt: 8, parse: perBlock(int(1)) },
+  attentionHeadDim: { key: "attention_head_dim", dflt: 8, parse: perBlock(int(1, BOUNDS.heads)) },
   numAttentionHeads: {
     key: "num_attention_heads",
     dflt: null,
@@ -231,10 +243,10 @@ const FIELDS: FieldTable<UNet2DConditionConfig> = {
     dflt: "positional",
     parse: only("positional", "a Fourier time embedding"),
   },
-  timeEmbeddingDim: { key: "time_embedding_dim", dflt: null, parse: nullable(int(1)) },
+  timeEmbeddingDim: { key: "time_embedding_dim", dflt: null, parse: nullable(int(1, BOUNDS.width)) },
   timeEmbeddingActFn: { key: "time_embedding_act_fn", dflt: null, parse: activation },
   timestepPostAct: { key: "timestep_post_act", dflt: null, parse: activation },
-  timeCondProjDim: { key: "time_cond_proj_dim", dflt: null, parse: nullable(int(1)) },
+  timeCondProjDim: { key: "time_cond_proj_dim", dflt: null, parse: nullable(int(1, BOUNDS.width)) },
   convInKernel: { key: "conv_in_kernel", dflt: 3, parse: oddKernel },
   convOutKernel: { key: "conv_out_kernel", dflt: 3, parse: oddKernel },
   projectionClassEmbeddingsInputDim: {
@@ -270,6 +282,8 @@ export const UNET2D_COND_SCHEMA: ConfigSchema<UNet2DConditionConfig> = {
   className: UNET2D_COND_CLASS_NAME,
   fields: FIELDS,
   validate,
+  estimateParams: unetCondParamEstimate,
+  sizeKeys: ["block_out_channels", "layers_per_block", "transformer_layers_per_block", "cross_attention_dim"],
 };
 
 /** Parses a diffusers config.json object: defaults filled in, values and their combination checked. */
@@ -382,4 +396,51 @@ export function skipChannels(c: UNet2DConditionConfig): { channels: number; scal
     if (i < c.blockOutChannels.length - 1) out.push({ channels: ch, scale: i + 1 });
   });
   return out;
+}
+
+/**
+ * About how many parameters a config implies (diffusers' UNet2DConditionModel): conv_in, the time
+ * embedding, down blocks of resnets (each with a Transformer2DModel in a cross-attention block), the
+ * mid block, up blocks of one resnet more taking the skips, the output head — from its fields alone.
+ */
+export function unetCondParamEstimate(c: UNet2DConditionConfig): number {
+  const ch = c.blockOutChannels;
+  const n = ch.length;
+  const temb = condTimeEmbedDim(c);
+  const ss = c.resnetTimeScaleShift === "scale_shift";
+  const resnet = (cin: number, cout: number) => resnetParams(cin, cout, temb, ss);
+  const transformer = (p: BlockAttentionPlan) =>
+    transformer2DParams(p.channels, p.layers, c.crossAttentionDim);
+  const first = ch[0]!;
+  const last = ch[n - 1]!;
+  let total =
+    convParams(c.inChannels, first, c.convInKernel) +
+    linearParams(first, temb) +
+    linearParams(temb, temb) +
+    (c.timeCondProjDim !== null ? c.timeCondProjDim * first : 0);
+  let prev = first;
+  for (let i = 0; i < n; i++) {
+    const out = ch[i]!;
+    const attn =
+      c.downBlockTypes[i] === "CrossAttnDownBlock2D" ? transformer(attentionPlan(c, "down", i)) : 0;
+    for (let l = 0; l < blockValue(c.layersPerBlock, i); l++)
+      total += resnet(l === 0 ? prev : out, out) + attn;
+    if (i < n - 1) total += convParams(out, out);
+    prev = out;
+  }
+  if (c.midBlockType !== null) {
+    total +=
+      c.midBlockType === "UNetMidBlock2DCrossAttn"
+        ? 2 * resnet(last, last) + transformer(attentionPlan(c, "mid"))
+        : resnet(last, last);
+  }
+  for (let i = 0; i < n; i++) {
+    const k = n - 1 - i;
+    const out = ch[k]!;
+    const attn = c.upBlockTypes[i] === "CrossAttnUpBlock2D" ? transformer(attentionPlan(c, "up", i)) : 0;
+    for (let l = 0; l <= blockValue(c.layersPerBlock, k); l++) total += resnet(prev + out, out) + attn;
+    if (i < n - 1) total += convParams(out, out);
+    prev = out;
+  }
+  return total + normParams(first) + convParams(first, c.outChannels, c.convOutKernel);
 }

@@ -9,6 +9,7 @@
  * values outside the supported subset are rejected with the key, the value and what is allowed.
  */
 import {
+  BOUNDS,
   bool,
   ConfigError,
   type ConfigSchema,
@@ -28,6 +29,13 @@ import {
   probability,
   resolveFields,
 } from "../config-fields.ts";
+import {
+  convParams,
+  linearParams,
+  normParams,
+  resnetParams,
+  selfAttentionParams,
+} from "../param-estimate.ts";
 
 export { ConfigError, DIFFUSERS_VERSION, type DiffusersConfig } from "../config-fields.ts";
 
@@ -84,45 +92,50 @@ export const blockType = <T extends string>(allowed: readonly T[]): Parse<T> => 
   const p = oneOf(allowed);
   return (v, k) => p(typeof v === "string" && v.startsWith("UNetRes") ? v.slice(7) : v, k);
 };
-/** sample_size: a number, [height, width] or null. */
+/** sample_size: a number, [height, width] or null (each side within BOUNDS.sampleSize). */
 export const sampleSize: Parse<number | readonly [number, number] | null> = (v, k) => {
+  const side = int(1, BOUNDS.sampleSize);
   if (v === null) return null;
-  if (Array.isArray(v) && v.length === 2) return [int(1)(v[0], `${k}[0]`), int(1)(v[1], `${k}[1]`)];
-  return int(1)(v, k);
+  if (Array.isArray(v) && v.length === 2) return [side(v[0], `${k}[0]`), side(v[1], `${k}[1]`)];
+  return side(v, k);
 };
 
 /** Every UNet2DModel key: its diffusers name, default and parser. */
 const FIELDS: FieldTable<UNet2DConfig> = {
   sampleSize: { key: "sample_size", dflt: null, parse: sampleSize },
-  inChannels: { key: "in_channels", dflt: 3, parse: int(1) },
-  outChannels: { key: "out_channels", dflt: 3, parse: int(1) },
+  inChannels: { key: "in_channels", dflt: 3, parse: int(1, BOUNDS.channels) },
+  outChannels: { key: "out_channels", dflt: 3, parse: int(1, BOUNDS.channels) },
   centerInputSample: { key: "center_input_sample", dflt: false, parse: bool },
   timeEmbeddingType: { key: "time_embedding_type", dflt: "positional", parse: oneOf(["positional"]) },
-  timeEmbeddingDim: { key: "time_embedding_dim", dflt: null, parse: nullable(int(1)) },
+  timeEmbeddingDim: { key: "time_embedding_dim", dflt: null, parse: nullable(int(1, BOUNDS.width)) },
   freqShift: { key: "freq_shift", dflt: 0, parse: num },
   flipSinToCos: { key: "flip_sin_to_cos", dflt: true, parse: bool },
   downBlockTypes: {
     key: "down_block_types",
     dflt: ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
-    parse: list(blockType(["DownBlock2D", "AttnDownBlock2D"])),
+    parse: list(blockType(["DownBlock2D", "AttnDownBlock2D"]), BOUNDS.levels),
   },
   midBlockType: { key: "mid_block_type", dflt: "UNetMidBlock2D", parse: nullable(oneOf(["UNetMidBlock2D"])) },
   upBlockTypes: {
     key: "up_block_types",
     dflt: ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-    parse: list(blockType(["UpBlock2D", "AttnUpBlock2D"])),
+    parse: list(blockType(["UpBlock2D", "AttnUpBlock2D"]), BOUNDS.levels),
   },
-  blockOutChannels: { key: "block_out_channels", dflt: [224, 448, 672, 896], parse: list(int(1)) },
-  layersPerBlock: { key: "layers_per_block", dflt: 2, parse: int(1) },
+  blockOutChannels: {
+    key: "block_out_channels",
+    dflt: [224, 448, 672, 896],
+    parse: list(int(1, BOUNDS.width), BOUNDS.levels),
+  },
+  layersPerBlock: { key: "layers_per_block", dflt: 2, parse: int(1, BOUNDS.depth) },
   midBlockScaleFactor: { key: "mid_block_scale_factor", dflt: 1, parse: positive },
   downsamplePadding: { key: "downsample_padding", dflt: 1, parse: int(0) },
   downsampleType: { key: "downsample_type", dflt: "conv", parse: oneOf(["conv", "resnet"]) },
   upsampleType: { key: "upsample_type", dflt: "conv", parse: oneOf(["conv", "resnet"]) },
   dropout: { key: "dropout", dflt: 0, parse: probability },
   actFn: { key: "act_fn", dflt: "silu", parse: oneOf(["silu", "swish"]) },
-  attentionHeadDim: { key: "attention_head_dim", dflt: 8, parse: nullable(int(1)) },
-  normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1) },
-  attnNormNumGroups: { key: "attn_norm_num_groups", dflt: null, parse: nullable(int(1)) },
+  attentionHeadDim: { key: "attention_head_dim", dflt: 8, parse: nullable(int(1, BOUNDS.width)) },
+  normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1, BOUNDS.width) },
+  attnNormNumGroups: { key: "attn_norm_num_groups", dflt: null, parse: nullable(int(1, BOUNDS.width)) },
   normEps: { key: "norm_eps", dflt: 1e-5, parse: positive },
   resnetTimeScaleShift: {
     key: "resnet_time_scale_shift",
@@ -131,7 +144,7 @@ const FIELDS: FieldTable<UNet2DConfig> = {
   },
   addAttention: { key: "add_attention", dflt: true, parse: bool },
   classEmbedType: { key: "class_embed_type", dflt: null, parse: nullable(oneOf(["timestep", "identity"])) },
-  numClassEmbeds: { key: "num_class_embeds", dflt: null, parse: nullable(int(1)) },
+  numClassEmbeds: { key: "num_class_embeds", dflt: null, parse: nullable(int(1, BOUNDS.classes)) },
   numTrainTimesteps: { key: "num_train_timesteps", dflt: null, parse: nullable(int(1)) },
 };
 
@@ -162,6 +175,8 @@ export const UNET2D_SCHEMA: ConfigSchema<UNet2DConfig> = {
   foreignKeys: FOREIGN_KEYS,
   foreignOwner: "another U-Net (e.g. UNet2DConditionModel)",
   validate,
+  estimateParams: unetParamEstimate,
+  sizeKeys: ["block_out_channels", "layers_per_block", "num_class_embeds"],
 };
 
 /** Parses a diffusers config.json object: defaults filled in, values and their combination checked. */
@@ -231,3 +246,40 @@ export function classConditioning(c: UNet2DConfig): ClassConditioning {
 
 /** How many times the input is halved (one stride-2 step per down block but the last). */
 export const downsamplingSteps = (c: UNet2DConfig): number => c.blockOutChannels.length - 1;
+
+/**
+ * About how many parameters a config implies (diffusers' UNet2DModel: conv_in, the time and class
+ * embeddings, down blocks of resnets (and attention), the mid block, up blocks of one resnet more
+ * taking the skips, the output head), from its fields alone.
+ */
+export function unetParamEstimate(c: UNet2DConfig): number {
+  const ch = c.blockOutChannels;
+  const n = ch.length;
+  const temb = timeEmbedDim(c);
+  const ss = c.resnetTimeScaleShift === "scale_shift";
+  const resnet = (cin: number, cout: number) => resnetParams(cin, cout, temb, ss);
+  const first = ch[0]!;
+  const last = ch[n - 1]!;
+  let total = convParams(c.inChannels, first) + linearParams(first, temb) + linearParams(temb, temb);
+  const kind = classConditioning(c);
+  if (kind === "table") total += (c.numClassEmbeds ?? 0) * temb;
+  if (kind === "timestep") total += linearParams(first, temb) + linearParams(temb, temb);
+  let prev = first;
+  for (let i = 0; i < n; i++) {
+    const out = ch[i]!;
+    const attn = c.downBlockTypes[i] === "AttnDownBlock2D" ? selfAttentionParams(out) : 0;
+    for (let l = 0; l < c.layersPerBlock; l++) total += resnet(l === 0 ? prev : out, out) + attn;
+    if (i < n - 1) total += convParams(out, out);
+    prev = out;
+  }
+  if (c.midBlockType !== null)
+    total += 2 * resnet(last, last) + (c.addAttention ? selfAttentionParams(last) : 0);
+  for (let i = 0; i < n; i++) {
+    const out = ch[n - 1 - i]!;
+    const attn = c.upBlockTypes[i] === "AttnUpBlock2D" ? selfAttentionParams(out) : 0;
+    for (let l = 0; l <= c.layersPerBlock; l++) total += resnet(prev + out, out) + attn;
+    if (i < n - 1) total += convParams(out, out);
+    prev = out;
+  }
+  return total + normParams(first) + convParams(first, c.outChannels);
+}

@@ -9,6 +9,7 @@
  * (VQ codebooks, temporal decoders) are refused; each error names the key, the value and what is allowed.
  */
 import {
+  BOUNDS,
   bool,
   type ConfigSchema,
   configFromFields,
@@ -26,6 +27,7 @@ import {
   positive,
   resolveFields,
 } from "../config-fields.ts";
+import { convParams, normParams, resnetParams, selfAttentionParams } from "../param-estimate.ts";
 
 export interface AutoencoderKLConfig {
   inChannels: number;
@@ -61,28 +63,33 @@ export const AUTOENCODER_KL_CLASS_NAME = "AutoencoderKL";
 export const VAE_NORM_EPS = 1e-6;
 
 const sampleSize: Parse<number | readonly [number, number]> = (v, k) => {
-  if (Array.isArray(v) && v.length === 2) return [int(1)(v[0], `${k}[0]`), int(1)(v[1], `${k}[1]`)];
-  return int(1)(v, k);
+  const side = int(1, BOUNDS.sampleSize);
+  if (Array.isArray(v) && v.length === 2) return [side(v[0], `${k}[0]`), side(v[1], `${k}[1]`)];
+  return side(v, k);
 };
 
 const FIELDS: FieldTable<AutoencoderKLConfig> = {
-  inChannels: { key: "in_channels", dflt: 3, parse: int(1) },
-  outChannels: { key: "out_channels", dflt: 3, parse: int(1) },
+  inChannels: { key: "in_channels", dflt: 3, parse: int(1, BOUNDS.channels) },
+  outChannels: { key: "out_channels", dflt: 3, parse: int(1, BOUNDS.channels) },
   downBlockTypes: {
     key: "down_block_types",
     dflt: ["DownEncoderBlock2D"],
-    parse: list(oneOf(["DownEncoderBlock2D"])),
+    parse: list(oneOf(["DownEncoderBlock2D"]), BOUNDS.levels),
   },
   upBlockTypes: {
     key: "up_block_types",
     dflt: ["UpDecoderBlock2D"],
-    parse: list(oneOf(["UpDecoderBlock2D"])),
+    parse: list(oneOf(["UpDecoderBlock2D"]), BOUNDS.levels),
   },
-  blockOutChannels: { key: "block_out_channels", dflt: [64], parse: list(int(1)) },
-  layersPerBlock: { key: "layers_per_block", dflt: 1, parse: int(1) },
+  blockOutChannels: {
+    key: "block_out_channels",
+    dflt: [64],
+    parse: list(int(1, BOUNDS.width), BOUNDS.levels),
+  },
+  layersPerBlock: { key: "layers_per_block", dflt: 1, parse: int(1, BOUNDS.depth) },
   actFn: { key: "act_fn", dflt: "silu", parse: oneOf(["silu", "swish"]) },
-  latentChannels: { key: "latent_channels", dflt: 4, parse: int(1) },
-  normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1) },
+  latentChannels: { key: "latent_channels", dflt: 4, parse: int(1, BOUNDS.channels) },
+  normNumGroups: { key: "norm_num_groups", dflt: 32, parse: int(1, BOUNDS.width) },
   sampleSize: { key: "sample_size", dflt: 32, parse: sampleSize },
   scalingFactor: { key: "scaling_factor", dflt: 0.18215, parse: positive },
   shiftFactor: { key: "shift_factor", dflt: null, parse: nullable(num) },
@@ -126,6 +133,8 @@ export const AUTOENCODER_KL_SCHEMA: ConfigSchema<AutoencoderKLConfig> = {
   foreignKeys: ["num_vq_embeddings", "vq_embed_dim", "lookup_from_codebook", "force_upcast_decoder"],
   foreignOwner: "another autoencoder (e.g. VQModel)",
   validate,
+  estimateParams: vaeParamEstimate,
+  sizeKeys: ["block_out_channels", "layers_per_block"],
 };
 
 export const vaeConfigFromDiffusers = (json: DiffusersConfig): AutoencoderKLConfig =>
@@ -142,3 +151,36 @@ export const vaeConfigToDiffusers = (c: AutoencoderKLConfig): DiffusersConfig =>
 export const vaeDownsamplingSteps = (c: AutoencoderKLConfig): number => c.blockOutChannels.length - 1;
 /** The spatial factor between pixels and latents, 2^(blocks − 1) (8 for Stable Diffusion's VAE). */
 export const vaeScaleFactor = (c: AutoencoderKLConfig): number => 2 ** vaeDownsamplingSteps(c);
+
+/**
+ * About how many parameters a config implies (diffusers' AutoencoderKL): the encoder's resnets down to
+ * the moments, the quant convolutions, and the decoder's resnets (one more per block) back up — each
+ * with its mid block of two resnets and attention — from the fields alone.
+ */
+export function vaeParamEstimate(c: AutoencoderKLConfig): number {
+  const ch = c.blockOutChannels;
+  const n = ch.length;
+  const first = ch[0]!;
+  const last = ch[n - 1]!;
+  const mid = 2 * resnetParams(last, last, 0) + (c.midBlockAddAttention ? selfAttentionParams(last) : 0);
+  const l = c.latentChannels;
+  let total = convParams(c.inChannels, first) + mid + normParams(last) + convParams(last, 2 * l);
+  let prev = first;
+  for (let i = 0; i < n; i++) {
+    const out = ch[i]!;
+    for (let k = 0; k < c.layersPerBlock; k++) total += resnetParams(k === 0 ? prev : out, out, 0);
+    if (i < n - 1) total += convParams(out, out);
+    prev = out;
+  }
+  if (c.useQuantConv) total += convParams(2 * l, 2 * l, 1);
+  if (c.usePostQuantConv) total += convParams(l, l, 1);
+  total += convParams(l, last) + mid;
+  prev = last;
+  for (let i = 0; i < n; i++) {
+    const out = ch[n - 1 - i]!;
+    for (let k = 0; k <= c.layersPerBlock; k++) total += resnetParams(k === 0 ? prev : out, out, 0);
+    if (i < n - 1) total += convParams(out, out);
+    prev = out;
+  }
+  return total + normParams(first) + convParams(first, c.outChannels);
+}

@@ -1,5 +1,6 @@
 /** diffuse: diffusion models in TypeScript. Public API (re-exports only). */
 
+export { type CannyOptions, canny } from "./data/edges.ts";
 export {
   EMOJI_SIZE,
   type EmojiCatalog,
@@ -40,6 +41,7 @@ export {
 } from "./diffusion/guidance.ts";
 // diffusion core and samplers
 export * as diffusion from "./diffusion/index.ts";
+export { type EdgeF1Options, type EdgeScore, edgeF1 } from "./eval/edges.ts";
 export { EmojiJudge } from "./eval/emoji-classify.ts";
 export {
   type EmojiEvalResult,
@@ -57,6 +59,22 @@ export { makeGrid } from "./io/grid.ts";
 export { encodePng, readPngText } from "./io/png.ts";
 // files and data
 export { readSafetensors, writeSafetensors } from "./io/safetensors.ts";
+export {
+  CONTROLNET_CLASS_NAME,
+  CONTROLNET_SCOPE,
+  type ControlNetCallOptions,
+  type ControlNetConfig,
+  type ControlNetInputs,
+  ControlNetModel,
+  type ControlNetOutput,
+  type ControlNetResiduals,
+  controlNetConfigFromUNet,
+  controlNetForward,
+  controlNetParamSpecs,
+  type FromUnetOptions,
+  inControlNetScope,
+  unet2dConditionWithControlNet,
+} from "./models/controlnet/index.ts";
 export { type DiTConfig, DiTTransformer2DModel } from "./models/dit/index.ts";
 export { type AnyDenoiserModel, loadModel, modelFromConfig, modelFromParams } from "./models/load.ts";
 export {

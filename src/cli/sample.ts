@@ -4,9 +4,10 @@
  * text-to-image model; writes grid.png (generation parameters in its text chunk) and
  * samples.safetensors (images F32 [N,C,H,W] in [0,1]; labels I64 [N], or the prompts in its metadata).
  */
-import { mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../io/atomic.ts";
+import { checkOutputDir, checkReadableTree } from "../io/fs-check.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -247,7 +248,15 @@ export async function run(argv: readonly string[]): Promise<void> {
       throw new UsageError(`--lora: ${(e as Error).message}`);
     }
   });
-  const pipe = await loadPipeline(str(p, "model") ?? "mnist");
+  try {
+    checkOutputDir(outDir, "--out");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const model = str(p, "model") ?? "mnist";
+  // an unreadable folder would otherwise look like one that holds no model
+  if (existsSync(model) && statSync(model).isDirectory()) checkReadableTree(model, "the model folder", 3);
+  const pipe = await loadPipeline(model);
   try {
     for (const l of loras) {
       try {

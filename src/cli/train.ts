@@ -4,6 +4,7 @@
  * command again resumes from the last checkpoint; Ctrl-C stops after the current step and saves.
  */
 import { basename, join } from "node:path";
+import { checkOutputDir } from "../io/fs-check.ts";
 import { runInWorker } from "../runtime/worker.ts";
 import { ConfigFieldError, readConfigFile, setField, settableFields } from "../train/config.ts";
 import type { TrainArgs, TrainEvent } from "../train/trainer.ts";
@@ -74,6 +75,11 @@ export async function run(argv: readonly string[]): Promise<void> {
     if (v !== undefined) raw = setField(raw, field, JSON.stringify(v));
   }
   const outDir = str(p, "out") ?? join("runs", basename(configPath).replace(/\.json$/, ""));
+  try {
+    checkOutputDir(outDir, "--out");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   const args: TrainArgs = { config: raw, outDir, overwrite: bool(p, "overwrite") };
 
   const progress = new Progress("train");

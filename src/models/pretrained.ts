@@ -9,6 +9,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { writeJsonAtomic } from "../io/atomic.ts";
+import { checkReadableTree, fsReason } from "../io/fs-check.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { formatShape, type HostTensor, sameShape } from "../tensor/host.ts";
 import type { ParamSpec, Params } from "../tensor/params.ts";
@@ -26,6 +27,12 @@ export function checkModelDir(dir: string, className: string): void {
   if (!statSync(dir).isDirectory()) {
     throw new Error(`${className}: ${dir} is a file; pass the folder holding ${CONFIG_NAME} and the weights`);
   }
+  // an unreadable folder would otherwise look like one without config.json
+  try {
+    checkReadableTree(dir, "the model folder", 0);
+  } catch (e) {
+    throw new Error(`${className}: ${(e as Error).message}`);
+  }
 }
 
 /** Reads `<dir>/config.json` as a JSON object; `component` names the pipeline subfolder for the hint. */
@@ -37,9 +44,15 @@ export function readConfigJson(dir: string, className: string, component?: strin
     const hint = sub ? ` (this looks like a pipeline folder: pass ${sub})` : "";
     throw new Error(`${className}: ${dir} has no ${CONFIG_NAME}${hint}`);
   }
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new Error(`${className}: cannot read ${path}: ${fsReason(e)}`);
+  }
   let json: unknown;
   try {
-    json = JSON.parse(readFileSync(path, "utf8"));
+    json = JSON.parse(text);
   } catch (e) {
     throw new Error(`${className}: ${path} is not valid JSON: ${(e as Error).message}`);
   }

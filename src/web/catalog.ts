@@ -8,6 +8,7 @@
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { checkReadableTree } from "../io/fs-check.ts";
 import type { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
 import { vaeScaleFactor } from "../models/vae/config.ts";
 import { type SamplingOptions, samplingDefaults } from "../pipelines/options.ts";
@@ -169,7 +170,7 @@ export class Catalog {
         candidates.push({ id: uniqueId(`run-${r.id}`, ids), dir: join(r.dir, "model"), source: "run" });
       }
     }
-    const settled = await Promise.allSettled(candidates.map((c) => this.info(c.id, c.dir, c.source)));
+    const settled = await Promise.allSettled(candidates.map(async (c) => this.info(c.id, c.dir, c.source)));
     this.lastProblems = settled.flatMap((s, i) => {
       if (s.status === "fulfilled") return [];
       const { id, dir } = candidates[i]!;
@@ -198,6 +199,7 @@ export class Catalog {
 
   /** A model's metadata, read once per version of its files (the weights are loaded, then dropped). */
   private info(id: string, dir: string, source: ModelInfo["source"]): Promise<ModelInfo> {
+    checkReadableTree(dir, "the model folder", 2);
     const stamp = stampOf(dir);
     const hit = this.infoCache.get(dir);
     if (hit && hit.stamp === stamp) return hit.info.then((m) => ({ ...m, id }));

@@ -86,11 +86,20 @@ export async function startStudio(opts: StudioOptions = {}): Promise<Studio> {
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     // a page on another site could reach a loopback server through DNS rebinding: loopback binds
     // answer only requests addressed to a loopback name
-    if (isLoopback(host) && !isLoopback(hostName(req.headers.host ?? ""))) {
-      throw new HttpError(
-        403,
-        `requests to this studio must be addressed to 127.0.0.1 or localhost, not "${req.headers.host}"`,
-      );
+    if (isLoopback(host)) {
+      const to = req.headers.host;
+      if (to === undefined || to === "") {
+        throw new HttpError(
+          400,
+          "requests to this studio need a Host header naming 127.0.0.1 or localhost (HTTP/1.1 clients and browsers send one)",
+        );
+      }
+      if (!isLoopback(hostName(to))) {
+        throw new HttpError(
+          403,
+          `requests to this studio must be addressed to 127.0.0.1 or localhost, not "${to}"`,
+        );
+      }
     }
     // the raw path, not new URL(…).pathname: URL parsing would resolve "..", hiding traversal attempts
     const raw = req.url ?? "/";

@@ -37,7 +37,7 @@ export function readMetrics(
   offset: number,
 ): { rows: MetricRow[]; offset: number; reset: boolean } {
   const path = join(dir, "metrics.jsonl");
-  if (!existsSync(path)) return { rows: [], offset: 0, reset: offset > 0 };
+  if (!existsSync(path) || !statSync(path).isFile()) return { rows: [], offset: 0, reset: offset > 0 };
   const size = statSync(path).size;
   const reset = size < offset;
   const from = reset ? 0 : offset;
@@ -79,7 +79,9 @@ export function samplePath(run: RunInfo, name: string): string {
     throw new HttpError(400, `"${name}" is not a sample grid name (samples are named like step-000500.png)`);
   }
   const p = join(run.dir, "samples", name);
-  if (!existsSync(p)) throw new HttpError(404, `run "${run.id}" has no sample ${name}`);
+  // (a folder named like a grid is no grid either)
+  if (!existsSync(p) || !statSync(p).isFile())
+    throw new HttpError(404, `run "${run.id}" has no sample ${name}`);
   const root = realpathSync(run.dir);
   const rel = relative(root, realpathSync(p));
   if (rel.startsWith(`..${sep}`) || rel === ".." || rel.startsWith(sep)) {

@@ -42,6 +42,13 @@ export interface StudioOptions extends CatalogOptions {
   maxWatchers?: number;
   /** How often run streams check for new metrics and grids (default 1000 ms). */
   watchIntervalMs?: number;
+  /**
+   * How long a client may take to send a whole request, headers and body (default 30 s; Node's own
+   * default of 300 s lets a half-sent body hold a connection for minutes). Answered 408.
+   */
+  requestTimeoutMs?: number;
+  /** Connections open at once; more are closed as they arrive (default 128). */
+  maxConnections?: number;
 }
 
 export interface Studio {
@@ -212,9 +219,19 @@ export async function startStudio(opts: StudioOptions = {}): Promise<Studio> {
     throw new HttpError(404, `no such API route: ${method} ${url.pathname}`);
   };
 
-  const server = createServer((req, res) => {
-    route(req, res).catch((e) => sendError(res, e));
-  });
+  const requestTimeout = opts.requestTimeoutMs ?? 30_000;
+  const server = createServer(
+    {
+      requestTimeout,
+      headersTimeout: Math.min(10_000, requestTimeout),
+      // how often the timeouts are checked (Node's default, 30 s, would double a 30 s limit)
+      connectionsCheckingInterval: Math.min(1000, requestTimeout),
+    },
+    (req, res) => {
+      route(req, res).catch((e) => sendError(res, e));
+    },
+  );
+  server.maxConnections = opts.maxConnections ?? 128;
   await new Promise<void>((resolve, reject) => {
     server.once("error", (e: NodeJS.ErrnoException) => {
       const port = opts.port ?? 7860;

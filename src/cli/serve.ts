@@ -24,19 +24,33 @@ flags:
   --open             open the page in the default browser
 `;
 
-function openBrowser(url: string): void {
+/**
+ * Opens the page in the default browser, or says in one line why it could not (no display to show
+ * one on, no opener command, or the opener failed).
+ */
+export function openBrowser(url: string, env: NodeJS.ProcessEnv = process.env): void {
+  const cannot = (why: string) => console.log(`(could not open a browser: ${why}; open ${url} yourself)`);
   const [cmd, args] =
     process.platform === "darwin"
       ? ["open", [url]]
       : process.platform === "win32"
         ? ["cmd", ["/c", "start", "", url]]
         : ["xdg-open", [url]];
+  if (cmd === "xdg-open" && !env["DISPLAY"] && !env["WAYLAND_DISPLAY"]) {
+    cannot("no display here (DISPLAY and WAYLAND_DISPLAY are unset)");
+    return;
+  }
   try {
-    const child = spawn(cmd, args, { stdio: "ignore", detached: true });
-    child.on("error", () => console.log(`(could not open a browser: open ${url} yourself)`));
+    const child = spawn(cmd, args, { stdio: "ignore", detached: true, env });
+    child.on("error", (e: NodeJS.ErrnoException) =>
+      cannot(e.code === "ENOENT" ? `${cmd} is not installed` : `${cmd}: ${e.message}`),
+    );
+    child.on("exit", (code) => {
+      if (code !== 0 && code !== null) cannot(`${cmd} exited with status ${code}`);
+    });
     child.unref();
-  } catch {
-    console.log(`(could not open a browser: open ${url} yourself)`);
+  } catch (e) {
+    cannot((e as Error).message);
   }
 }
 

@@ -11,7 +11,7 @@ import type { TrainArgs, TrainEvent } from "../train/trainer.ts";
 import { isVaeRunConfig, vaeSettableFields } from "../train/vae-config.ts";
 import type { VaeTrainEvent } from "../train/vae-trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
-import { moduleUrl, packageRoot } from "./paths.ts";
+import { diffuseCommand, moduleUrl, packageRoot } from "./paths.ts";
 import { Progress } from "./progress.ts";
 
 const HELP = `usage: diffuse train [--config FILE] [--out DIR] [flags]
@@ -143,7 +143,7 @@ export async function run(argv: readonly string[]): Promise<void> {
               console.log(
                 ev.stopped
                   ? `stopped at step ${ev.step}; run the same command to resume. Model so far: ${ev.modelDir}`
-                  : `done: ${ev.step} steps. Model: ${ev.modelDir}\nSample it: diffuse sample --model ${ev.modelDir} ${
+                  : `done: ${ev.step} steps. Model: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} ${
                       raw["text_encoder"] !== undefined ? '--prompt "…"' : "--labels all"
                     }`,
               );

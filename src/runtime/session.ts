@@ -7,6 +7,8 @@
  * memory) where it loads, GPU sessions through onnxruntime-node. `run` is synchronous inside ONNX
  * Runtime and blocks its thread: long work (training, sampling) runs in a worker thread (`worker.ts`).
  */
+// first: ONNX Runtime reads ORT_DISABLE_TELEMETRY when its environment is created
+import "./telemetry.ts";
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
 import { OPSET } from "../onnx/lowering.ts";

@@ -7,6 +7,7 @@
  * Messages and results cross threads by structured clone: send plain objects and typed arrays
  * (a HostTensor arrives as `{ data, shape, dtype }`; rebuild it with `HostTensor.from`).
  */
+import "./telemetry.ts";
 import { Worker } from "node:worker_threads";
 
 export interface WorkerContext<Msg> {

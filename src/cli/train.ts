@@ -81,6 +81,24 @@ export async function run(argv: readonly string[]): Promise<void> {
     throw new UsageError((e as Error).message);
   }
   const args: TrainArgs = { config: raw, outDir, overwrite: bool(p, "overwrite") };
+  const vae = isVaeRunConfig(raw);
+  await runTraining(args, {
+    module: vae ? "train/vae-trainer" : "train/trainer",
+    fn: vae ? "trainVaeRun" : "trainRun",
+    next: (modelDir) =>
+      `Sample it: ${diffuseCommand()} sample --model ${modelDir} ${raw["text_encoder"] !== undefined ? '--prompt "…"' : "--labels all"}`,
+  });
+}
+
+/**
+ * Runs a training job in a worker with a progress bar: Ctrl-C stops after the current step and
+ * saves a checkpoint (twice: quits now). `next` says what to do with the finished model.
+ */
+export async function runTraining(
+  args: TrainArgs,
+  job: { module: string; fn: string; next: (modelDir: string) => string },
+): Promise<void> {
+  const outDir = args.outDir;
 
   const progress = new Progress("train");
   const ac = new AbortController();
@@ -96,10 +114,9 @@ export async function run(argv: readonly string[]): Promise<void> {
   };
   process.on("SIGINT", onSigint);
   try {
-    const vae = isVaeRunConfig(raw);
     await runInWorker<TrainArgs, TrainEvent | VaeTrainEvent, { step: number; modelDir: string }>(
-      moduleUrl(vae ? "train/vae-trainer" : "train/trainer"),
-      vae ? "trainVaeRun" : "trainRun",
+      moduleUrl(job.module),
+      job.fn,
       args,
       {
         signal: ac.signal,
@@ -143,9 +160,7 @@ export async function run(argv: readonly string[]): Promise<void> {
               console.log(
                 ev.stopped
                   ? `stopped at step ${ev.step}; run the same command to resume. Model so far: ${ev.modelDir}`
-                  : `done: ${ev.step} steps. Model: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} ${
-                      raw["text_encoder"] !== undefined ? '--prompt "…"' : "--labels all"
-                    }`,
+                  : `done: ${ev.step} steps. Model: ${ev.modelDir}\n${job.next(ev.modelDir)}`,
               );
               break;
           }

@@ -18,6 +18,8 @@ export interface ImageDataset {
   readonly labels: Int32Array | null;
   /** Name of each class index (labels are indices into it), or null. */
   readonly classNames: readonly string[] | null;
+  /** The file each image was read from, where it was read from files. */
+  readonly files?: readonly string[];
 }
 
 /** Checks that a dataset's arrays agree with its sizes. */

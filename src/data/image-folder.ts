@@ -27,6 +27,8 @@ export interface ImageFolderOptions {
   readonly classes?: boolean;
   /** Refuse single images with more pixels than this (default 100 million). */
   readonly maxPixels?: number;
+  /** What transparent pixels are composited over (default black). */
+  readonly background?: "black" | "white";
 }
 
 const IMAGE_EXTENSIONS = new Set([".png", ".jpg", ".jpeg"]);
@@ -98,7 +100,7 @@ export function loadImageFolder(root: string, options: ImageFolderOptions): Imag
   const method = options.resample ?? "area";
   files.forEach((f, i) => {
     const decoded = readImage(f, options.maxPixels === undefined ? {} : { maxPixels: options.maxPixels });
-    resizeCrop(toChannels(decoded, channels), height, width, method, images, i * per);
+    resizeCrop(toChannels(decoded, channels, options.background), height, width, method, images, i * per);
   });
   return {
     count: files.length,
@@ -108,5 +110,6 @@ export function loadImageFolder(root: string, options: ImageFolderOptions): Imag
     images,
     labels: classNames === null ? null : Int32Array.from(fileLabels),
     classNames,
+    files,
   };
 }

@@ -32,10 +32,12 @@ export function checkRaster(r: Raster, what = "image"): void {
 
 /**
  * Converts to grey (1) or RGB (3). RGB → grey uses the ITU-R 601 luma weights (as PIL's "L" mode
- * does); alpha is composited over black, so fully transparent pixels become 0, like zero padding.
+ * does); alpha is composited over black by default, so fully transparent pixels become 0, like zero
+ * padding, or over white (icons and emoji drawn for a light page).
  */
-export function toChannels(r: Raster, channels: 1 | 3): Raster {
+export function toChannels(r: Raster, channels: 1 | 3, background: "black" | "white" = "black"): Raster {
   if (r.channels === channels) return r;
+  const bg = background === "white" ? 255 : 0;
   const n = r.width * r.height;
   const src = r.data;
   const cin = r.channels;
@@ -55,11 +57,11 @@ export function toChannels(r: Raster, channels: 1 | 3): Raster {
       red = green = blue = src[p]!;
     }
     if (channels === 1) {
-      out[i] = Math.round(((red * 299 + green * 587 + blue * 114) / 1000) * a);
+      out[i] = Math.round(((red * 299 + green * 587 + blue * 114) / 1000) * a + bg * (1 - a));
     } else {
-      out[i * 3] = Math.round(red * a);
-      out[i * 3 + 1] = Math.round(green * a);
-      out[i * 3 + 2] = Math.round(blue * a);
+      out[i * 3] = Math.round(red * a + bg * (1 - a));
+      out[i * 3 + 1] = Math.round(green * a + bg * (1 - a));
+      out[i * 3 + 2] = Math.round(blue * a + bg * (1 - a));
     }
   }
   return { width: r.width, height: r.height, channels, data: out };

@@ -26,6 +26,8 @@ export interface TrainConfig {
   tokenizer?: { path: string | null; vocab_size: number };
   /** The frozen VAE (a diffusers AutoencoderKL folder) whose latents the U-Net is trained on. */
   vae?: { path: string };
+  /** Fine-tuning a trained text-to-image pipeline (`diffuse finetune`) instead of training from scratch. */
+  finetune?: FinetuneConfig;
   data: {
     dataset: "mnist" | "folder" | "emoji";
     path: string | null;
@@ -63,6 +65,41 @@ export interface TrainConfig {
     sample_guidance: number;
   };
 }
+
+/**
+ * `finetune`: the base pipeline's weights start the run; LoRA (Hu et al. 2021) trains low-rank
+ * adapters on the `targets` layers with the base frozen, "full" trains every weight. DreamBooth (Ruiz
+ * et al. 2023): every training image is captioned with `instance_prompt`; with `class_prompt`, the base
+ * model first draws `num_class_images` images of the class, trained alongside with weight
+ * `prior_loss_weight` (prior preservation: the class keeps its look).
+ */
+export interface FinetuneConfig {
+  base: string;
+  method: "lora" | "full";
+  rank: number;
+  /** LoRA's alpha (scale alpha / rank); null: the rank (scale 1). */
+  alpha: number | null;
+  /** PEFT's target_modules for the U-Net (null: to_q, to_k, to_v, to_out.0). */
+  targets: string[] | string | null;
+  /** Train the text encoder too (LoRA on q_proj, k_proj, v_proj, out_proj; or all of it with "full"). */
+  text_encoder: boolean;
+  instance_prompt: string | null;
+  class_prompt: string | null;
+  prior_loss_weight: number;
+  num_class_images: number;
+}
+
+export const FINETUNE_DEFAULTS: Omit<FinetuneConfig, "base"> = {
+  method: "lora",
+  rank: 4,
+  alpha: null,
+  targets: null,
+  text_encoder: false,
+  instance_prompt: null,
+  class_prompt: null,
+  prior_loss_weight: 1,
+  num_class_images: 64,
+};
 
 export const DEFAULTS: Omit<TrainConfig, "model" | "scheduler"> = {
   data: { dataset: "mnist", path: null, size: 32, channels: 1, captions: null },
@@ -144,6 +181,7 @@ export function settableFields(raw: Json): SettableFields {
     text_encoder: null,
     tokenizer: ["path", "vocab_size"],
     vae: ["path"],
+    finetune: ["base", ...Object.keys(FINETUNE_DEFAULTS)],
     data: Object.keys(DEFAULTS.data),
     training: Object.keys(DEFAULTS.training),
     output: Object.keys(DEFAULTS.output),
@@ -225,7 +263,71 @@ const isInt = (v: unknown, min: number): boolean => typeof v === "number" && Num
 const isNum = (v: unknown, lo: number, hi: number): boolean =>
   typeof v === "number" && Number.isFinite(v) && v >= lo && v <= hi;
 
-const SECTIONS = ["model", "scheduler", "text_encoder", "tokenizer", "vae", "data", "training", "output"];
+const SECTIONS = [
+  "model",
+  "scheduler",
+  "text_encoder",
+  "tokenizer",
+  "vae",
+  "finetune",
+  "data",
+  "training",
+  "output",
+];
+
+/** The finetune section, checked (a text-to-image run: text_encoder, tokenizer and vae come from the base). */
+function finetuneSection(raw: Json, text: Pick<TrainConfig, "text_encoder">): FinetuneConfig | undefined {
+  if (raw["finetune"] === undefined) return undefined;
+  const f = section("finetune", raw["finetune"], { base: "", ...FINETUNE_DEFAULTS });
+  check(typeof f.base === "string" && f.base !== "", "finetune.base", "the base pipeline's folder", f.base);
+  if (!text.text_encoder)
+    throw new ConfigFieldError(
+      "finetune is for text-to-image pipelines: the config needs the base's text_encoder, tokenizer and vae sections (diffuse finetune fills them in)",
+    );
+  check(f.method === "lora" || f.method === "full", "finetune.method", '"lora" or "full"', f.method);
+  check(isInt(f.rank, 1) && f.rank <= 1024, "finetune.rank", "an integer from 1 to 1024", f.rank);
+  check(
+    f.alpha === null || isNum(f.alpha, 1e-6, 1e6),
+    "finetune.alpha",
+    "a positive number or null (= rank)",
+    f.alpha,
+  );
+  check(
+    f.targets === null ||
+      (typeof f.targets === "string" && f.targets !== "") ||
+      (Array.isArray(f.targets) &&
+        f.targets.length > 0 &&
+        f.targets.every((x) => typeof x === "string" && x !== "")),
+    "finetune.targets",
+    'null, a list of layer names (e.g. ["to_q", "to_v"]) or one regular expression',
+    f.targets,
+  );
+  check(typeof f.text_encoder === "boolean", "finetune.text_encoder", "true or false", f.text_encoder);
+  for (const k of ["instance_prompt", "class_prompt"] as const)
+    check(
+      f[k] === null || (typeof f[k] === "string" && f[k].trim() !== ""),
+      `finetune.${k}`,
+      "null or a prompt",
+      f[k],
+    );
+  if (f.class_prompt !== null && f.instance_prompt === null)
+    throw new ConfigFieldError(
+      "finetune.class_prompt (prior preservation) goes with finetune.instance_prompt (DreamBooth): give both, or neither",
+    );
+  check(
+    isNum(f.prior_loss_weight, 0, 1e3),
+    "finetune.prior_loss_weight",
+    "a number ≥ 0",
+    f.prior_loss_weight,
+  );
+  check(
+    isInt(f.num_class_images, 1) && f.num_class_images <= 10000,
+    "finetune.num_class_images",
+    "an integer from 1 to 10000",
+    f.num_class_images,
+  );
+  return f;
+}
 
 /** The text-to-image sections: all three or none, and only with a text-conditioned model. */
 function textSections(raw: Json): Pick<TrainConfig, "text_encoder" | "tokenizer" | "vae"> {
@@ -302,6 +404,7 @@ export function resolveConfig(raw: Json): TrainConfig {
     data.dataset,
   );
   const text = textSections(raw);
+  const finetune = finetuneSection(raw, text);
   check(
     data.dataset !== "folder" || typeof data.path === "string",
     "data.path",
@@ -392,6 +495,7 @@ export function resolveConfig(raw: Json): TrainConfig {
     model: raw["model"] as DiffusersConfig,
     scheduler: raw["scheduler"] as Json,
     ...text,
+    ...(finetune ? { finetune } : {}),
     data,
     training,
     output,

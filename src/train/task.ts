@@ -7,6 +7,7 @@
  */
 import type { InputSpec } from "../runtime/compile.ts";
 import type { HostTensor } from "../tensor/host.ts";
+import type { LoraPlan, Params } from "../tensor/params.ts";
 import type { TrainComponent } from "./checkpoint.ts";
 import type { LossFn } from "./train-step.ts";
 
@@ -37,4 +38,13 @@ export interface TrainTask {
   ): Promise<void>;
   /** What the `start` event reports about the data. */
   readonly description: string;
+  /**
+   * The trainable parameters' starting values (prefixed names), when they do not start from their
+   * initialisers: a fine-tune starts from the base's weights.
+   */
+  readonly initial?: Params;
+  /** Weights the loss uses but the run does not train (a fine-tune's base), embedded as constants. */
+  readonly frozen?: Params;
+  /** LoRA adapters on the model's layers (their A and B are among the components' parameters). */
+  readonly lora?: LoraPlan;
 }

@@ -17,10 +17,11 @@
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import type { ImageDataset } from "../data/dataset.ts";
 import { type EmojiDataset, emojiPrompts, loadEmoji } from "../data/emoji.ts";
 import { DataLoader } from "../data/loader.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
-import { modelFromParams } from "../models/load.ts";
+import { type AnyDenoiserModel, modelFromParams } from "../models/load.ts";
 import { resolveDenoiser } from "../models/registry.ts";
 import { trainClipBpe } from "../models/text/bpe-train.ts";
 import { clipTextForward, clipTextParamSpecs } from "../models/text/clip-text.ts";
@@ -33,22 +34,27 @@ import { generate } from "../pipelines/generate.ts";
 import { defaultSchedulerName, parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import { saveTextToImagePipeline } from "../pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
-import { latentDecoder, promptConditions, tokenizePrompts } from "../pipelines/text-to-image.ts";
+import {
+  latentDecoder,
+  promptConditions,
+  type TextEncoding,
+  tokenizePrompts,
+} from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
 import type { ParamScope, Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import type { TrainComponent } from "./checkpoint.ts";
 import { componentParams, denoiserComponent } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
-import { batchSpecs, diffusionLoss, drawBatch, objectiveOf } from "./objective.ts";
-import type { TrainTask } from "./task.ts";
+import { batchSpecs, diffusionLoss, drawBatch, type Objective, objectiveOf } from "./objective.ts";
+import type { PreviewImages, TrainTask } from "./task.ts";
 import { pickImages } from "./vae-data.ts";
 
 /** Prompts of the preview grids: the first training captions and held-out compositions. */
 const PREVIEW_PROMPTS = 8;
 
 /** The text encoder as a trained component (transformers' folder layout: config.json + model.safetensors). */
-function textEncoderComponent(config: Record<string, unknown>, prefix: string): TrainComponent {
+export function textEncoderComponent(config: Record<string, unknown>, prefix: string): TrainComponent {
   return {
     name: "text_encoder",
     prefix,
@@ -58,12 +64,20 @@ function textEncoderComponent(config: Record<string, unknown>, prefix: string): 
   };
 }
 
-/** The VAE posterior's moments of every image, computed once per (run, VAE) and cached. */
-async function latentMoments(
+/** The VAE posterior's moments of the training images: N(mean, std²) per latent value. */
+export interface LatentMoments {
+  mean: Float32Array;
+  std: Float32Array;
+  /** [N, C, h, w] */
+  shape: number[];
+}
+
+/** The VAE posterior's moments of every image, computed once per (run, VAE, images) and cached. */
+export async function latentMoments(
   vae: AutoencoderKL,
-  data: EmojiDataset,
+  data: ImageDataset & { readonly captions: readonly string[] },
   cachePath: string,
-): Promise<{ mean: Float32Array; std: Float32Array; shape: number[] }> {
+): Promise<LatentMoments> {
   // the cache is valid for these weights and these images only
   const hash = createHash("sha256");
   for (const [k, v] of vae.params)
@@ -135,6 +149,109 @@ function emojiSubset(d: EmojiDataset, captions: readonly string[] | null): Emoji
   };
 }
 
+/** What a text-to-image training batch is drawn from (the images' latents and token ids). */
+export interface TextBatchContext {
+  readonly obj: Objective;
+  readonly inChannels: number;
+  readonly latentSize: number;
+  readonly moments: LatentMoments;
+  /** VAE scaling: (z − shift)·scale. */
+  readonly shift: number;
+  readonly scale: number;
+  /** Token ids of each image's caption, and of the empty prompt (condition dropout). */
+  readonly ids: readonly (readonly number[])[];
+  readonly emptyIds: readonly number[];
+  readonly condDropout: number;
+  /** A loss weight per image (DreamBooth's prior-preservation weight on the class images); default 1. */
+  readonly imageWeights?: Float32Array;
+}
+
+/**
+ * The feeds of one batch of the given images: latents z ~ N(mean, std²) scaled as diffusers does,
+ * the noise and timesteps of the objective, and token ids (each caption replaced by the empty prompt
+ * with probability condDropout), all from `rng` (a per-step stream: resumes draw the same).
+ */
+export function textBatch(
+  ctx: TextBatchContext,
+  indices: ArrayLike<number>,
+  rng: Rng,
+): Record<string, HostTensor> {
+  const n = indices.length;
+  const latPer = ctx.moments.mean.length / ctx.moments.shape[0]!;
+  const eps = rng.fold("latent").normal(n * latPer);
+  const x0 = new Float32Array(n * latPer);
+  for (let i = 0; i < n; i++) {
+    const off = indices[i]! * latPer;
+    for (let j = 0; j < latPer; j++) {
+      const z = ctx.moments.mean[off + j]! + ctx.moments.std[off + j]! * eps[i * latPer + j]!;
+      x0[i * latPer + j] = (z - ctx.shift) * ctx.scale;
+    }
+  }
+  const feeds = drawBatch(
+    ctx.obj,
+    new HostTensor(x0, [n, ctx.inChannels, ctx.latentSize, ctx.latentSize]),
+    null,
+    rng,
+  );
+  if (ctx.imageWeights) {
+    const w = feeds["w"]!.data as Float32Array;
+    for (let i = 0; i < n; i++) w[i] = w[i]! * ctx.imageWeights[indices[i]!]!;
+  }
+  const seqLen = ctx.emptyIds.length;
+  const drop = rng.fold("dropout");
+  const tok = new BigInt64Array(n * seqLen);
+  for (let i = 0; i < n; i++) {
+    const row = drop.nextUniform() < ctx.condDropout ? ctx.emptyIds : ctx.ids[indices[i]!]!;
+    for (let j = 0; j < seqLen; j++) tok[i * seqLen + j] = BigInt(row[j]!);
+  }
+  feeds["cond.input_ids"] = new HostTensor(tok, [n, seqLen]);
+  return feeds;
+}
+
+/** A preview grid of a text-to-image model: each prompt twice (two seeds' rows), with its parameters. */
+export async function textPreview(
+  cfg: TrainConfig,
+  parts: {
+    unet: AnyDenoiserModel;
+    text: TextEncoding;
+    vae: AutoencoderKL;
+    latentSize: number;
+    imageSize: number;
+  },
+  prompts: readonly string[],
+  step: number,
+  extra: Record<string, string | number> = {},
+): Promise<PreviewImages> {
+  const t = cfg.training;
+  const opts: SamplingOptions = {
+    scheduler: defaultSchedulerName(cfg.scheduler),
+    karras: false,
+    steps: cfg.output.sample_steps,
+    guidance: cfg.output.sample_guidance,
+    guidanceRescale: 0,
+    eta: 0,
+    seed: t.seed,
+  };
+  const all = [...prompts, ...prompts];
+  const conditions = await promptConditions(parts.text, all);
+  const images = await generate(parts.unet, schedulerFor({ name: opts.scheduler }, cfg.scheduler), {
+    conditions,
+    steps: opts.steps,
+    guidance: opts.guidance,
+    seed: opts.seed,
+    size: parts.latentSize,
+    decode: latentDecoder(parts.vae),
+  });
+  return {
+    images,
+    nrow: prompts.length,
+    parameters: parametersText(opts, {
+      step,
+      extra: { prompts: prompts.join(" | "), size: parts.imageSize, ...extra },
+    }),
+  };
+}
+
 export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
   const model = resolveDenoiser(cfg.model);
   if (model.conditioning.kind !== "text")
@@ -192,9 +309,18 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     );
   mkdirSync(runDir, { recursive: true });
   const moments = await latentMoments(vae, data, join(runDir, "latents.safetensors"));
-  const scale = vae.scalingFactor;
-  const shift = vae.shiftFactor ?? 0;
   const latPer = moments.mean.length / data.count;
+  const batchCtx: TextBatchContext = {
+    obj,
+    inChannels: model.geometry.inChannels,
+    latentSize,
+    moments,
+    shift: vae.shiftFactor ?? 0,
+    scale: vae.scalingFactor,
+    ids,
+    emptyIds,
+    condDropout: t.cond_dropout,
+  };
 
   const unet = denoiserComponent(cfg, "unet.");
   const textEncoder = textEncoderComponent(teJson, "text_encoder.");
@@ -224,65 +350,21 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     }),
     batch(k) {
       const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
-      const rng = seed.fold("step").fold(k);
-      const n = b.indices.length;
-      // z ~ N(mean, std²), then diffusers' scaling: (z − shift)·scaling_factor
-      const eps = rng.fold("latent").normal(n * latPer);
-      const x0 = new Float32Array(n * latPer);
-      for (let i = 0; i < n; i++) {
-        const off = b.indices[i]! * latPer;
-        for (let j = 0; j < latPer; j++) {
-          const z = moments.mean[off + j]! + moments.std[off + j]! * eps[i * latPer + j]!;
-          x0[i * latPer + j] = (z - shift) * scale;
-        }
-      }
-      const feeds = drawBatch(
-        obj,
-        new HostTensor(x0, [n, model.geometry.inChannels, latentSize, latentSize]),
-        null,
-        rng,
-      );
-      const drop = rng.fold("dropout");
-      const tok = new BigInt64Array(n * seqLen);
-      for (let i = 0; i < n; i++) {
-        const row = drop.nextUniform() < t.cond_dropout ? emptyIds : ids[b.indices[i]!]!;
-        for (let j = 0; j < seqLen; j++) tok[i * seqLen + j] = BigInt(row[j]!);
-      }
-      feeds["cond.input_ids"] = new HostTensor(tok, [n, seqLen]);
-      return feeds;
+      return textBatch(batchCtx, b.indices, seed.fold("step").fold(k));
     },
     async preview(params, step) {
       const session = t.threads ? { session: { threads: t.threads } } : {};
       const u = modelFromParams(cfg.model, componentParams(unet, params as Params), session);
       const te = CLIPTextModel.fromParams(teJson, componentParams(textEncoder, params as Params));
-      const opts: SamplingOptions = {
-        scheduler: defaultSchedulerName(cfg.scheduler),
-        karras: false,
-        steps: cfg.output.sample_steps,
-        guidance: cfg.output.sample_guidance,
-        guidanceRescale: 0,
-        eta: 0,
-        seed: t.seed,
-      };
       try {
-        const prompts = [...previewPrompts, ...previewPrompts];
-        const conditions = await promptConditions({ tokenizer, textEncoder: te }, prompts);
-        const images = await generate(u, schedulerFor({ name: opts.scheduler }, cfg.scheduler), {
-          conditions,
-          steps: opts.steps,
-          guidance: opts.guidance,
-          seed: opts.seed,
-          size: latentSize,
-          decode: latentDecoder(vae),
-        });
-        return {
-          images,
-          nrow: previewPrompts.length,
-          parameters: parametersText(opts, {
-            step,
-            extra: { prompts: previewPrompts.join(" | "), size: cfg.data.size },
-          }),
+        const parts = {
+          unet: u,
+          text: { tokenizer, textEncoder: te },
+          vae,
+          latentSize,
+          imageSize: cfg.data.size,
         };
+        return await textPreview(cfg, parts, previewPrompts, step);
       } finally {
         u.dispose();
         te.dispose();

@@ -11,19 +11,28 @@ import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
-import { initParams } from "../tensor/params.ts";
+import { initParams, type Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import { loadCheckpoint, prefixedSpecs, refuseStepsBelowCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
 import { appendMetrics, trimMetrics } from "./metrics-log.ts";
+import { finetuneTask } from "./finetune-task.ts";
 import { pixelTask } from "./pixel-task.ts";
 import type { TrainTask } from "./task.ts";
 import { textTask } from "./text-task.ts";
 import { compileTrainStep, type TrainState } from "./train-step.ts";
 
-/** The task a config describes: text to image in latent space when it has a text encoder, else pixels. */
+/** The task a config describes: a fine-tune of a pipeline, text to image in latent space when it has a text encoder, else pixels. */
 async function taskFor(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
+  if (cfg.finetune) return finetuneTask(cfg, runDir);
   return cfg.text_encoder ? textTask(cfg, runDir) : pixelTask(cfg);
+}
+
+/** The trainable parameters at step 0: the task's given values, the initialisers' for the rest. */
+function startingParams(task: TrainTask, rng: Rng): Params {
+  const specs = prefixedSpecs(task.components);
+  const fresh = initParams(specs.filter((s) => !task.initial?.has(s.name)), rng);
+  return new Map(specs.map((s) => [s.name, task.initial?.get(s.name) ?? fresh.get(s.name)!]));
 }
 
 export interface TrainArgs {
@@ -53,7 +62,7 @@ export type TrainEvent =
   | { kind: "end"; step: number; stopped: boolean; modelDir: string };
 
 /** Writes a preview grid (its parameters in the PNG's text chunk) under samples/. */
-async function writeSamples(runDir: string, task: TrainTask, state: TrainState): Promise<string> {
+export async function writeSamples(runDir: string, task: TrainTask, state: TrainState): Promise<string> {
   const p = await task.preview(state.ema ?? state.params, state.step);
   const path = join(runDir, "samples", `step-${String(state.step).padStart(6, "0")}.png`);
   mkdirSync(join(runDir, "samples"), { recursive: true });
@@ -81,11 +90,13 @@ export async function trainRun(
   const trainStep = await compileTrainStep(task.loss, task.batchSpecs, {
     adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
     ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
+    ...(task.frozen ? { frozen: task.frozen } : {}),
+    ...(task.lora ? { lora: task.lora } : {}),
     session,
   });
   const seed = new Rng(t.seed);
   const resumed = args.overwrite ? null : await loadCheckpoint(runDir, cfg, task.components);
-  const state = resumed ?? trainStep.initState(initParams(prefixedSpecs(task.components), seed.fold("init")));
+  const state = resumed ?? trainStep.initState(startingParams(task, seed.fold("init")));
   writeJsonAtomic(join(runDir, "config.json"), cfg);
   const metricsPath = join(runDir, "metrics.jsonl");
   trimMetrics(metricsPath, state.step);

@@ -105,6 +105,11 @@ export function modelLimits(): ModelLimits {
   return processLimits;
 }
 
+/** The process's limits with a call's overrides (a model option `limits: { maxParams }`). */
+export function limitsWith(overrides: Partial<ModelLimits> = {}): ModelLimits {
+  return { ...processLimits, ...overrides };
+}
+
 /** Sets the limits for every later parse in this process (fields not given keep theirs); returns the previous limits. */
 export function setModelLimits(limits: Partial<ModelLimits>): ModelLimits {
   const previous = processLimits;

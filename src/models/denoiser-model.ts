@@ -15,7 +15,13 @@ import type { CompiledGraph } from "../runtime/session.ts";
 import { type DataOf, formatShape, HostTensor } from "../tensor/host.ts";
 import { countParams, initParams, type ParamSpec, type Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
-import { type DiffusersConfig, fieldsToDiffusers, resolveFields } from "./config-fields.ts";
+import {
+  type DiffusersConfig,
+  fieldsToDiffusers,
+  limitsWith,
+  type ModelLimits,
+  resolveFields,
+} from "./config-fields.ts";
 import { LoraAdapters } from "./lora/adapters.ts";
 import {
   checkWeights,
@@ -39,6 +45,8 @@ export type Timesteps = number | readonly number[] | HostTensor;
 export interface ModelOptions {
   /** ONNX Runtime options for the compiled graphs (threads, execution providers). */
   readonly session?: SessionOptions;
+  /** Raises (or lowers) the limits the config is checked against before anything is built (e.g. `{ maxParams: 1e10 }`). */
+  readonly limits?: Partial<ModelLimits>;
 }
 
 export interface FromConfigOptions extends ModelOptions {
@@ -64,7 +72,7 @@ export function initParts<C>(
   config: DiffusersConfig | Partial<C>,
   opts: FromConfigOptions = {},
 ): ModelParts<C> {
-  const c = resolveFields(def.schema, config);
+  const c = resolveFields(def.schema, config, limitsWith(opts.limits));
   return {
     config: c,
     params: initParams(def.paramSpecs(c), new Rng(opts.seed ?? 0)),
@@ -79,7 +87,7 @@ export function paramParts<C>(
   params: Params,
   opts: ModelOptions = {},
 ): ModelParts<C> {
-  const c = resolveFields(def.schema, config);
+  const c = resolveFields(def.schema, config, limitsWith(opts.limits));
   const checked = checkWeights(def.paramSpecs(c), params, `${def.className}.fromParams`);
   return { config: c, params: checked, session: opts.session ?? {} };
 }
@@ -91,7 +99,7 @@ export function pretrainedParts<C>(
   opts: FromPretrainedOptions = {},
 ): ModelParts<C> {
   const json = readConfigJson(dir, def.className, def.component);
-  const c = parseConfigAt(dir, json, (j) => resolveFields(def.schema, j));
+  const c = parseConfigAt(dir, json, (j) => resolveFields(def.schema, j, limitsWith(opts.limits)));
   const params = readWeights(dir, def.className, def.paramSpecs(c), {
     ...(opts.variant ? { variant: opts.variant } : {}),
     ...(def.renameKey ? { renameKey: def.renameKey } : {}),

@@ -113,6 +113,25 @@ test("the parameters a config implies are held to a limit that callers can raise
   }
   assert.doesNotThrow(() => UNet2DModel.fromConfig(TINY_UNET_ATTN));
   assert.throws(() => setModelLimits({ maxParams: Number.NaN }), ConfigError);
+  // or for one model, as an option of its constructors
+  const tight = { limits: { maxParams: 1000 } };
+  assert.throws(() => UNet2DModel.fromConfig(TINY_UNET_ATTN, tight), /over the limit of 1,000/);
+  assert.throws(
+    () => AutoencoderKL.fromConfig({ block_out_channels: [8], norm_num_groups: 4 }, tight),
+    /over the limit of 1,000/,
+  );
+  const dir = join(tmp, "limited");
+  await UNet2DModel.fromConfig(TINY_UNET_ATTN).savePretrained(dir);
+  await assert.rejects(UNet2DModel.fromPretrained(dir, tight), /over the limit of 1,000/);
+  await assert.rejects(loadModel(dir, tight), /over the limit of 1,000/);
+  const low = setModelLimits({ maxParams: 1000 });
+  try {
+    const roomy = { limits: { maxParams: 1e6 } };
+    assert.ok((await UNet2DModel.fromPretrained(dir, roomy)).numParams > 1000);
+    assert.ok(AutoencoderKL.fromConfig({ block_out_channels: [8], norm_num_groups: 4 }, roomy));
+  } finally {
+    setModelLimits(low);
+  }
 });
 
 test("the estimates are within 10% of the traced parameter counts", () => {

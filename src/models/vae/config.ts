@@ -19,6 +19,8 @@ import {
   fieldsToDiffusers,
   int,
   list,
+  type ModelLimits,
+  modelLimits,
   nullable,
   num,
   oneOf,
@@ -143,7 +145,8 @@ export const vaeConfig = (fields: Partial<AutoencoderKLConfig> = {}): Autoencode
   configFromFields(AUTOENCODER_KL_SCHEMA, fields);
 export const resolveVaeConfig = (
   config: DiffusersConfig | Partial<AutoencoderKLConfig>,
-): AutoencoderKLConfig => resolveFields(AUTOENCODER_KL_SCHEMA, config);
+  limits: ModelLimits = modelLimits(),
+): AutoencoderKLConfig => resolveFields(AUTOENCODER_KL_SCHEMA, config, limits);
 export const vaeConfigToDiffusers = (c: AutoencoderKLConfig): DiffusersConfig =>
   fieldsToDiffusers(AUTOENCODER_KL_SCHEMA, c);
 

@@ -21,7 +21,7 @@ import * as o from "../../tensor/ops.ts";
 import { countParams, type ParamSpec, type Params } from "../../tensor/params.ts";
 import { Rng } from "../../tensor/rng.ts";
 import type { Tensor } from "../../tensor/symbolic.ts";
-import type { DiffusersConfig } from "../config-fields.ts";
+import { type DiffusersConfig, limitsWith, type ModelLimits } from "../config-fields.ts";
 import {
   CONFIG_NAME,
   checkModelDir,
@@ -89,6 +89,8 @@ export class DiagonalGaussian implements LatentDistribution {
 export interface VaeModelOptions {
   /** ONNX Runtime options for the compiled graphs (threads, execution providers). */
   readonly session?: SessionOptions;
+  /** Raises (or lowers) the limits the config is checked against before anything is built (e.g. `{ maxParams: 1e10 }`). */
+  readonly limits?: Partial<ModelLimits>;
 }
 
 export interface VaeCallOptions {
@@ -124,7 +126,7 @@ export class AutoencoderKL {
     config: DiffusersConfig | Partial<AutoencoderKLConfig>,
     opts: VaeModelOptions & { readonly seed?: number } = {},
   ): AutoencoderKL {
-    const c = resolveVaeConfig(config);
+    const c = resolveVaeConfig(config, limitsWith(opts.limits));
     return new AutoencoderKL(c, initVae(c, new Rng(opts.seed ?? 0)), opts.session);
   }
 
@@ -134,7 +136,7 @@ export class AutoencoderKL {
     params: Params,
     opts: VaeModelOptions = {},
   ): AutoencoderKL {
-    const c = resolveVaeConfig(config);
+    const c = resolveVaeConfig(config, limitsWith(opts.limits));
     const checked = checkWeights(vaeParamSpecs(c), params, `${AUTOENCODER_KL_CLASS_NAME}.fromParams`);
     return new AutoencoderKL(c, checked, opts.session);
   }
@@ -149,7 +151,7 @@ export class AutoencoderKL {
   ): Promise<AutoencoderKL> {
     const folder = vaeFolder(dir);
     const json = readConfigJson(folder, AUTOENCODER_KL_CLASS_NAME, "vae");
-    const c = parseConfigAt(folder, json, resolveVaeConfig);
+    const c = parseConfigAt(folder, json, (j) => resolveVaeConfig(j, limitsWith(opts.limits)));
     const params = readWeights(folder, AUTOENCODER_KL_CLASS_NAME, vaeParamSpecs(c), {
       ...(opts.variant ? { variant: opts.variant } : {}),
       renameKey: renameLegacyKey,

@@ -60,6 +60,14 @@ export { encodePng, readPngText } from "./io/png.ts";
 // files and data
 export { readSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export {
+  BOUNDS,
+  DEFAULT_MODEL_LIMITS,
+  limitsWith,
+  type ModelLimits,
+  modelLimits,
+  setModelLimits,
+} from "./models/config-fields.ts";
+export {
   CONTROLNET_CLASS_NAME,
   CONTROLNET_SCOPE,
   type ControlNetCallOptions,
@@ -95,6 +103,18 @@ export {
   unfuseLora,
   writeLoraFile,
 } from "./models/lora/index.ts";
+export {
+  resolveSD3Config,
+  SD3_DEF,
+  SD3_TEXT_LENGTH,
+  type SD3CallOptions,
+  type SD3Config,
+  SD3Transformer2DModel,
+  sd3Config,
+  sd3ConfigFromDiffusers,
+  sd3ConfigToDiffusers,
+  sd3PositionTable,
+} from "./models/mmdit/index.ts";
 export {
   type BoundDenoiser,
   type ConditioningSpec,
@@ -192,6 +212,13 @@ export {
 } from "./pipelines/pipeline-dir.ts";
 export { imageSize, type PipelineRequest, pipelineGenerate, takesPrompts } from "./pipelines/run.ts";
 export { SCHEDULER_NAMES, schedulerFor } from "./pipelines/scheduler-names.ts";
+export {
+  assembleSd3Text,
+  SD3_T5_LENGTH,
+  type Sd3ClipStates,
+  type Sd3TextInputs,
+  sd3ClipStates,
+} from "./pipelines/sd3-text.ts";
 export {
   checkPrompts,
   encodePrompts,

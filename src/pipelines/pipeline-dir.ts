@@ -14,6 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeJsonAtomic } from "../io/atomic.ts";
+import { checkReadableTree } from "../io/fs-check.ts";
 import { DIFFUSERS_VERSION } from "../models/config-fields.ts";
 import { type AnyDenoiserModel, loadModel } from "../models/load.ts";
 import { denoiserClass } from "../models/registry.ts";
@@ -180,8 +181,11 @@ function denoiserDir(root: string): { dir: string; pipelineClass: string; index:
 
 export async function loadPipeline(nameOrDir: string): Promise<LoadedPipeline> {
   const dir = resolveModelDir(nameOrDir);
+  // an unreadable folder looks empty to existsSync: say that it cannot be read, not that it holds no model
+  checkReadableTree(dir, "the model folder", 0);
   // a run folder: use its exported model
   const root = existsSync(join(dir, "model", "model_index.json")) ? join(dir, "model") : dir;
+  checkReadableTree(root, "the model folder", 2);
   const { dir: modelDir, pipelineClass, index } = denoiserDir(root);
   const denoiser = await loadModel(modelDir);
   const parts: Pick<LoadedPipeline, "text" | "vae"> = {};

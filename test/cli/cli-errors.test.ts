@@ -10,7 +10,7 @@ import { UsageError } from "../../src/cli/args.ts";
 import { run as sample } from "../../src/cli/sample.ts";
 import { run as train } from "../../src/cli/train.ts";
 import { UNet2DModel } from "../../src/models/unet/model.ts";
-import { savePipeline } from "../../src/pipelines/pipeline-dir.ts";
+import { loadPipeline, savePipeline } from "../../src/pipelines/pipeline-dir.ts";
 import { quietly } from "../support/quiet.ts";
 import { TINY_UNET_ATTN } from "../support/tiny-models.ts";
 
@@ -102,7 +102,18 @@ test("an unreadable model folder is reported as unreadable, not as no model", { 
       UNet2DModel.fromPretrained(join(model, "unet")),
       /^Error: UNet2DModel: cannot read .*unet: permission denied \(EACCES\)/,
     );
+    // the library's loader too (it once said "not a diffusers model folder")
+    await assert.rejects(
+      loadPipeline(model),
+      /^Error: cannot read .*model[/\\]unet: permission denied \(EACCES\); make the model folder readable/,
+    );
   } finally {
     chmodSync(join(model, "unet"), 0o755);
+  }
+  chmodSync(model, 0o000);
+  try {
+    await assert.rejects(loadPipeline(model), /^Error: cannot read .*model: permission denied \(EACCES\)/);
+  } finally {
+    chmodSync(model, 0o755);
   }
 });

@@ -12,6 +12,10 @@ interface Command {
 
 const commands: Record<string, Command> = {
   train: { summary: "train a diffusion model from a JSON config", load: () => import("./train.ts") },
+  distill: {
+    summary: "distil a teacher into a few-step student (--method lcm)",
+    load: () => import("./distill.ts"),
+  },
   sample: { summary: "generate images with a model and a sampler", load: () => import("./sample.ts") },
   eval: {
     summary: "score MNIST samples: accuracy, confidence, Fréchet distance",

@@ -42,6 +42,9 @@ const SHARED = [
   "timestep_spacing",
   "steps_offset",
   "shift",
+  // an LCM student's distillation grid and boundary scaling (other schedulers ignore them)
+  "original_inference_steps",
+  "timestep_scaling",
 ];
 
 /** A Scheduler for a short name, a diffusers class name, or a whole scheduler config. */

@@ -52,7 +52,8 @@ export interface FromConfigOptions {
   className?: SchedulerClass;
 }
 
-const PREDICTIONS: Record<PredictionType, Prediction> = {
+/** diffusers' prediction_type → the denoiser's parameterization. */
+export const PREDICTIONS: Record<PredictionType, Prediction> = {
   epsilon: "epsilon",
   sample: "x0",
   v_prediction: "v",

@@ -1,0 +1,169 @@
+/**
+ * `diffuse distill`: makes a few-step student from a teacher model. `--method lcm` is latent
+ * consistency distillation (Luo et al. 2023; src/train/lcm.ts): the student samples with LCMScheduler
+ * in 1–8 steps and no guidance. Runs in a worker thread with a progress bar, periodic checkpoints and
+ * sample grids, as `diffuse train`; the same command again resumes from the last checkpoint; Ctrl-C
+ * stops after the current step and saves.
+ */
+import { basename, join } from "node:path";
+import { runInWorker } from "../runtime/worker.ts";
+import { readConfigFile, setField } from "../train/config.ts";
+import type { DistillArgs } from "../train/distill-trainer.ts";
+import type { TrainEvent } from "../train/trainer.ts";
+import { bool, num, parseFlags, str, UsageError } from "./args.ts";
+import { moduleUrl } from "./paths.ts";
+import { Progress } from "./progress.ts";
+
+const HELP = `usage: diffuse distill --method lcm --teacher DIR|NAME [--out DIR] [--config FILE] [flags]
+
+Distils a teacher into a few-step student. --method lcm: latent consistency distillation (LCM) —
+the student starts as the teacher, learns to jump to the end of the teacher's probability-flow ODE
+(a DDIM solver over 50 of its 1000 timesteps, its classifier-free guidance folded in), and samples
+with the LCM scheduler in 1–8 steps without guidance. --method reflow is not built yet.
+Re-running the same command resumes from the run's last checkpoint.
+
+flags:
+  --method lcm|reflow  the distillation (default lcm)
+  --teacher DIR|NAME   the teacher: a pipeline folder, a run's folder, or a bundled model (mnist)
+  --config FILE        a distill config (JSON: method, teacher, lcm, data, training, output;
+                       configs/mnist-lcm.json); flags override its fields
+  --out DIR            run folder (default runs/<teacher name>-<method>): checkpoint/, model/, samples/,
+                       metrics.jsonl
+  --guidance W         the teacher's guidance scale distilled into the student (lcm.guidance, default 1.5)
+  --set KEY=VALUE      override a config field, e.g. --set lcm.distance=l2 (repeatable)
+  --steps N            training.steps
+  --batch-size N       training.batch_size
+  --lr X               training.lr
+  --seed N             training.seed
+  --threads N          ONNX Runtime threads (default: all cores)
+  --overwrite          start over even if --out has a checkpoint
+`;
+
+export async function run(argv: readonly string[]): Promise<void> {
+  const p = parseFlags("distill", argv, {
+    method: { type: "string" },
+    teacher: { type: "string" },
+    config: { type: "string" },
+    out: { type: "string" },
+    guidance: { type: "string" },
+    set: { type: "string", multiple: true },
+    steps: { type: "string" },
+    "batch-size": { type: "string" },
+    lr: { type: "string" },
+    seed: { type: "string" },
+    threads: { type: "string" },
+    overwrite: { type: "boolean" },
+  });
+  if (bool(p, "help")) {
+    console.log(HELP);
+    return;
+  }
+  if (p.positionals.length) throw new UsageError(`unexpected argument "${p.positionals[0]}"`);
+  const configPath = str(p, "config");
+  let raw: Record<string, unknown> = configPath ? readConfigFile(configPath) : {};
+  const method = str(p, "method");
+  if (method !== undefined) {
+    if (method !== "lcm" && method !== "reflow")
+      throw new UsageError(`--method must be lcm or reflow, got "${method}"`);
+    raw = { ...raw, method };
+  }
+  if (raw["method"] === "reflow")
+    throw new UsageError(
+      "--method reflow (rectified-flow reflow of a flow-matching teacher) is not built yet; use --method lcm",
+    );
+  const teacher = str(p, "teacher");
+  if (teacher !== undefined) raw = { ...raw, teacher };
+  if (raw["teacher"] === undefined)
+    throw new UsageError(
+      "--teacher is required: the teacher's folder or a bundled model (e.g. --teacher mnist)",
+    );
+  for (const kv of (p.values["set"] as string[] | undefined) ?? []) {
+    const eq = kv.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--set takes KEY=VALUE (e.g. lcm.guidance=2), got "${kv}"`);
+    raw = setField(raw, kv.slice(0, eq), kv.slice(eq + 1));
+  }
+  const shortcuts: [string, string, { min?: number; max?: number; integer?: boolean }][] = [
+    ["guidance", "lcm.guidance", { min: 0, max: 50 }],
+    ["steps", "training.steps", { min: 1, integer: true }],
+    ["batch-size", "training.batch_size", { min: 1, integer: true }],
+    ["lr", "training.lr", { min: 0 }],
+    ["seed", "training.seed", { min: 0, integer: true }],
+    ["threads", "training.threads", { min: 1, integer: true }],
+  ];
+  for (const [flag, field, range] of shortcuts) {
+    const v = num(p, flag, range);
+    if (v !== undefined) raw = setField(raw, field, JSON.stringify(v));
+  }
+  const outDir =
+    str(p, "out") ??
+    join(
+      "runs",
+      configPath
+        ? basename(configPath).replace(/\.json$/, "")
+        : `${basename(String(raw["teacher"]))}-${String(raw["method"] ?? "lcm")}`,
+    );
+  const args: DistillArgs = { config: raw, outDir, overwrite: bool(p, "overwrite") };
+
+  const progress = new Progress("distill");
+  const ac = new AbortController();
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts === 1) {
+      progress.log(
+        "stopping after this step and saving a checkpoint… (Ctrl-C again to quit now; the last checkpoint stays intact)",
+      );
+      ac.abort();
+    } else process.exit(130);
+  };
+  process.on("SIGINT", onSigint);
+  try {
+    await runInWorker<DistillArgs, TrainEvent, { step: number; modelDir: string }>(
+      moduleUrl("train/distill-trainer"),
+      "distillRun",
+      args,
+      {
+        signal: ac.signal,
+        onMessage: (ev) => {
+          switch (ev.kind) {
+            case "start":
+              progress.log(
+                `${ev.resumed ? `resuming ${outDir} at step ${ev.step}` : `distilling into ${outDir}`}: ${ev.params.toLocaleString("en-US")} parameters, ${ev.steps} steps`,
+              );
+              break;
+            case "log":
+              progress.update({
+                step: ev.step,
+                total: ev.steps,
+                rate: ev.itPerSec,
+                fields: {
+                  loss: ev.loss.toExponential(3),
+                  lr: ev.lr.toExponential(1),
+                  "it/s": ev.itPerSec.toFixed(2),
+                  "img/s": ev.imgPerSec.toFixed(0),
+                },
+              });
+              break;
+            case "checkpoint":
+              progress.log(`checkpoint at step ${ev.step}: ${ev.dir}`);
+              break;
+            case "samples":
+              progress.log(`samples at step ${ev.step}: ${ev.path}`);
+              break;
+            case "end":
+              progress.done();
+              console.log(
+                ev.stopped
+                  ? `stopped at step ${ev.step}; run the same command to resume. Student so far: ${ev.modelDir}`
+                  : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: diffuse sample --model ${ev.modelDir} --labels all --steps 4`,
+              );
+              break;
+          }
+        },
+      },
+    );
+  } finally {
+    process.off("SIGINT", onSigint);
+    progress.done();
+  }
+}

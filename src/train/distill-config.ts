@@ -1,0 +1,239 @@
+/**
+ * The distillation run config of `diffuse distill`: one JSON object (configs/mnist-lcm.json), defaults
+ * in this file, CLI flags overriding single fields, the resolved config saved with the run. The
+ * teacher is a pipeline folder (or a bundled model's name); the student starts as a copy of it.
+ *
+ *   method    "lcm" (consistency distillation; train/lcm.ts). "reflow" is not built yet.
+ *   teacher   the teacher's folder or name ("mnist")
+ *   lcm       solver_steps N, guidance ω, distance "huber" | "l2", huber_c, timestep_scaling κ,
+ *             ema_decay μ of the target network (LCM: 0.95, constant)
+ *   data      dataset "mnist" | "folder" (+ path), size (default: the teacher's sample size)
+ *   training  steps, batch_size, lr, lr_schedule, warmup_steps, AdamW fields, grad_clip, seed, threads
+ *   output    checkpoint_every, sample_every (0: never), log_every, sample_steps (the preview's LCM steps)
+ */
+import type { LrScheduleName, TrainConfig } from "./config.ts";
+import { LCM_DEFAULTS, type LcmSettings } from "./lcm.ts";
+
+export type DistillMethod = "lcm" | "reflow";
+
+export interface DistillConfig {
+  method: DistillMethod;
+  teacher: string;
+  lcm: {
+    solver_steps: number;
+    guidance: number;
+    distance: "huber" | "l2";
+    huber_c: number;
+    timestep_scaling: number;
+    ema_decay: number;
+  };
+  data: { dataset: "mnist" | "folder"; path: string | null; size: number | null };
+  training: {
+    steps: number;
+    batch_size: number;
+    lr: number;
+    lr_schedule: LrScheduleName;
+    warmup_steps: number;
+    weight_decay: number;
+    adam_beta1: number;
+    adam_beta2: number;
+    adam_eps: number;
+    grad_clip: number | null;
+    seed: number;
+    threads: number | null;
+  };
+  output: { checkpoint_every: number; sample_every: number; log_every: number; sample_steps: number };
+}
+
+export const DISTILL_DEFAULTS: Omit<DistillConfig, "teacher"> = {
+  method: "lcm",
+  lcm: {
+    solver_steps: LCM_DEFAULTS.solverSteps,
+    guidance: LCM_DEFAULTS.guidance,
+    distance: LCM_DEFAULTS.distance,
+    huber_c: LCM_DEFAULTS.huberC,
+    timestep_scaling: LCM_DEFAULTS.timestepScaling,
+    ema_decay: 0.95,
+  },
+  data: { dataset: "mnist", path: null, size: null },
+  training: {
+    steps: 2000,
+    batch_size: 64,
+    lr: 2e-4,
+    lr_schedule: "constant",
+    warmup_steps: 50,
+    weight_decay: 0,
+    adam_beta1: 0.9,
+    adam_beta2: 0.999,
+    adam_eps: 1e-8,
+    grad_clip: 1,
+    seed: 0,
+    threads: null,
+  },
+  output: { checkpoint_every: 500, sample_every: 500, log_every: 10, sample_steps: 4 },
+};
+
+export class DistillConfigError extends Error {
+  override name = "DistillConfigError";
+}
+
+type Json = Record<string, unknown>;
+const isObj = (v: unknown): v is Json => typeof v === "object" && v !== null && !Array.isArray(v);
+const isInt = (v: unknown, min: number): boolean => typeof v === "number" && Number.isInteger(v) && v >= min;
+const isNum = (v: unknown, lo: number, hi: number): boolean =>
+  typeof v === "number" && Number.isFinite(v) && v >= lo && v <= hi;
+
+function section<T extends object>(name: string, given: unknown, defaults: T): T {
+  if (given === undefined) return { ...defaults };
+  if (!isObj(given)) throw new DistillConfigError(`distill config field "${name}" must be an object`);
+  for (const k of Object.keys(given))
+    if (!(k in defaults))
+      throw new DistillConfigError(
+        `unknown distill config field "${name}.${k}"; known fields: ${Object.keys(defaults).join(", ")}`,
+      );
+  return { ...defaults, ...(given as Partial<T>) };
+}
+
+function check(ok: boolean, field: string, want: string, got: unknown): void {
+  if (!ok)
+    throw new DistillConfigError(
+      `distill config field "${field}" must be ${want}, got ${JSON.stringify(got)}`,
+    );
+}
+
+const TOP = ["method", "teacher", "lcm", "data", "training", "output"];
+
+/** Fills defaults and checks every field; errors name the field, what it must be and what was given. */
+export function resolveDistillConfig(raw: Json): DistillConfig {
+  for (const k of Object.keys(raw))
+    if (!TOP.includes(k))
+      throw new DistillConfigError(`unknown distill config field "${k}"; fields: ${TOP.join(", ")}`);
+  const method = raw["method"] ?? DISTILL_DEFAULTS.method;
+  check(method === "lcm" || method === "reflow", "method", '"lcm" or "reflow"', method);
+  const teacher = raw["teacher"];
+  check(
+    typeof teacher === "string" && teacher !== "",
+    "teacher",
+    "the teacher's pipeline folder or a bundled model's name (--teacher DIR)",
+    teacher,
+  );
+  const lcm = section("lcm", raw["lcm"], DISTILL_DEFAULTS.lcm);
+  const data = section("data", raw["data"], DISTILL_DEFAULTS.data);
+  const training = section("training", raw["training"], DISTILL_DEFAULTS.training);
+  const output = section("output", raw["output"], DISTILL_DEFAULTS.output);
+  check(isInt(lcm.solver_steps, 1), "lcm.solver_steps", "an integer ≥ 1 (LCM: 50)", lcm.solver_steps);
+  check(isNum(lcm.guidance, 0, 50), "lcm.guidance", "a number from 0 to 50 (1: no guidance)", lcm.guidance);
+  check(lcm.distance === "huber" || lcm.distance === "l2", "lcm.distance", '"huber" or "l2"', lcm.distance);
+  check(isNum(lcm.huber_c, 1e-9, 10), "lcm.huber_c", "a small positive number (LCM: 0.001)", lcm.huber_c);
+  check(
+    isNum(lcm.timestep_scaling, 1e-6, 1e6),
+    "lcm.timestep_scaling",
+    "a positive number",
+    lcm.timestep_scaling,
+  );
+  check(isNum(lcm.ema_decay, 0, 0.999999), "lcm.ema_decay", "a number in [0, 1) (LCM: 0.95)", lcm.ema_decay);
+  check(
+    data.dataset === "mnist" || data.dataset === "folder",
+    "data.dataset",
+    '"mnist" or "folder"',
+    data.dataset,
+  );
+  check(
+    data.dataset !== "folder" || typeof data.path === "string",
+    "data.path",
+    "a folder path for dataset folder",
+    data.path,
+  );
+  check(
+    data.size === null || isInt(data.size, 8),
+    "data.size",
+    "an integer ≥ 8, or null (the teacher's)",
+    data.size,
+  );
+  const t = training;
+  check(isInt(t.steps, 1), "training.steps", "an integer ≥ 1", t.steps);
+  check(isInt(t.batch_size, 1), "training.batch_size", "an integer ≥ 1", t.batch_size);
+  check(isNum(t.lr, 0, 1), "training.lr", "a number in [0, 1]", t.lr);
+  check(
+    ["constant", "cosine", "linear"].includes(t.lr_schedule),
+    "training.lr_schedule",
+    '"constant", "cosine" or "linear"',
+    t.lr_schedule,
+  );
+  check(isInt(t.warmup_steps, 0), "training.warmup_steps", "an integer ≥ 0", t.warmup_steps);
+  check(isNum(t.weight_decay, 0, 1), "training.weight_decay", "a number in [0, 1]", t.weight_decay);
+  check(isNum(t.adam_beta1, 0, 0.999999), "training.adam_beta1", "a number in [0, 1)", t.adam_beta1);
+  check(isNum(t.adam_beta2, 0, 0.999999999), "training.adam_beta2", "a number in [0, 1)", t.adam_beta2);
+  check(isNum(t.adam_eps, 0, 1), "training.adam_eps", "a small positive number", t.adam_eps);
+  check(
+    t.grad_clip === null || isNum(t.grad_clip, 1e-9, 1e9),
+    "training.grad_clip",
+    "a positive number or null",
+    t.grad_clip,
+  );
+  check(isInt(t.seed, 0), "training.seed", "an integer ≥ 0", t.seed);
+  check(t.threads === null || isInt(t.threads, 1), "training.threads", "an integer ≥ 1 or null", t.threads);
+  check(
+    isInt(output.checkpoint_every, 1),
+    "output.checkpoint_every",
+    "an integer ≥ 1",
+    output.checkpoint_every,
+  );
+  check(
+    isInt(output.sample_every, 0),
+    "output.sample_every",
+    "an integer ≥ 0 (0: never)",
+    output.sample_every,
+  );
+  check(isInt(output.log_every, 1), "output.log_every", "an integer ≥ 1", output.log_every);
+  check(
+    isInt(output.sample_steps, 1) && output.sample_steps <= lcm.solver_steps,
+    "output.sample_steps",
+    `an integer from 1 to lcm.solver_steps (${lcm.solver_steps})`,
+    output.sample_steps,
+  );
+  return { method: method as DistillMethod, teacher: teacher as string, lcm, data, training, output };
+}
+
+/** The LCM objective's settings of a config. */
+export function lcmSettings(c: DistillConfig): LcmSettings {
+  return {
+    solverSteps: c.lcm.solver_steps,
+    guidance: c.lcm.guidance,
+    distance: c.lcm.distance,
+    huberC: c.lcm.huber_c,
+    timestepScaling: c.lcm.timestep_scaling,
+  };
+}
+
+/**
+ * The run as the checkpoint code sees a training run (train/checkpoint.ts): the teacher's model and
+ * scheduler configs, the data and training fields, and the LCM settings, so a resume with anything
+ * changed but the step count, threads or output is refused.
+ */
+export function checkpointView(
+  c: DistillConfig,
+  model: Record<string, unknown>,
+  scheduler: Record<string, unknown>,
+  size: number,
+  channels: number,
+): TrainConfig {
+  const view: TrainConfig & { distill: Pick<DistillConfig, "method" | "lcm"> } = {
+    model,
+    scheduler,
+    data: { dataset: c.data.dataset, path: c.data.path, size, channels, captions: null },
+    training: {
+      ...c.training,
+      ema_decay: c.lcm.ema_decay,
+      cond_dropout: 0,
+      loss_weighting: "uniform",
+      snr_gamma: 0,
+      timestep_sampling: "uniform",
+      logit_mean: 0,
+      logit_std: 1,
+    },
+    output: { ...c.output, sample_guidance: 1 },
+    distill: { method: c.method, lcm: c.lcm },
+  };
+  return view;
+}

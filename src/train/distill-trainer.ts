@@ -1,0 +1,342 @@
+/**
+ * The loop of `diffuse distill --method lcm`, run in a worker thread: the student starts as a copy
+ * of the teacher and learns its consistency function (train/lcm.ts) in one training-step graph per
+ * step (student forward and backward, the teacher's guided DDIM step, the EMA target network, AdamW
+ * and the target's EMA update). Progress events, atomic checkpoints, sample grids and metrics.jsonl
+ * as `diffuse train` writes them (the same TrainEvent stream). Every step's randomness and batch
+ * come from the step number, so a resumed run ends with the weights of an uninterrupted one.
+ *
+ * The exported model is the target network θ⁻ (the EMA, as LCM's released students), a pipeline
+ * folder of the teacher's class with an LCMScheduler config and diffuse.json sampling defaults
+ * (lcm, 4 steps, guidance 1: the teacher's guidance is distilled in).
+ */
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { ImageDataset } from "../data/dataset.ts";
+import { loadImageFolder } from "../data/image-folder.ts";
+import { DataLoader } from "../data/loader.ts";
+import { loadMnist } from "../data/mnist.ts";
+import { writeJsonAtomic } from "../io/atomic.ts";
+import { modelFromParams } from "../models/load.ts";
+import { generate } from "../pipelines/generate.ts";
+import { parametersText, type SamplingOptions } from "../pipelines/options.ts";
+import {
+  disposePipeline,
+  type LoadedPipeline,
+  loadPipeline,
+  savePipeline,
+} from "../pipelines/pipeline-dir.ts";
+import type { WorkerContext } from "../runtime/worker.ts";
+import { PREDICTIONS, Scheduler } from "../samplers/scheduler.ts";
+import type { HostTensor } from "../tensor/host.ts";
+import type { Params } from "../tensor/params.ts";
+import { Rng } from "../tensor/rng.ts";
+import {
+  denoiserComponent,
+  loadCheckpoint,
+  refuseStepsBelowCheckpoint,
+  saveCheckpoint,
+} from "./checkpoint.ts";
+import { learningRate, type TrainConfig } from "./config.ts";
+import { checkpointView, type DistillConfig, lcmSettings, resolveDistillConfig } from "./distill-config.ts";
+import {
+  drawLcmBatch,
+  type LcmPlan,
+  type LcmSettings,
+  lcmBatchSpecs,
+  lcmLoss,
+  lcmPlan,
+  targetFeeds,
+} from "./lcm.ts";
+import { appendMetrics, trimMetrics } from "./metrics-log.ts";
+import type { TrainTask } from "./task.ts";
+import { compileTrainStep } from "./train-step.ts";
+import { type TrainEvent, writeSamples } from "./trainer.ts";
+
+export interface DistillArgs {
+  /** The raw config (defaults are filled in here). */
+  config: Record<string, unknown>;
+  outDir: string;
+  /** Start over even if the folder has a checkpoint. */
+  overwrite?: boolean;
+  /** Stop after this many steps in this session (tests; the run stays resumable). */
+  stopAfter?: number;
+}
+
+/**
+ * The LCMScheduler config of a student: the teacher's training schedule (its betas as its own class
+ * reads them: the classes' defaults differ) and prediction type, the solver grid as
+ * `original_inference_steps`, κ as `timestep_scaling`.
+ */
+export function lcmSchedulerConfig(
+  teacher: Readonly<Record<string, unknown>>,
+  settings: LcmSettings,
+): Record<string, unknown> {
+  const c = Scheduler.fromConfig(teacher).config;
+  if (c.className === "FlowMatchEulerDiscreteScheduler" || !("predictionType" in c))
+    throw new Error(
+      `LCM distils a variance-preserving teacher; this one samples with ${c.className} (a flow-matching teacher is for --method reflow)`,
+    );
+  return {
+    _class_name: "LCMScheduler",
+    num_train_timesteps: c.numTrainTimesteps,
+    beta_start: c.betaStart,
+    beta_end: c.betaEnd,
+    beta_schedule: c.betaSchedule,
+    ...(c.trainedBetas ? { trained_betas: c.trainedBetas } : {}),
+    rescale_betas_zero_snr: c.rescaleBetasZeroSnr,
+    prediction_type: c.predictionType,
+    original_inference_steps: settings.solverSteps,
+    timestep_scaling: settings.timestepScaling,
+    clip_sample: false,
+    set_alpha_to_one: true,
+    steps_offset: 0,
+    timestep_spacing: "leading",
+  };
+}
+
+function loadData(c: DistillConfig, size: number, channels: number): ImageDataset {
+  if (c.data.dataset === "mnist") {
+    if (size !== 28 && size !== 32) throw new Error(`data.size for mnist must be 28 or 32, got ${size}`);
+    return loadMnist({ split: "train", size });
+  }
+  return loadImageFolder(c.data.path!, { size, channels: channels as 1 | 3 });
+}
+
+/**
+ * The teacher's plan: its class, prediction type and guidance, checked, on the schedule of the
+ * student's LCMScheduler config (so the student samples on the ᾱ it was distilled on).
+ */
+export function teacherPlan(
+  teacher: LoadedPipeline,
+  c: DistillConfig,
+): { plan: LcmPlan; scheduler: Record<string, unknown> } {
+  if (teacher.text || teacher.vae)
+    throw new Error(
+      `${teacher.dir} is a text-to-image model; diffuse distils pixel-space label models for now`,
+    );
+  const settings = lcmSettings(c);
+  const scheduler = lcmSchedulerConfig(teacher.schedulerConfig, settings);
+  const lcm = Scheduler.fromConfig(scheduler);
+  const pt = "predictionType" in lcm.config ? lcm.config.predictionType : "flow_prediction";
+  return { plan: lcmPlan(teacher.denoiser.bound, PREDICTIONS[pt], lcm.alphasCumprod, settings), scheduler };
+}
+
+/** The distillation as a task of the training loop's shape: batches, previews, the exported pipeline. */
+function lcmTask(
+  c: DistillConfig,
+  view: TrainConfig,
+  teacher: LoadedPipeline,
+  plan: LcmPlan,
+  schedulerConfig: Record<string, unknown>,
+  size: number,
+): TrainTask {
+  const bound = plan.model;
+  const data = loadData(c, size, bound.geometry.inChannels);
+  if (data.channels !== bound.geometry.inChannels)
+    throw new Error(`the data has ${data.channels} channels, the teacher takes ${bound.geometry.inChannels}`);
+  const numClasses = teacher.info.numClasses;
+  const range = (teacher.info["imageRange"] as [number, number] | undefined) ?? [-1, 1];
+  const t = c.training;
+  const seed = new Rng(t.seed);
+  const loader = new DataLoader(data, { batchSize: t.batch_size, rng: seed.fold("data") });
+  const toModel = (x: HostTensor<"float32">) => {
+    const [lo, hi] = range;
+    for (let i = 0; i < x.data.length; i++) x.data[i] = lo + x.data[i]! * (hi - lo);
+    return x;
+  };
+  const session = t.threads ? { session: { threads: t.threads } } : {};
+  return {
+    components: [denoiserComponent(view)],
+    loss: lcmLoss(plan, teacher.denoiser.params),
+    batchSpecs: lcmBatchSpecs(plan, t.batch_size, size),
+    batchSize: t.batch_size,
+    description: `${c.data.dataset}: ${data.count} images`,
+    batch(k) {
+      const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
+      return drawLcmBatch(
+        plan,
+        toModel(b.images),
+        numClasses === null ? null : b.labels,
+        seed.fold("step").fold(k),
+      );
+    },
+    async preview(params, step) {
+      const m = modelFromParams(bound.config, new Map(params), session);
+      const labels = numClasses ? Array.from({ length: 2 * numClasses }, (_, i) => i % numClasses) : 16;
+      const opts: SamplingOptions = {
+        scheduler: "lcm",
+        karras: false,
+        steps: c.output.sample_steps,
+        guidance: 1,
+        guidanceRescale: 0,
+        eta: 0,
+        seed: t.seed,
+      };
+      const images = await generate(m, Scheduler.fromConfig(schedulerConfig), {
+        labels,
+        numClasses,
+        steps: opts.steps,
+        guidance: 1,
+        seed: opts.seed,
+        size,
+      }).finally(() => m.dispose());
+      return {
+        images,
+        nrow: numClasses ?? 8,
+        parameters: parametersText(opts, {
+          step,
+          labels: numClasses ? "all" : null,
+          extra: { count: Array.isArray(labels) ? labels.length : labels, size },
+        }),
+      };
+    },
+    async exportPipeline(params, step, dir) {
+      await savePipeline(dir, modelFromParams(bound.config, new Map(params)), schedulerConfig, {
+        numClasses,
+        dataset: c.data.dataset,
+        imageRange: range,
+        trainedWith: `diffuse distill --method ${c.method}`,
+        trainedSteps: step,
+        distilledFrom: {
+          teacher: teacher.dir,
+          method: c.method,
+          guidance: c.lcm.guidance,
+          solverSteps: c.lcm.solver_steps,
+        },
+        sampling: { scheduler: "lcm", steps: 4, guidance: 1 },
+        training: c,
+      });
+    },
+  };
+}
+
+export async function distillRun(
+  args: DistillArgs,
+  ctx: WorkerContext<TrainEvent>,
+): Promise<{ step: number; modelDir: string }> {
+  const c = resolveDistillConfig(args.config);
+  if (c.method === "reflow")
+    throw new Error(
+      "--method reflow is not built yet (rectified-flow reflow of a flow-matching teacher); use --method lcm",
+    );
+  const runDir = args.outDir;
+  if (!args.overwrite) refuseStepsBelowCheckpoint(runDir, c.training.steps);
+  if (args.overwrite)
+    for (const f of ["checkpoint", "samples", "metrics.jsonl", "model"])
+      rmSync(join(runDir, f), { recursive: true, force: true });
+  mkdirSync(runDir, { recursive: true });
+  const teacher = await loadPipeline(c.teacher);
+  try {
+    return await distillWith(c, teacher, args, ctx);
+  } finally {
+    disposePipeline(teacher);
+  }
+}
+
+async function distillWith(
+  c: DistillConfig,
+  teacher: LoadedPipeline,
+  args: DistillArgs,
+  ctx: WorkerContext<TrainEvent>,
+): Promise<{ step: number; modelDir: string }> {
+  const runDir = args.outDir;
+  const { plan, scheduler } = teacherPlan(teacher, c);
+  const bound = plan.model;
+  const size = c.data.size ?? bound.geometry.sampleSize ?? 32;
+  const view = checkpointView(c, bound.config, teacher.schedulerConfig, size, bound.geometry.inChannels);
+  const task = lcmTask(c, view, teacher, plan, scheduler, size);
+  const t = c.training;
+  const trainStep = await compileTrainStep(task.loss, task.batchSpecs, {
+    adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
+    ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
+    session: t.threads ? { threads: t.threads } : {},
+  });
+  const resumed = args.overwrite ? null : await loadCheckpoint(runDir, view, task.components);
+  // θ = θ⁻ = the teacher's weights (copies: the step replaces the state's tensors)
+  const state = resumed ?? trainStep.initState(copyParams(teacher.denoiser.params));
+  writeJsonAtomic(join(runDir, "config.json"), c);
+  const metricsPath = join(runDir, "metrics.jsonl");
+  trimMetrics(metricsPath, state.step);
+  ctx.post({
+    kind: "start",
+    step: state.step,
+    steps: t.steps,
+    params: trainStep.specs.reduce((a, s) => a + s.shape.reduce((p, q) => p * q, 1), 0),
+    resumed: resumed !== null,
+  });
+  const exportModel = async () => {
+    await trainStep.sync(state);
+    const modelDir = join(runDir, "model");
+    await task.exportPipeline(state.ema!, state.step, modelDir);
+    return modelDir;
+  };
+  const checkpoint = async () => {
+    await trainStep.sync(state);
+    await saveCheckpoint(runDir, view, state, task.components);
+    ctx.post({ kind: "checkpoint", step: state.step, dir: join(runDir, "checkpoint") });
+  };
+
+  const first = state.step;
+  let windowStart = performance.now();
+  let windowSteps = 0;
+  let windowLoss = 0;
+  let stopped = false;
+  while (state.step < t.steps) {
+    if (ctx.signal.aborted || (args.stopAfter !== undefined && state.step - first >= args.stopAfter)) {
+      stopped = true;
+      break;
+    }
+    const k = state.step;
+    await trainStep.sync(state); // (the target's weights are read from the state: on a GPU, bring them back)
+    const feeds = { ...task.batch(k), ...targetFeeds(state.ema!) };
+    const lr = learningRate(view.training, k);
+    const r = await trainStep.step(state, feeds, lr, c.lcm.ema_decay);
+    if (!Number.isFinite(r.loss))
+      throw new Error(
+        `the loss became ${r.loss} at step ${state.step}; lower training.lr (now ${t.lr}) or set training.grad_clip`,
+      );
+    windowSteps++;
+    windowLoss += r.loss;
+    if (state.step % c.output.log_every === 0 || state.step === t.steps) {
+      const secs = (performance.now() - windowStart) / 1000;
+      const ev = {
+        kind: "log" as const,
+        step: state.step,
+        steps: t.steps,
+        loss: windowLoss / windowSteps,
+        lr,
+        gradNorm: r.gradNorm,
+        itPerSec: windowSteps / secs,
+        imgPerSec: (windowSteps * task.batchSize) / secs,
+      };
+      appendMetrics(metricsPath, {
+        step: ev.step,
+        loss: ev.loss,
+        lr,
+        grad_norm: r.gradNorm,
+        img_per_s: ev.imgPerSec,
+      });
+      ctx.post(ev);
+      windowStart = performance.now();
+      windowSteps = 0;
+      windowLoss = 0;
+    }
+    if (state.step % c.output.checkpoint_every === 0 && state.step < t.steps) {
+      await checkpoint();
+      await exportModel();
+    }
+    if (c.output.sample_every > 0 && state.step % c.output.sample_every === 0) {
+      await trainStep.sync(state);
+      ctx.post({ kind: "samples", step: state.step, path: await writeSamples(runDir, task, state) });
+    }
+  }
+  await checkpoint();
+  const modelDir = await exportModel();
+  ctx.post({ kind: "end", step: state.step, stopped, modelDir });
+  return { step: state.step, modelDir };
+}
+
+function copyParams(p: Params): Params {
+  return new Map([...p].map(([k, v]) => [k, v.clone()]));
+}

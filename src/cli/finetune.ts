@@ -21,6 +21,7 @@ import {
 import { LORA_WEIGHTS_NAME } from "../train/finetune-task.ts";
 import type { TrainArgs } from "../train/trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
+import { diffuseCommand } from "./paths.ts";
 import { runTraining } from "./train.ts";
 
 const HELP = `usage: diffuse finetune --model DIR|NAME --data FOLDER [flags]
@@ -218,7 +219,7 @@ export async function run(argv: readonly string[]): Promise<void> {
     fn: "trainRun",
     next: (modelDir) =>
       method === "lora"
-        ? `Sample it: npx diffuse sample --model ${baseName} --lora ${join(modelDir, LORA_WEIGHTS_NAME)} --prompt "${prompt}"`
-        : `Sample it: npx diffuse sample --model ${modelDir} --prompt "${prompt}"`,
+        ? `Sample it: ${diffuseCommand()} sample --model ${baseName} --lora ${join(modelDir, LORA_WEIGHTS_NAME)} --prompt "${prompt}"`
+        : `Sample it: ${diffuseCommand()} sample --model ${modelDir} --prompt "${prompt}"`,
   });
 }

@@ -16,6 +16,10 @@ const commands: Record<string, Command> = {
     summary: "distil a teacher into a few-step student (--method lcm)",
     load: () => import("./distill.ts"),
   },
+  finetune: {
+    summary: "adapt a text-to-image model to your images (LoRA, DreamBooth)",
+    load: () => import("./finetune.ts"),
+  },
   sample: { summary: "generate images with a model and a sampler", load: () => import("./sample.ts") },
   eval: {
     summary: "score MNIST samples: accuracy, confidence, Fréchet distance",

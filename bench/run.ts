@@ -19,6 +19,10 @@ const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
     file: "./latent.ts",
     what: "text-conditioned U-Net (emoji latents) train step, CFG sampling, pipeline and peak RSS vs diffusers",
   },
+  lora: {
+    file: "./lora.ts",
+    what: "emoji U-Net fine-tuning step: LoRA rank 4 vs all weights (speed, peak RSS)",
+  },
   gpu: { file: "./gpu.ts", what: "MNIST U-Net on a GPU provider (WebGPU/CUDA) vs the CPU and PyTorch CUDA" },
   toy2d: { file: "./toy2d.ts", what: "2-D toy data: each sampler's sliced Wasserstein to the data" },
 };

@@ -4,19 +4,25 @@
  * (metrics.jsonl, read by the studio). Every step's randomness comes from a stream keyed by the step
  * number, and the data order from the step number too, so a run resumed from a checkpoint continues
  * exactly as the uninterrupted run would have (same seed → same weights).
+ *
+ * The exported model/ is written aside and swapped in as a whole (io/atomic.ts), so a reader (or a run
+ * killed mid-export) sees the previous export or the new one, never weights of one step under the
+ * diffuse.json of another. A run resumed from a checkpoint whose export or preview grid was cut short
+ * writes them before it trains on.
  */
-import { mkdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
+import { recoverReplacedDir, replaceDirAtomicAsync, writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
+import type { HostTensor } from "../tensor/host.ts";
 import { initParams, type Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import { loadCheckpoint, prefixedSpecs, refuseStepsBelowCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
-import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import { finetuneTask } from "./finetune-task.ts";
+import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import { pixelTask } from "./pixel-task.ts";
 import type { TrainTask } from "./task.ts";
 import { textTask } from "./text-task.ts";
@@ -31,7 +37,10 @@ async function taskFor(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
 /** The trainable parameters at step 0: the task's given values, the initialisers' for the rest. */
 function startingParams(task: TrainTask, rng: Rng): Params {
   const specs = prefixedSpecs(task.components);
-  const fresh = initParams(specs.filter((s) => !task.initial?.has(s.name)), rng);
+  const fresh = initParams(
+    specs.filter((s) => !task.initial?.has(s.name)),
+    rng,
+  );
   return new Map(specs.map((s) => [s.name, task.initial?.get(s.name) ?? fresh.get(s.name)!]));
 }
 
@@ -61,16 +70,51 @@ export type TrainEvent =
   | { kind: "samples"; step: number; path: string }
   | { kind: "end"; step: number; stopped: boolean; modelDir: string };
 
+/** The preview grid of a step: samples/step-NNNNNN.png. */
+export const samplesPath = (runDir: string, step: number): string =>
+  join(runDir, "samples", `step-${String(step).padStart(6, "0")}.png`);
+
 /** Writes a preview grid (its parameters in the PNG's text chunk) under samples/. */
 export async function writeSamples(runDir: string, task: TrainTask, state: TrainState): Promise<string> {
   const p = await task.preview(state.ema ?? state.params, state.step);
-  const path = join(runDir, "samples", `step-${String(state.step).padStart(6, "0")}.png`);
+  const path = samplesPath(runDir, state.step);
   mkdirSync(join(runDir, "samples"), { recursive: true });
   writeFileAtomic(
     path,
     encodePng(makeGrid(p.images, { nrow: p.nrow }), { text: { parameters: p.parameters } }),
   );
   return path;
+}
+
+/**
+ * The step an exported model says it was trained for: diffuse.json's `trainedSteps`, or a LoRA
+ * export's finetune.json `trained_steps`; null when there is no readable export.
+ */
+export function exportedStep(modelDir: string): number | null {
+  for (const [file, key] of [
+    ["diffuse.json", "trainedSteps"],
+    ["finetune.json", "trained_steps"],
+  ] as const) {
+    const path = join(modelDir, file);
+    if (!existsSync(path)) continue;
+    try {
+      const v = (JSON.parse(readFileSync(path, "utf8")) as Record<string, unknown>)[key];
+      return typeof v === "number" ? v : null;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+/** Writes a task's export into `modelDir` as a whole: built in a sibling folder, then swapped in. */
+export async function exportModelAtomic(
+  task: Pick<TrainTask, "exportPipeline">,
+  params: ReadonlyMap<string, HostTensor<"float32">>,
+  step: number,
+  modelDir: string,
+): Promise<void> {
+  await replaceDirAtomicAsync(modelDir, (tmp) => task.exportPipeline(params, step, tmp));
 }
 
 export async function trainRun(
@@ -108,10 +152,10 @@ export async function trainRun(
     resumed: resumed !== null,
   });
 
+  const modelDir = join(runDir, "model");
   const exportModel = async () => {
     await trainStep.sync(state); // (after steps on a GPU, the weights come back from it)
-    const modelDir = join(runDir, "model");
-    await task.exportPipeline(state.ema ?? state.params, state.step, modelDir);
+    await exportModelAtomic(task, state.ema ?? state.params, state.step, modelDir);
     return modelDir;
   };
   const checkpoint = async () => {
@@ -119,6 +163,18 @@ export async function trainRun(
     await saveCheckpoint(runDir, cfg, state, task.components);
     ctx.post({ kind: "checkpoint", step: state.step, dir: join(runDir, "checkpoint") });
   };
+
+  // a run killed between its renames keeps its previous export in model.old-…: put it back
+  recoverReplacedDir(modelDir);
+  if (resumed && state.step < t.steps) {
+    // killed after the checkpoint, before its export or preview grid was written: write them now
+    if (exportedStep(modelDir) !== state.step) await exportModel();
+    const sampleStep = cfg.output.sample_every > 0 && state.step % cfg.output.sample_every === 0;
+    if (sampleStep && !existsSync(samplesPath(runDir, state.step))) {
+      await trainStep.sync(state);
+      ctx.post({ kind: "samples", step: state.step, path: await writeSamples(runDir, task, state) });
+    }
+  }
 
   const first = state.step;
   let windowStart = performance.now();
@@ -179,7 +235,7 @@ export async function trainRun(
     }
   }
   await checkpoint();
-  const modelDir = await exportModel();
+  await exportModel();
   // the step's session stays in the runtime cache: a worker ends with its job, and a caller that
   // trains again in the same thread (tests) reuses it
   ctx.post({ kind: "end", step: state.step, stopped, modelDir });

@@ -4,7 +4,8 @@
  * and from `disc_start` on a PatchGAN, the generator and the discriminator alternating, each step one
  * ONNX Runtime session run. Held-out PSNR and reconstruction grids every `eval_every` steps,
  * atomic checkpoints, a metrics log, and at the end the LDM scaling: `scaling_factor = 1 / std` of the
- * training latents, exported as a diffusers AutoencoderKL folder (`<runDir>/model`).
+ * training latents, exported as a diffusers AutoencoderKL folder (`<runDir>/model`, written aside and
+ * swapped in as a whole: a run killed mid-export leaves the previous export).
  *
  * As the denoiser trainer, every step's randomness comes from a stream keyed by the step number and
  * the data order from the step number too, so a resumed run continues as the uninterrupted one.
@@ -13,7 +14,7 @@ import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { ImageDataset } from "../data/dataset.ts";
 import { DataLoader } from "../data/loader.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
+import { recoverReplacedDir, replaceDirAtomicAsync, writeFileAtomic, writeJsonAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import { type AutoencoderKLConfig, resolveVaeConfig } from "../models/vae/config.ts";
@@ -136,6 +137,8 @@ export async function trainVae(
   writeJsonAtomic(join(runDir, "config.json"), cfg);
   const metricsPath = join(runDir, "metrics.jsonl");
   trimMetrics(metricsPath, state.step);
+  // a run killed between the export's renames keeps its previous export in model.old-…: put it back
+  recoverReplacedDir(join(runDir, "model"));
   const loader = new DataLoader(train, { batchSize: t.batch_size, rng: seed.fold("data") });
   post({
     kind: "start",
@@ -259,7 +262,7 @@ async function exportVae(
   const std = await latentStd(vae, train, cfg.training.scaling_samples, rng);
   const scalingFactor = 1 / std;
   const out = AutoencoderKL.fromParams({ ...c, scalingFactor }, vae.params, { session });
-  await out.savePretrained(dir);
+  await replaceDirAtomicAsync(dir, (tmp) => out.savePretrained(tmp));
   vae.dispose();
   return scalingFactor;
 }

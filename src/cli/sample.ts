@@ -3,13 +3,18 @@
  * `emoji`) and any sampler, with classifier-free guidance — from class labels, or from prompts for a
  * text-to-image model; writes grid.png (generation parameters in its text chunk) and
  * samples.safetensors (images F32 [N,C,H,W] in [0,1]; labels I64 [N], or the prompts in its metadata).
+ * A StableDiffusionControlNetPipeline folder takes a control image (--control: an edge map, resized to
+ * the model's image size) and its strength (--control-scale, --guess-mode).
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { resizeCrop } from "../data/resize.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { checkOutputDir, checkReadableTree } from "../io/fs-check.ts";
 import { makeGrid } from "../io/grid.ts";
+import { readImage } from "../io/image-decode.ts";
 import { encodePng } from "../io/png.ts";
+import { toChannels } from "../io/raster.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { loadLoraWeights, parseLoraSpec } from "../models/lora/index.ts";
 import {
@@ -23,7 +28,13 @@ import {
   samplingDefaults,
 } from "../pipelines/options.ts";
 import { disposePipeline, type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
-import { imageSize, pipelineGenerate, takesPrompts } from "../pipelines/run.ts";
+import {
+  type ControlRequest,
+  imageSize,
+  pipelineGenerate,
+  takesControl,
+  takesPrompts,
+} from "../pipelines/run.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
 import { checkPrompts, PromptError } from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
@@ -85,6 +96,10 @@ flags:
   --prompt-file FILE       one prompt per line (blank lines skipped), one image each, in order
   --per-prompt N           images per prompt (default 8 with --prompt, 1 with --prompt-file)
   --lora FILE[:SCALE]      a LoRA file (diffusers or kohya .safetensors) at a scale (default 1); repeat for several
+  --control IMAGE          a control image (PNG/JPEG, e.g. an edge map) for a model with a ControlNet; centre-cropped
+                           and resized to the model's image size
+  --control-scale S        how strongly the control image steers, from 0 (not at all) to 10 (default 1)
+  --guess-mode             ControlNet's guess mode: the structure without relying on the prompt
   --seed N                 seed, ${range("seed")} (default 0)
   --batch N                images per forward pass (default 64)
   --out DIR                output folder (default out/)
@@ -217,6 +232,9 @@ export async function run(argv: readonly string[]): Promise<void> {
     "prompt-file": { type: "string" },
     "per-prompt": { type: "string" },
     lora: { type: "string", multiple: true },
+    control: { type: "string" },
+    "control-scale": { type: "string" },
+    "guess-mode": { type: "boolean" },
     seed: { type: "string" },
     batch: { type: "string" },
     out: { type: "string" },
@@ -241,6 +259,10 @@ export async function run(argv: readonly string[]): Promise<void> {
     throw new UsageError("pass --scheduler or --scheduler-config, not both");
 
   const prompts = promptsOf(p);
+  const controlPath = str(p, "control");
+  const controlScale = num(p, "control-scale", { min: 0, max: 10 });
+  if (controlPath === undefined && (controlScale !== undefined || bool(p, "guess-mode")))
+    throw new UsageError("--control-scale and --guess-mode go with --control IMAGE (the control image)");
   const loras = ((p.values["lora"] as string[] | undefined) ?? []).map((s) => {
     try {
       return parseLoraSpec(s);
@@ -273,6 +295,18 @@ export async function run(argv: readonly string[]): Promise<void> {
     const job = takesPrompts(pipe) ? promptJob(p, pipe, prompts) : labelJob(p, pipe, prompts);
     const total = job.count;
     const size = imageSize(pipe);
+    let control: ControlRequest | undefined;
+    if (controlPath !== undefined) {
+      if (!takesControl(pipe))
+        throw new UsageError(
+          `--control: ${pipe.dir} is a ${pipe.pipelineClass} without a ControlNet; use a StableDiffusionControlNetPipeline folder (one with controlnet/, as a ControlNet training run exports)`,
+        );
+      control = {
+        image: readControlImage(controlPath, size),
+        scale: controlScale ?? 1,
+        guessMode: bool(p, "guess-mode"),
+      };
+    }
     let all: Float32Array | null = null;
     let c = 0;
     const progress = new Progress("sample");
@@ -289,6 +323,7 @@ export async function run(argv: readonly string[]): Promise<void> {
         guidanceRescale: opts.guidanceRescale,
         eta: opts.eta,
         seed: opts.seed + k,
+        ...(control ? { control } : {}),
         onStep: ({ i }) => {
           const done = k * opts.steps + i + 1;
           progress.update({
@@ -314,6 +349,11 @@ export async function run(argv: readonly string[]): Promise<void> {
         extra: {
           ...job.context.extra,
           ...(loras.length > 0 ? { lora: loras.map((l) => `${l.path}:${l.scale}`).join(", ") } : {}),
+          ...(control
+            ? {
+                control: `${controlPath}:${control.scale}${control.guessMode ? " (guess mode)" : ""}`,
+              }
+            : {}),
         },
       },
     );
@@ -335,4 +375,19 @@ export async function run(argv: readonly string[]): Promise<void> {
   } finally {
     disposePipeline(pipe);
   }
+}
+
+/**
+ * A control image file as [1, 3, size, size] in [0, 1]: decoded (PNG or JPEG), transparent pixels over
+ * black (an edge map draws white lines on black), centre-cropped to a square and area-resized.
+ */
+export function readControlImage(path: string, size: number): HostTensor<"float32"> {
+  let raster: ReturnType<typeof readImage>;
+  try {
+    raster = readImage(path);
+  } catch (e) {
+    throw new UsageError(`--control: ${(e as Error).message} (give a PNG or JPEG image)`);
+  }
+  const rgb = toChannels(raster, 3, "black");
+  return new HostTensor(resizeCrop(rgb, size, size, "area"), [1, 3, size, size]);
 }

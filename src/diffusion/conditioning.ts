@@ -5,7 +5,9 @@
  * - `class`: one class label per sample (DiT, class-conditional U-Nets);
  * - `text`: token embeddings [N, L, D] from a text encoder, with their attention mask [N, L] and a
  *   pooled vector [N, P] where the model takes one (Stable Diffusion, SD3);
- * each optionally with a `control` image [N, C, H, W] and its strength (ControlNet).
+ * each optionally with a `control` image [N, C, H, W] and its strength (ControlNet's conditioning_scale:
+ * one for the batch, or one per sample — guess mode gives the unconditional half 0, as diffusers'
+ * StableDiffusionControlNetPipeline zeroes that half's residuals).
  *
  * Every kind has an "unconditional" counterpart of the same kind: the null class label the model was
  * trained with (its condition dropout), the empty prompt's embedding, or a negative prompt's. The
@@ -16,8 +18,20 @@ import { formatShape, HostTensor } from "../tensor/host.ts";
 
 /** A control image and its strength (ControlNet's conditioning_scale). */
 export interface ControlInput {
+  /** [N, C, H, W] in [0, 1] (one per sample; H, W the ControlNet's factor × the latent size). */
   readonly image: HostTensor<"float32">;
-  readonly scale: number;
+  /** conditioning_scale: one for the batch, or one per sample (length N). */
+  readonly scale: number | readonly number[];
+  /** diffusers' guess_mode: residuals scaled from 0.1 (shallowest skip) to 1 (mid block). */
+  readonly guessMode?: boolean;
+}
+
+/** The scale of each of n samples. */
+export function controlScales(c: ControlInput, n: number): number[] {
+  if (typeof c.scale === "number") return Array.from({ length: n }, () => c.scale as number);
+  if (c.scale.length !== n)
+    throw new Error(`got ${c.scale.length} control scales for a batch of ${n}; give one, or one per sample`);
+  return [...c.scale];
 }
 
 export type Conditioning =
@@ -70,8 +84,14 @@ function cat<D extends "float32">(a: HostTensor<D>, b: HostTensor<D>, what: stri
 function catControl(a?: ControlInput, b?: ControlInput): ControlInput | undefined {
   if (!a && !b) return undefined;
   if (!a || !b) throw new Error("cannot batch a conditioning with a control image with one without");
-  if (a.scale !== b.scale) throw new Error("cannot batch control images of different strengths together");
-  return { image: cat(a.image, b.image, "control images"), scale: a.scale };
+  if (!!a.guessMode !== !!b.guessMode)
+    throw new Error("cannot batch control images in guess mode with control images outside it");
+  const image = cat(a.image, b.image, "control images");
+  const guess = a.guessMode ? { guessMode: true } : {};
+  if (typeof a.scale === "number" && a.scale === b.scale) return { image, scale: a.scale, ...guess };
+  const na = a.image.shape[0]!;
+  const nb = b.image.shape[0]!;
+  return { image, scale: [...controlScales(a, na), ...controlScales(b, nb)], ...guess };
 }
 
 /** [a | b] along the batch axis: both must be of one kind (and carry the same optional parts). */

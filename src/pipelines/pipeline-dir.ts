@@ -6,7 +6,8 @@
  * sampling settings, training and eval figures). Supported now: `DDPMPipeline` (a UNet2DModel),
  * `DiTPipeline` (a DiTTransformer2DModel; its VAE is optional here: pixel-space DiTs have none) and
  * `StableDiffusionPipeline` (tokenizer/, text_encoder/ — transformers' CLIPTokenizer and CLIPTextModel —
- * unet/ a UNet2DConditionModel, vae/ an AutoencoderKL; safety_checker and feature_extractor null).
+ * unet/ a UNet2DConditionModel, vae/ an AutoencoderKL; safety_checker and feature_extractor null) and
+ * `StableDiffusionControlNetPipeline` (the same, plus controlnet/ a ControlNetModel that fits the U-Net).
  * A bare model folder (config.json + weights) loads too, with a default DDPM scheduler.
  * Bundled models live in assets/models/<name>/.
  */
@@ -16,10 +17,14 @@ import { fileURLToPath } from "node:url";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { checkReadableTree } from "../io/fs-check.ts";
 import { DIFFUSERS_VERSION } from "../models/config-fields.ts";
+import { releaseControlled } from "../models/controlnet/controlled.ts";
+import { checkControlNetFits } from "../models/controlnet/controlnet.ts";
+import { ControlNetModel } from "../models/controlnet/model.ts";
 import { type AnyDenoiserModel, loadModel } from "../models/load.ts";
 import { denoiserClass } from "../models/registry.ts";
 import { CLIPTextModel, CLIPTextModelWithProjection } from "../models/text/clip-text-model.ts";
 import { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
+import { UNet2DConditionModel } from "../models/unet-cond/model.ts";
 import { AutoencoderKL } from "../models/vae/model.ts";
 import type { TextEncoding } from "./text-to-image.ts";
 
@@ -53,6 +58,8 @@ export interface LoadedPipeline {
   text?: TextEncoding;
   /** The VAE of a latent pipeline (the denoiser works on its latents). */
   vae?: AutoencoderKL;
+  /** The ControlNet of a StableDiffusionControlNetPipeline (steers the U-Net with a control image). */
+  controlnet?: ControlNetModel;
 }
 
 /** Releases a pipeline's sessions. */
@@ -60,6 +67,8 @@ export function disposePipeline(p: LoadedPipeline): void {
   p.denoiser.dispose();
   p.text?.textEncoder.dispose();
   p.vae?.dispose();
+  p.controlnet?.dispose();
+  if (p.denoiser instanceof UNet2DConditionModel) releaseControlled(p.denoiser);
 }
 
 export const DEFAULT_SCHEDULER: Readonly<Record<string, unknown>> = {
@@ -78,13 +87,22 @@ const PIPELINES: Readonly<
   DDPMPipeline: { denoiser: "unet", optional: [] },
   DiTPipeline: { denoiser: "transformer", optional: ["vae"] },
   StableDiffusionPipeline: { denoiser: "unet", optional: [], required: ["vae", "text_encoder", "tokenizer"] },
+  StableDiffusionControlNetPipeline: {
+    denoiser: "unet",
+    optional: [],
+    required: ["vae", "text_encoder", "tokenizer", "controlnet"],
+  },
 };
+
+/** The pipelines with a text encoder and a VAE (text to image in latent space). */
+const TEXT_PIPELINES = ["StableDiffusionPipeline", "StableDiffusionControlNetPipeline"];
 
 /** The class each text-to-image component may have (model_index.json: [library, class]). */
 const TEXT_COMPONENTS: Readonly<Record<string, readonly string[]>> = {
   vae: ["AutoencoderKL"],
   text_encoder: ["CLIPTextModel", "CLIPTextModelWithProjection"],
   tokenizer: ["CLIPTokenizer", "CLIPTokenizerFast"],
+  controlnet: ["ControlNetModel"],
 };
 
 /** The package's assets folder (works from src/ and from dist/). */
@@ -188,8 +206,8 @@ export async function loadPipeline(nameOrDir: string): Promise<LoadedPipeline> {
   checkReadableTree(root, "the model folder", 2);
   const { dir: modelDir, pipelineClass, index } = denoiserDir(root);
   const denoiser = await loadModel(modelDir);
-  const parts: Pick<LoadedPipeline, "text" | "vae"> = {};
-  if (pipelineClass === "StableDiffusionPipeline") {
+  const parts: Pick<LoadedPipeline, "text" | "vae" | "controlnet"> = {};
+  if (TEXT_PIPELINES.includes(pipelineClass)) {
     const te = index["text_encoder"] as [string, string];
     parts.text = {
       tokenizer: CLIPTokenizer.fromPretrained(join(root, "tokenizer")),
@@ -199,6 +217,20 @@ export async function loadPipeline(nameOrDir: string): Promise<LoadedPipeline> {
           : await CLIPTextModel.fromPretrained(join(root, "text_encoder")),
     };
     parts.vae = await AutoencoderKL.fromPretrained(join(root, "vae"));
+  }
+  if (pipelineClass === "StableDiffusionControlNetPipeline") {
+    const cn = await ControlNetModel.fromPretrained(join(root, "controlnet"));
+    try {
+      if (!(denoiser instanceof UNet2DConditionModel))
+        throw new Error(`steers a UNet2DConditionModel, not a ${denoiser.bound.className}`);
+      checkControlNetFits(denoiser.typedConfig, cn.config);
+    } catch (e) {
+      cn.dispose();
+      throw new Error(
+        `${root}: the ControlNet in controlnet/ does not fit the U-Net: ${(e as Error).message}`,
+      );
+    }
+    parts.controlnet = cn;
   }
   const schedPath = join(root, "scheduler", "scheduler_config.json");
   const schedulerConfig = existsSync(schedPath) ? readJson(schedPath) : { ...DEFAULT_SCHEDULER };
@@ -256,11 +288,14 @@ export interface TextToImageParts {
   schedulerConfig: Record<string, unknown>;
   info: PipelineInfo;
   dtype?: "F32" | "F16";
+  /** With a ControlNet: a StableDiffusionControlNetPipeline folder (controlnet/ beside unet/). */
+  controlnet?: ControlNetModel;
 }
 
 /**
  * Writes a StableDiffusionPipeline folder as diffusers lays it out: model_index.json, unet/, vae/,
- * text_encoder/ and tokenizer/ (transformers' files), scheduler/, and diffuse.json.
+ * text_encoder/ and tokenizer/ (transformers' files), scheduler/, and diffuse.json; with a ControlNet,
+ * a StableDiffusionControlNetPipeline folder (controlnet/ too).
  */
 export async function saveTextToImagePipeline(dir: string, p: TextToImageParts): Promise<void> {
   const dtype = p.dtype ?? "F32";
@@ -270,13 +305,15 @@ export async function saveTextToImagePipeline(dir: string, p: TextToImageParts):
   await p.vae.savePretrained(join(dir, "vae"), { dtype });
   await p.textEncoder.savePretrained(join(dir, "text_encoder"), { dtype: lower });
   p.tokenizer.savePretrained(join(dir, "tokenizer"));
+  if (p.controlnet) await p.controlnet.savePretrained(join(dir, "controlnet"), { dtype });
   writeJsonAtomic(join(dir, "scheduler", "scheduler_config.json"), p.schedulerConfig);
   writeJsonAtomic(join(dir, "diffuse.json"), p.info);
   const te =
     p.textEncoder instanceof CLIPTextModelWithProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel";
   writeJsonAtomic(join(dir, "model_index.json"), {
-    _class_name: "StableDiffusionPipeline",
+    _class_name: p.controlnet ? "StableDiffusionControlNetPipeline" : "StableDiffusionPipeline",
     _diffusers_version: DIFFUSERS_VERSION,
+    ...(p.controlnet ? { controlnet: ["diffusers", "ControlNetModel"] } : {}),
     feature_extractor: [null, null],
     image_encoder: [null, null],
     requires_safety_checker: false,

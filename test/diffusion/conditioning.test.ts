@@ -105,7 +105,7 @@ test("text embeddings with mask, pooled vector and a control image batch as [unc
     for (let t = 0; t < l; t++)
       for (let e = 0; e < d; e++) k += c.embeds.data[(i * l + t) * d + e]! * c.mask!.data[i * l + t]!;
     k += c.pooled!.data[i]!;
-    k += c.control!.image.data[i]! * c.control!.scale;
+    k += c.control!.image.data[i]! * (c.control!.scale as number);
     return k;
   });
   const text = (e: number[], m: number[], p: number[], ctl: number[]): Conditioning => ({

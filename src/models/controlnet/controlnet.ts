@@ -44,7 +44,10 @@ export interface ControlNetInputs {
   readonly encoderHiddenStates: Tensor;
   /** The control image [N, conditioning_channels, H·f, W·f], f = 2^(len(conditioning_embedding_out_channels) − 1). */
   readonly controlnetCond: Tensor;
-  /** conditioning_scale: a number, or a graph tensor of one element (one graph for every scale). Default 1. */
+  /**
+   * conditioning_scale: a number, or a graph tensor of one element or of one per sample [N, 1, 1, 1]
+   * (one graph for every scale; guess mode's unconditional half gets 0). Default 1.
+   */
   readonly conditioningScale?: number | Tensor;
   /** diffusers' guess_mode: the residuals scaled from 0.1 (shallowest) to 1 (mid block). */
   readonly guessMode?: boolean;
@@ -110,10 +113,16 @@ function checkInputs(cfg: ControlNetConfig, sample: Tensor, inputs: ControlNetIn
     );
   }
   const s = inputs.conditioningScale;
-  const bad = typeof s === "number" ? !Number.isFinite(s) : (s?.shape.some((d) => d !== 1) ?? false);
+  const perSample = (t: Tensor) => t.rank === 4 && t.shape[0] === n && t.shape.slice(1).every((d) => d === 1);
+  const bad =
+    typeof s === "number"
+      ? !Number.isFinite(s)
+      : s
+        ? !(s.shape.every((d) => d === 1) || perSample(s))
+        : false;
   if (bad) {
     throw new Error(
-      `${name}: conditioning_scale must be a finite number or a one-element tensor, got ${typeof s === "number" ? s : formatShape(s!.shape)}`,
+      `${name}: conditioning_scale must be a finite number, a one-element tensor or one per sample [${n}, 1, 1, 1], got ${typeof s === "number" ? s : formatShape(s!.shape)}`,
     );
   }
 }

@@ -5,7 +5,9 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { withHugePages } from "./hugepages.js";
 
-await withHugePages();
+// the studio is a server started from a terminal or by npm: it ends with whoever started it (npm's
+// shell wrapper may die alone), where a training run may be left running on purpose (nohup)
+await withHugePages({ followParent: process.argv[2] === "serve" });
 
 const src = new URL("../src/cli/main.ts", import.meta.url);
 const dist = new URL("../dist/cli/main.js", import.meta.url);

@@ -42,6 +42,7 @@ test("the relaunched process has the tunable (kept with the user's own) and the 
   });
   assert.deepEqual(JSON.parse(off.stdout.split("\n")[0]!), {
     pid: off.pid,
+    ppid: process.pid,
     tunables: null,
     relaunched: false,
   });

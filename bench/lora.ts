@@ -5,9 +5,12 @@
  *   full  every U-Net weight trained: forward, backward to all weights, AdamW on all of them;
  *   lora  LoRA rank 4 (alpha 4) on to_q/to_k/to_v/to_out.0, the base frozen: the base weights are
  *         constants of the step's graph (no weight gradients but those of the adapted projections,
- *         no moments), AdamW on A and B alone.
+ *         no moments), AdamW on A and B alone;
+ *   lora-fed  the same with the base weights fed to each step as inputs (frozenAs "inputs"): ONNX
+ *         Runtime then keeps no copy (nor a pre-packed one) of them — less memory, slower convolutions.
  * The text embeddings are a batch input (no text encoder in the step) and the EMA is off, in both.
- * Ends with `lora vs full: speed=<full step time / lora step time> rss=<lora peak / full peak>`.
+ * Ends with `lora vs full: speed=<full step time / lora step time> rss=<lora peak / full peak>` (the
+ * faster variant, base as constants; the line before gives the fed variant).
  * Options: --iters N (default 10), --batch N (default 16), --threads N.
  */
 import { spawnSync } from "node:child_process";
@@ -29,19 +32,21 @@ const file = fileURLToPath(import.meta.url);
 const UNET = join(fileURLToPath(new URL("..", import.meta.url)), "assets", "models", "emoji", "unet");
 const RANK = 4;
 
+type Mode = "full" | "lora" | "lora-fed";
+
 interface Opts {
   iters: number;
   batch: number;
   threads: number | null;
 }
 
-function parse(args: readonly string[]): { o: Opts; child: "full" | "lora" | null } {
+function parse(args: readonly string[]): { o: Opts; child: Mode | null } {
   const o: Opts = { iters: 10, batch: 16, threads: null };
-  let child: "full" | "lora" | null = null;
+  let child: Mode | null = null;
   for (let i = 0; i < args.length; i += 2) {
     const [k, v] = [args[i], args[i + 1]];
     const n = Number(v);
-    if (k === "--child" && (v === "full" || v === "lora")) child = v;
+    if (k === "--child" && (v === "full" || v === "lora" || v === "lora-fed")) child = v;
     else if (k === "--iters" && Number.isInteger(n) && n >= 1) o.iters = n;
     else if (k === "--batch" && Number.isInteger(n) && n >= 1) o.batch = n;
     else if (k === "--threads" && Number.isInteger(n) && n >= 1) o.threads = n;
@@ -51,7 +56,7 @@ function parse(args: readonly string[]): { o: Opts; child: "full" | "lora" | nul
   return { o, child };
 }
 
-async function childRun(mode: "full" | "lora", o: Opts): Promise<ChildResult> {
+async function childRun(mode: Mode, o: Opts): Promise<ChildResult> {
   const unet = await loadModel(UNET);
   const model = unet.bound;
   const size = model.geometry.sampleSize!;
@@ -60,12 +65,18 @@ async function childRun(mode: "full" | "lora", o: Opts): Promise<ChildResult> {
   const specs = batchSpecs(model, o.batch, size);
   const loss = diffusionLoss(model);
   const plan =
-    mode === "lora" ? uniformLoraPlan({ rank: RANK, alpha: RANK, targets: UNET_LORA_TARGETS }) : undefined;
+    mode !== "full" ? uniformLoraPlan({ rank: RANK, alpha: RANK, targets: UNET_LORA_TARGETS }) : undefined;
   const step = await compileTrainStep(loss, specs, {
     adamw: { weightDecay: 0.01 },
     ema: false,
     session,
-    ...(plan ? { frozen: new Map(unet.params), lora: plan } : {}),
+    ...(plan
+      ? {
+          frozen: new Map(unet.params),
+          lora: plan,
+          frozenAs: (process.env["LORA_FROZEN"] ?? "inputs") as "inputs" | "constants",
+        }
+      : {}),
   });
   let trainable = new Map(unet.params);
   if (plan) {
@@ -121,7 +132,7 @@ async function childRun(mode: "full" | "lora", o: Opts): Promise<ChildResult> {
   );
 }
 
-function spawnChild(mode: "full" | "lora", o: Opts): ChildResult {
+function spawnChild(mode: Mode, o: Opts): ChildResult {
   const args = [
     "--iters",
     `${o.iters}`,

@@ -72,6 +72,8 @@ export class ParamScope {
     private readonly frozenValues?: Params,
     private readonly frozenRegistry: Map<string, ParamSpec> = new Map(),
     private readonly lora?: LoraPlan,
+    /** Frozen parameters are graph inputs fed each run instead of constants (no copy in the model). */
+    private readonly frozenFed = false,
   ) {}
 
   /**
@@ -79,8 +81,20 @@ export class ParamScope {
    * are embedded as constants — the frozen base of a fine-tune (LoRA, ControlNet), selected by name
    * with `partitionParams`.
    */
-  static root(graph: Graph, opts: { frozen?: Params; lora?: LoraPlan } = {}): ParamScope {
-    return new ParamScope(graph, "", new Map(), undefined, opts.frozen, new Map(), opts.lora);
+  static root(
+    graph: Graph,
+    opts: { frozen?: Params; lora?: LoraPlan; frozenFed?: boolean } = {},
+  ): ParamScope {
+    return new ParamScope(
+      graph,
+      "",
+      new Map(),
+      undefined,
+      opts.frozen,
+      new Map(),
+      opts.lora,
+      opts.frozenFed ?? false,
+    );
   }
 
   /**
@@ -101,6 +115,7 @@ export class ParamScope {
       this.frozenValues,
       this.frozenRegistry,
       this.lora,
+      this.frozenFed,
     );
   }
 
@@ -132,7 +147,7 @@ export class ParamScope {
         throw new Error(
           `frozen parameter ${full} is ${formatShape(shape)}, its value ${formatShape(frozen.shape)}`,
         );
-      const tensor = this.graph.constant(frozen);
+      const tensor = this.frozenFed ? this.graph.input(full, shape, "float32") : this.graph.constant(frozen);
       this.frozenRegistry.set(full, { name: full, shape: [...shape], init: how });
       this.registry.set(full, { spec: { name: full, shape: [...shape], init: how }, tensor });
       return tensor;

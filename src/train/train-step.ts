@@ -44,6 +44,11 @@ export interface TrainStepOptions {
   frozen?: Params;
   /** LoRA adapters on the model's layers (their A and B are parameters like any other; nn/lora.ts). */
   lora?: LoraPlan;
+  /**
+   * How frozen weights enter the graph: "constants" (default: ONNX Runtime may pre-pack them, the
+   * fastest) or "inputs" fed each step (the model then holds no copy of them: less memory).
+   */
+  frozenAs?: "constants" | "inputs";
 }
 
 /** Optimizer state: the step count, AdamW moments and (optionally) the EMA weights. */
@@ -107,6 +112,9 @@ export class TrainStep {
    * state's own maps are `OnDevice` meanwhile; `sync` brings them back).
    */
   private resident: { state: TrainState; tensors: Map<string, DeviceTensor> } | null = null;
+
+  /** Frozen weights fed to each step (TrainStepOptions.frozenAs "inputs"). */
+  readonly frozenFeeds: Params = new Map();
 
   /** The state's tensors by graph input name: params, moments and EMA. */
   private readonly stateInputs: [input: string, of: "params" | "m" | "v" | "ema", param: string][] = [];
@@ -172,6 +180,7 @@ export class TrainStep {
     };
     if (this.hasEma) feeds["ema_decay"] = HostTensor.scalar(emaDecay);
     for (const [k, v] of Object.entries(batch)) feeds[k] = v;
+    for (const [k, v] of this.frozenFeeds) feeds[k] = v;
     const onDevice = this.resident?.state === state ? this.resident.tensors : null;
     if (this.resident && !onDevice) await this.sync(this.resident.state); // another state's turn
     for (const [input, of, param] of this.stateInputs) {
@@ -233,6 +242,7 @@ export async function compileTrainStep(
   const scope = ParamScope.root(graph, {
     ...(opts.frozen ? { frozen: opts.frozen } : {}),
     ...(opts.lora ? { lora: opts.lora } : {}),
+    frozenFed: opts.frozenAs === "inputs",
   });
   const res = lossFn(scope, batch);
   const loss = res instanceof Object && "loss" in res ? res.loss : (res as Tensor);
@@ -260,7 +270,10 @@ export async function compileTrainStep(
   const stateOutputs = Object.keys(outputs).filter((k) => k.startsWith("new/"));
   const session = { ...opts.session, deviceOutputs: stateOutputs };
   const compiled = await compileGraph(graph, outputs, session);
-  return new TrainStep(specs, batchSpecs, adamw, hasEma, Object.keys(metrics), compiled, session);
+  const step = new TrainStep(specs, batchSpecs, adamw, hasEma, Object.keys(metrics), compiled, session);
+  if (opts.frozenAs === "inputs" && opts.frozen)
+    for (const s of scope.frozenSpecs) step.frozenFeeds.set(s.name, opts.frozen.get(s.name)!);
+  return step;
 }
 
 /** Traces `fn` over a fresh scope only to learn its parameters (names, shapes, initializers). */

@@ -268,8 +268,9 @@ test("lora: a fresh adapter (B = 0) leaves the model unchanged, and a train step
   const batchSpecs = { x: { shape: [4, 5] }, y: { shape: [4, 3] } };
   const withAdapter = await compileTrainStep(lossOf, batchSpecs, { frozen, lora: plan, ema: false });
   const plain = await compileTrainStep(lossOf, batchSpecs, { ema: false });
+  const start = new Map(trainable); // (a state's maps are updated in place)
   const sA = withAdapter.initState(trainable);
-  const sP = plain.initState(frozen);
+  const sP = plain.initState(new Map(frozen));
   const lA = await withAdapter.step(sA, batch, 0.05);
   const lP = await plain.step(sP, batch, 0.05);
   assert.ok(
@@ -285,6 +286,17 @@ test("lora: a fresh adapter (B = 0) leaves the model unchanged, and a train step
   );
   const l2 = await withAdapter.step(sA, batch, 0.05);
   assert.ok(l2.loss < lA.loss, `loss fell: ${lA.loss} → ${l2.loss}`);
+  // the base fed to each step instead of embedded: the same steps
+  const fed = await compileTrainStep(lossOf, batchSpecs, {
+    frozen,
+    lora: plan,
+    ema: false,
+    frozenAs: "inputs",
+  });
+  const sF = fed.initState(start);
+  assert.equal((await fed.step(sF, batch, 0.05)).loss, lA.loss);
+  assert.equal((await fed.step(sF, batch, 0.05)).loss, l2.loss);
   withAdapter.dispose();
   plain.dispose();
+  fed.dispose();
 });

@@ -7,6 +7,7 @@ import { basename, join } from "node:path";
 import { checkOutputDir } from "../io/fs-check.ts";
 import { runInWorker } from "../runtime/worker.ts";
 import { ConfigFieldError, readConfigFile, setField, settableFields } from "../train/config.ts";
+import { withBaseSections } from "../train/controlnet-task.ts";
 import type { TrainArgs, TrainEvent } from "../train/trainer.ts";
 import { isVaeRunConfig, vaeSettableFields } from "../train/vae-config.ts";
 import type { VaeTrainEvent } from "../train/vae-trainer.ts";
@@ -19,7 +20,10 @@ const HELP = `usage: diffuse train [--config FILE] [--out DIR] [flags]
 Trains a diffusion model. Without --config, trains the class-conditional MNIST U-Net
 (configs/mnist.json). A config whose model is a UNet2DConditionModel (with text_encoder, tokenizer and vae sections)
 trains text to image (configs/emoji.json). A config whose model is an AutoencoderKL trains that autoencoder
-(configs/emoji-vae.json). Re-running the same command resumes from the run's last checkpoint.
+(configs/emoji-vae.json). A config with a controlnet section ({ "base": PIPELINE, … }) trains a ControlNet
+on Canny edges for that frozen text-to-image pipeline (configs/emoji-controlnet.json); the base's model,
+scheduler, text_encoder, tokenizer and vae sections are filled in. Re-running the same command resumes from
+the run's last checkpoint.
 
 flags:
   --config FILE        run config (JSON: model, scheduler, data, training, output)
@@ -52,6 +56,13 @@ export async function run(argv: readonly string[]): Promise<void> {
   if (p.positionals.length) throw new UsageError(`unexpected argument "${p.positionals[0]}"`);
   const configPath = str(p, "config") ?? join(packageRoot(), "configs", "mnist.json");
   let raw = readConfigFile(configPath);
+  if (raw["controlnet"] !== undefined) {
+    try {
+      raw = await withBaseSections(raw);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
   for (const kv of (p.values["set"] as string[] | undefined) ?? []) {
     const eq = kv.indexOf("=");
     if (eq <= 0) throw new UsageError(`--set takes KEY=VALUE (e.g. training.lr=3e-4), got "${kv}"`);
@@ -86,7 +97,7 @@ export async function run(argv: readonly string[]): Promise<void> {
     module: vae ? "train/vae-trainer" : "train/trainer",
     fn: vae ? "trainVaeRun" : "trainRun",
     next: (modelDir) =>
-      `Sample it: ${diffuseCommand()} sample --model ${modelDir} ${raw["text_encoder"] !== undefined ? '--prompt "…"' : "--labels all"}`,
+      `Sample it: ${diffuseCommand()} sample --model ${modelDir} ${raw["controlnet"] !== undefined ? '--prompt "…" --control EDGES.png' : raw["text_encoder"] !== undefined ? '--prompt "…"' : "--labels all"}`,
   });
 }
 

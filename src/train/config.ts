@@ -28,6 +28,8 @@ export interface TrainConfig {
   vae?: { path: string };
   /** Fine-tuning a trained text-to-image pipeline (`diffuse finetune`) instead of training from scratch. */
   finetune?: FinetuneConfig;
+  /** A ControlNet for a trained text-to-image pipeline (its U-Net and text encoder frozen). */
+  controlnet?: ControlNetTrainConfig;
   data: {
     dataset: "mnist" | "folder" | "emoji";
     path: string | null;
@@ -99,6 +101,28 @@ export const FINETUNE_DEFAULTS: Omit<FinetuneConfig, "base"> = {
   class_prompt: null,
   prior_loss_weight: 1,
   num_class_images: 64,
+};
+
+/**
+ * `controlnet`: a ControlNet (Zhang, Rao & Agrawala 2023) trained for the `base` pipeline, whose U-Net
+ * and text encoder stay frozen: a copy of the U-Net's encoder (`ControlNetModel.fromUnet`) steered by
+ * Canny edge maps of the training images (computed once at the start; `canny_*` are the detector's
+ * settings, data/edges.ts). `conditioning_embedding_out_channels` needs log2(VAE factor) + 1 entries
+ * (the control image is the pixel image); null: 16, 32, 64, … of that length.
+ */
+export interface ControlNetTrainConfig {
+  base: string;
+  conditioning_embedding_out_channels: number[] | null;
+  canny_sigma: number;
+  canny_low: number;
+  canny_high: number;
+}
+
+export const CONTROLNET_DEFAULTS: Omit<ControlNetTrainConfig, "base"> = {
+  conditioning_embedding_out_channels: null,
+  canny_sigma: 1,
+  canny_low: 0.05,
+  canny_high: 0.1,
 };
 
 export const DEFAULTS: Omit<TrainConfig, "model" | "scheduler"> = {
@@ -182,6 +206,7 @@ export function settableFields(raw: Json): SettableFields {
     tokenizer: ["path", "vocab_size"],
     vae: ["path"],
     finetune: ["base", ...Object.keys(FINETUNE_DEFAULTS)],
+    controlnet: ["base", ...Object.keys(CONTROLNET_DEFAULTS)],
     data: Object.keys(DEFAULTS.data),
     training: Object.keys(DEFAULTS.training),
     output: Object.keys(DEFAULTS.output),
@@ -270,6 +295,7 @@ const SECTIONS = [
   "tokenizer",
   "vae",
   "finetune",
+  "controlnet",
   "data",
   "training",
   "output",
@@ -327,6 +353,39 @@ function finetuneSection(raw: Json, text: Pick<TrainConfig, "text_encoder">): Fi
     f.num_class_images,
   );
   return f;
+}
+
+/** The controlnet section, checked (the base's text_encoder, tokenizer, vae and model fill the rest). */
+function controlNetSection(
+  raw: Json,
+  text: Pick<TrainConfig, "text_encoder">,
+): ControlNetTrainConfig | undefined {
+  if (raw["controlnet"] === undefined) return undefined;
+  const c = section("controlnet", raw["controlnet"], { base: "", ...CONTROLNET_DEFAULTS });
+  check(typeof c.base === "string" && c.base !== "", "controlnet.base", "the base pipeline's folder", c.base);
+  if (!text.text_encoder)
+    throw new ConfigFieldError(
+      "a ControlNet run needs the base's model, scheduler, text_encoder, tokenizer and vae sections (diffuse train fills them in from controlnet.base)",
+    );
+  if (raw["finetune"] !== undefined)
+    throw new ConfigFieldError('a run is a "finetune" or a "controlnet" run, not both: drop one section');
+  const ch = c.conditioning_embedding_out_channels;
+  check(
+    ch === null ||
+      (Array.isArray(ch) && ch.length >= 1 && ch.length <= 8 && ch.every((v) => isInt(v, 1) && v <= 4096)),
+    "controlnet.conditioning_embedding_out_channels",
+    "null or a list of 1 to 8 channel counts (log2 of the VAE's factor + 1 entries, e.g. [16, 32, 64] for a 4× VAE)",
+    ch,
+  );
+  check(isNum(c.canny_sigma, 0, 10), "controlnet.canny_sigma", "a blur σ from 0 to 10 pixels", c.canny_sigma);
+  check(isNum(c.canny_low, 1e-6, 10), "controlnet.canny_low", "a positive threshold", c.canny_low);
+  check(
+    isNum(c.canny_high, c.canny_low, 10),
+    "controlnet.canny_high",
+    `a threshold ≥ canny_low (${c.canny_low})`,
+    c.canny_high,
+  );
+  return c;
 }
 
 /** The text-to-image sections: all three or none, and only with a text-conditioned model. */
@@ -405,6 +464,7 @@ export function resolveConfig(raw: Json): TrainConfig {
   );
   const text = textSections(raw);
   const finetune = finetuneSection(raw, text);
+  const controlnet = controlNetSection(raw, text);
   check(
     data.dataset !== "folder" || typeof data.path === "string",
     "data.path",
@@ -496,6 +556,7 @@ export function resolveConfig(raw: Json): TrainConfig {
     scheduler: raw["scheduler"] as Json,
     ...text,
     ...(finetune ? { finetune } : {}),
+    ...(controlnet ? { controlnet } : {}),
     data,
     training,
     output,

@@ -21,6 +21,7 @@ import { initParams, type Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import { loadCheckpoint, prefixedSpecs, refuseStepsBelowCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
+import { controlNetTask } from "./controlnet-task.ts";
 import { finetuneTask } from "./finetune-task.ts";
 import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import { pixelTask } from "./pixel-task.ts";
@@ -28,8 +29,9 @@ import type { TrainTask } from "./task.ts";
 import { textTask } from "./text-task.ts";
 import { compileTrainStep, type TrainState } from "./train-step.ts";
 
-/** The task a config describes: a fine-tune of a pipeline, text to image in latent space when it has a text encoder, else pixels. */
+/** The task a config describes: a ControlNet or a fine-tune of a pipeline, text to image in latent space when it has a text encoder, else pixels. */
 async function taskFor(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
+  if (cfg.controlnet) return controlNetTask(cfg, runDir);
   if (cfg.finetune) return finetuneTask(cfg, runDir);
   return cfg.text_encoder ? textTask(cfg, runDir) : pixelTask(cfg);
 }

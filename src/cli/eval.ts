@@ -8,16 +8,26 @@
  * generates one image per prompt for training captions and for the held-out compositions, at the
  * model's recommended settings (or the given flags), and reports the emoji judge's identity top-1/5,
  * vendor accuracy and Fréchet distances for each set apart.
+ *
+ * `diffuse eval --model DIR --control` scores an edge ControlNet (src/eval/control-edges.ts): for
+ * held-out emoji it generates from each caption with the image's Canny edges as control (scale 1) and
+ * without, and reports the edge F1 of the generated images against those edges (2-pixel tolerance).
  */
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { DigitClassifier } from "../eval/classify.ts";
+import {
+  type ControlEdgeReport,
+  emojiControlSet,
+  evalControlEdges,
+  pipelineCanny,
+} from "../eval/control-edges.ts";
 import { evalEmoji, formatEmojiReport } from "../eval/emoji-eval.ts";
 import { evaluateMnist, type MnistEvalResult } from "../eval/mnist-eval.ts";
 import { readSafetensors } from "../io/safetensors.ts";
 import { parametersText, samplingDefaults } from "../pipelines/options.ts";
 import { disposePipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
-import { pipelineGenerate, takesPrompts } from "../pipelines/run.ts";
+import { imageSize, pipelineGenerate, takesControl, takesPrompts } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import { bool, num, type Parsed, parseFlags, str, UsageError } from "./args.ts";
@@ -25,6 +35,7 @@ import { Progress } from "./progress.ts";
 
 const HELP = `usage: diffuse eval --samples <dir | file.safetensors> [--json]
        diffuse eval --model <dir | emoji> [--prompts N] [--scheduler NAME] [--steps N] [--guidance W] [--seed N] [--json]
+       diffuse eval --model <controlnet pipeline dir> --control [--prompts N] [--tolerance PX] [sampling flags] [--json]
 
 Scores generated MNIST digits with a classifier trained on the MNIST training split; or, with
 --model, generates emoji for training captions and held-out compositions and scores them with the
@@ -35,6 +46,9 @@ flags:
                        F32 [N, 1, 32, 32] (or 28×28) in [0, 1] and "labels" I64 [N]
                        (the requested digits; without them only the Fréchet distance is judged)
   --classifier <dir>   another classifier (config.json + model.safetensors; default: the bundled one)
+  --control            an edge ControlNet's edge agreement: held-out emoji generated from their captions with their
+                       Canny edges as control and without; edge F1 against those edges (--prompts N, default 200)
+  --tolerance PX       edge F1's matching distance in pixels (default 2)
   --json               print the figures as JSON
 
 figures:
@@ -53,6 +67,8 @@ const FLAGS = {
   seed: { type: "string" },
   batch: { type: "string" },
   classifier: { type: "string" },
+  control: { type: "boolean" },
+  tolerance: { type: "string" },
   json: { type: "boolean" },
 } as const;
 
@@ -137,6 +153,8 @@ export async function run(argv: readonly string[]): Promise<void> {
   if (p.positionals.length > 0) {
     throw new UsageError(`unexpected argument "${p.positionals[0]}"; pass the samples with --samples <path>`);
   }
+  if (bool(p, "control") && str(p, "model") === undefined)
+    throw new UsageError("--control scores a ControlNet pipeline: pass --model DIR");
   if (str(p, "model") !== undefined) {
     if (str(p, "samples") !== undefined) throw new UsageError("pass --samples or --model, not both");
     await evalModel(p);
@@ -177,6 +195,10 @@ async function evalModel(p: Parsed): Promise<void> {
       ...(str(p, "guidance") !== undefined ? { guidance: num(p, "guidance", { min: 0, max: 50 })! } : {}),
       ...(str(p, "seed") !== undefined ? { seed: num(p, "seed", { min: 0, integer: true })! } : {}),
     };
+    if (bool(p, "control")) {
+      await evalControl(p, pipe, opts);
+      return;
+    }
     const scheduler = schedulerFor({ name: opts.scheduler, karras: opts.karras }, pipe.schedulerConfig);
     const prompts = num(p, "prompts", { min: 1, max: 10000, integer: true }) ?? 500;
     const batchSize = num(p, "batch", { min: 1, max: 1024, integer: true }) ?? 64;
@@ -212,4 +234,58 @@ async function evalModel(p: Parsed): Promise<void> {
   } finally {
     disposePipeline(pipe);
   }
+}
+
+/** The edge-agreement figures as a small table. */
+export function formatControlReport(r: ControlEdgeReport, source: string): string {
+  const row = (name: string, a: string, b: string, c: string) =>
+    `  ${name.padEnd(16)}${a.padStart(11)}${b.padStart(9)}${c.padStart(7)}`;
+  const f = (v: number) => v.toFixed(3);
+  return [
+    `edge agreement: ${r.n} held-out emoji from ${source}`,
+    `  Canny ${JSON.stringify(r.canny)}, tolerance ${r.tolerance} px`,
+    row("", "precision", "recall", "F1"),
+    row("with control", f(r.withControl.precision), f(r.withControl.recall), f(r.withControl.f1)),
+    row("without", f(r.without.precision), f(r.without.recall), f(r.without.f1)),
+  ].join("\n");
+}
+
+/** `--control`: an emoji edge ControlNet's edge F1 with its control at scale 1 and without. */
+async function evalControl(
+  p: Parsed,
+  pipe: Awaited<ReturnType<typeof loadPipeline>>,
+  opts: ReturnType<typeof samplingDefaults>,
+): Promise<void> {
+  if (!takesControl(pipe))
+    throw new UsageError(
+      `--control: ${pipe.dir} is a ${pipe.pipelineClass} without a ControlNet; pass a StableDiffusionControlNetPipeline folder`,
+    );
+  const size = imageSize(pipe);
+  if (size !== 64)
+    throw new UsageError(
+      `--control measures on held-out emoji (64×64); ${pipe.dir} makes ${size}×${size} images`,
+    );
+  const n = num(p, "prompts", { min: 1, max: 10000, integer: true }) ?? 200;
+  const tolerance = num(p, "tolerance", { min: 0, max: 64 }) ?? 2;
+  const cannyOpts = pipelineCanny(pipe);
+  const set = emojiControlSet(n, {
+    size,
+    canny: cannyOpts,
+    channels: pipe.controlnet!.config.conditioningChannels === 1 ? 1 : 3,
+  });
+  const progress = new Progress("eval");
+  const t0 = performance.now();
+  const r = await evalControlEdges(pipe, set.edges, set.prompts, {
+    ...opts,
+    canny: cannyOpts,
+    tolerance,
+    ...(str(p, "batch") !== undefined
+      ? { batch: num(p, "batch", { min: 1, max: 1024, integer: true })! }
+      : {}),
+    onProgress: (done, total) =>
+      progress.update({ step: done, total, rate: done / ((performance.now() - t0) / 1000) }),
+  });
+  progress.done();
+  const source = `${pipe.dir} (${r.settings})`;
+  console.log(bool(p, "json") ? JSON.stringify({ source, ...r }, null, 2) : formatControlReport(r, source));
 }

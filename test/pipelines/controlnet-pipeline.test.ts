@@ -11,6 +11,7 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { UsageError } from "../../src/cli/args.ts";
+import { run as evalCli } from "../../src/cli/eval.ts";
 import { run } from "../../src/cli/sample.ts";
 import { encodePng } from "../../src/io/png.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
@@ -313,5 +314,14 @@ test("diffuse sample --control IMAGE --control-scale S: the library's images, co
   await assert.rejects(
     sample(cnDir, join(root, "x"), "--control", png, "--control-scale", "11"),
     /--control-scale/,
+  );
+});
+
+test("diffuse eval --control refuses a pipeline without a ControlNet and one that does not make emoji", async () => {
+  await assert.rejects(evalCli(["--control"]), /--control scores a ControlNet pipeline: pass --model DIR/);
+  await assert.rejects(evalCli(["--model", sd, "--control"]), /--control: .* without a ControlNet/);
+  await assert.rejects(
+    evalCli(["--model", cnDir, "--control"]),
+    /held-out emoji \(64×64\).*makes 16×16 images/,
   );
 });

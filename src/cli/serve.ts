@@ -4,6 +4,7 @@
  * as they train. Binds 127.0.0.1 unless told otherwise.
  */
 import { spawn } from "node:child_process";
+import { formatBytes, formatSeconds, parseBytes } from "../web/job-budget.ts";
 import { isLoopback, startStudio } from "../web/server.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 
@@ -21,6 +22,12 @@ flags:
   --host H           address to listen on (default 127.0.0.1: this machine only)
   --port P           port (default 7860; 0 picks a free one)
   --queue N          generations that may wait behind the running one (default 8)
+  --max-job-memory SIZE
+                     the most memory one generation may need, e.g. 2G or 512M (default: a quarter
+                     of this machine's memory); larger ones are refused before they start, and the
+                     studio keeps compiled models within it between generations
+  --max-job-time S   the most time one generation may take, in seconds, estimated before it starts
+                     (default 900)
   --open             open the page in the default browser
 `;
 
@@ -61,6 +68,8 @@ export async function run(argv: readonly string[]): Promise<void> {
     host: { type: "string" },
     port: { type: "string" },
     queue: { type: "string" },
+    "max-job-memory": { type: "string" },
+    "max-job-time": { type: "string" },
     open: { type: "boolean" },
   });
   if (bool(p, "help")) {
@@ -71,12 +80,24 @@ export async function run(argv: readonly string[]): Promise<void> {
   const host = str(p, "host") ?? "127.0.0.1";
   const port = num(p, "port", { min: 0, max: 65535, integer: true }) ?? 7860;
   const queueCapacity = num(p, "queue", { min: 0, max: 1000, integer: true }) ?? 8;
+  const memoryText = str(p, "max-job-memory");
+  let memoryBytes: number | undefined;
+  try {
+    memoryBytes = memoryText === undefined ? undefined : parseBytes(memoryText, "--max-job-memory");
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const seconds = num(p, "max-job-time", { min: 1, integer: true });
+  const budget = {
+    ...(memoryBytes !== undefined ? { memoryBytes } : {}),
+    ...(seconds !== undefined ? { seconds } : {}),
+  };
   const models = (p.values["model"] as string[] | undefined) ?? [];
   const runs = (p.values["runs"] as string[] | undefined) ?? [];
   // without --runs, serve ./runs (where diffuse train writes by default), even if it appears later
   const optionalRuns = runs.length ? [] : ["runs"];
 
-  const studio = await startStudio({ models, runs, optionalRuns, host, port, queueCapacity });
+  const studio = await startStudio({ models, runs, optionalRuns, host, port, queueCapacity, budget });
   // Ctrl-C handling is in place before the URL is printed: whoever sees the URL may stop the studio
   const stopped = new Promise<void>((resolve) => {
     const stop = () => {
@@ -102,7 +123,10 @@ export async function run(argv: readonly string[]): Promise<void> {
   }
   const names = served.map((m) => m.id).join(", ") || "none";
   const runCount = studio.catalog.runs().length;
-  console.log(`diffuse studio on ${studio.url}  (models: ${names}; runs: ${runCount}; Ctrl-C to stop)`);
+  const { memoryBytes: mem, seconds: secs } = studio.budget;
+  console.log(
+    `diffuse studio on ${studio.url}  (models: ${names}; runs: ${runCount}; up to ${formatBytes(mem)} and ${formatSeconds(secs)} per generation; Ctrl-C to stop)`,
+  );
   if (bool(p, "open")) openBrowser(studio.url);
 
   await stopped;

@@ -21,6 +21,7 @@ import {
 } from "../pipelines/pipeline-dir.ts";
 import { imageSize, takesPrompts } from "../pipelines/run.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
+import { type ModelCost, modelCost } from "./job-cost.ts";
 
 export interface ModelInfo {
   id: string;
@@ -111,7 +112,12 @@ export class Catalog {
   private lastProblems: ModelProblem[] = [];
   private readonly infoCache = new Map<
     string,
-    { stamp: string; info: Promise<ModelInfo>; tokenizer: Promise<CLIPTokenizer | null> }
+    {
+      stamp: string;
+      info: Promise<ModelInfo>;
+      tokenizer: Promise<CLIPTokenizer | null>;
+      cost: Promise<ModelCost | null>;
+    }
   >();
 
   constructor(opts: CatalogOptions = {}) {
@@ -197,6 +203,15 @@ export class Catalog {
     return hit && hit.stamp === model.stamp ? hit.tokenizer : undefined;
   }
 
+  /**
+   * What a job's cost is estimated from (job-cost.ts: the model's configs and weight sizes), for a
+   * model as listed by models(); undefined when the model's files changed since it was listed.
+   */
+  async cost(model: ModelInfo): Promise<ModelCost | null | undefined> {
+    const hit = this.infoCache.get(model.dir);
+    return hit && hit.stamp === model.stamp ? hit.cost : undefined;
+  }
+
   /** A model's metadata, read once per version of its files (the weights are loaded, then dropped). */
   private info(id: string, dir: string, source: ModelInfo["source"]): Promise<ModelInfo> {
     checkReadableTree(dir, "the model folder", 2);
@@ -216,8 +231,9 @@ export class Catalog {
       (p) => p.text?.tokenizer ?? null,
       () => null,
     );
+    const cost = loaded.then(modelCost, () => null);
     info.catch(() => this.infoCache.delete(dir));
-    this.infoCache.set(dir, { stamp, info, tokenizer });
+    this.infoCache.set(dir, { stamp, info, tokenizer, cost });
     return info;
   }
 }

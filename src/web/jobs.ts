@@ -2,12 +2,15 @@
  * The studio's job queue: a bounded FIFO in front of one sampling worker thread. Submitting to a
  * full queue throws QueueFullError (answered 429); cancelling a queued job drops it, cancelling the
  * running one tells the worker, which stops before the next network evaluation. The worker is
- * started on the first job, kept warm (its models and compiled graphs stay loaded), restarted if it
- * dies, and recycled after it has compiled many graph shapes so that memory stays bounded.
+ * started on the first job, kept warm (its models and compiled graphs stay loaded, up to a memory
+ * budget: sample-job.ts) and restarted if it dies. Finished jobs measure the machine's sampling rate
+ * (job-budget.ts), which the next jobs' time estimates use.
  */
 import { randomUUID } from "node:crypto";
 import { BroadcastChannel } from "node:worker_threads";
 import { runInWorker } from "../runtime/worker.ts";
+import { Throughput } from "./job-budget.ts";
+import type { JobEstimate } from "./job-cost.ts";
 import type { FromWorker, SampleSpec, ToWorker } from "./protocol.ts";
 
 export type JobEvent =
@@ -24,13 +27,12 @@ export class QueueFullError extends Error {
 interface Job {
   id: string;
   spec: SampleSpec;
+  /** Its estimated memory and MACs (null: not estimated, the worker then counts no memory for it). */
+  estimate: JobEstimate | null;
   listener: (ev: JobEvent) => void;
   /** The worker it was handed to. */
   worker?: SamplerWorker;
 }
-
-/** Distinct (model, batch, size) graphs a worker may compile before it is replaced by a fresh one. */
-const MAX_SHAPES_PER_WORKER = 16;
 
 function workerModule(): URL {
   const ext = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
@@ -42,20 +44,19 @@ class SamplerWorker {
   readonly channel: BroadcastChannel;
   readonly ready: Promise<void>;
   readonly finished: Promise<void>;
-  readonly shapes = new Set<string>();
   private readonly stopper = new AbortController();
 
-  constructor(onMessage: (m: FromWorker) => void) {
+  constructor(cacheBytes: number, onMessage: (m: FromWorker) => void) {
     const name = `diffuse-studio-${randomUUID()}`;
     this.channel = new BroadcastChannel(name);
     let markReady: () => void = () => {};
     this.ready = new Promise<void>((r) => {
       markReady = r;
     });
-    this.finished = runInWorker<{ channel: string }, FromWorker, void>(
+    this.finished = runInWorker<{ channel: string; cacheBytes: number }, FromWorker, void>(
       workerModule(),
       "serveSampling",
-      { channel: name },
+      { channel: name, cacheBytes },
       {
         signal: this.stopper.signal,
         killAfterMs: 5000,
@@ -80,10 +81,15 @@ class SamplerWorker {
 export interface QueueOptions {
   /** Jobs that may wait behind the running one (default 8). */
   capacity?: number;
+  /** Memory the worker may keep in compiled graphs and loaded models (bytes; default 2 GiB). */
+  cacheBytes?: number;
 }
 
 export class SamplingQueue {
   readonly capacity: number;
+  readonly cacheBytes: number;
+  /** The machine's sampling rate, measured by finished jobs. */
+  readonly throughput = new Throughput();
   private readonly waiting: Job[] = [];
   private running: Job | null = null;
   private worker: SamplerWorker | null = null;
@@ -91,6 +97,7 @@ export class SamplingQueue {
 
   constructor(opts: QueueOptions = {}) {
     this.capacity = opts.capacity ?? 8;
+    this.cacheBytes = opts.cacheBytes ?? 2 * 2 ** 30;
   }
 
   /** Jobs waiting, and whether one is running. */
@@ -107,14 +114,14 @@ export class SamplingQueue {
    * Queues a job; events arrive through `listener` (the first, "queued", before this returns) until
    * a "done" or "failed" event. Returns the job's id.
    */
-  submit(spec: SampleSpec, listener: (ev: JobEvent) => void): string {
+  submit(spec: SampleSpec, estimate: JobEstimate | null, listener: (ev: JobEvent) => void): string {
     if (this.closed) throw new QueueFullError("the studio is shutting down");
     if (this.waiting.length >= this.capacity) {
       throw new QueueFullError(
         `the studio is busy: ${this.waiting.length} generations are already waiting (the queue holds ${this.capacity}); try again in a moment`,
       );
     }
-    const job: Job = { id: randomUUID(), spec, listener };
+    const job: Job = { id: randomUUID(), spec, estimate, listener };
     this.waiting.push(job);
     listener({ type: "queued", id: job.id, position: this.waiting.length });
     this.pump();
@@ -161,7 +168,7 @@ export class SamplingQueue {
   }
 
   private async dispatch(job: Job): Promise<void> {
-    const w = this.workerFor(job.spec);
+    const w = this.workerFor();
     job.worker = w;
     try {
       await Promise.race([w.ready, w.finished]);
@@ -170,29 +177,18 @@ export class SamplingQueue {
       return;
     }
     if (this.running !== job) return;
-    w.send({ kind: "job", id: job.id, spec: job.spec });
+    w.send({ kind: "job", id: job.id, spec: job.spec, estimate: job.estimate });
   }
 
-  private shapeKey(spec: SampleSpec): string {
-    const batch = spec.labels && spec.guidance !== 0 && spec.guidance !== 1 ? 2 * spec.count : spec.count;
-    return `${spec.dir}\0${spec.stamp}\0${batch}\0${spec.size}`;
-  }
-
-  private workerFor(spec: SampleSpec): SamplerWorker {
-    const key = this.shapeKey(spec);
-    if (this.worker && !this.worker.shapes.has(key) && this.worker.shapes.size >= MAX_SHAPES_PER_WORKER) {
-      this.worker.stop();
-      this.worker = null;
-    }
+  private workerFor(): SamplerWorker {
     if (!this.worker) {
-      const w = new SamplerWorker((m) => this.onWorkerMessage(m));
+      const w = new SamplerWorker(this.cacheBytes, (m) => this.onWorkerMessage(m));
       this.worker = w;
       w.finished.then(
         () => this.onWorkerExit(w, "the sampling worker stopped"),
         (e: Error) => this.onWorkerExit(w, `the sampling worker failed: ${e.message}`),
       );
     }
-    this.worker.shapes.add(key);
     return this.worker;
   }
 
@@ -207,9 +203,10 @@ export class SamplingQueue {
     const job = this.running;
     if (!job || job.id !== id) return;
     this.running = null;
-    if (done && done.kind === "done")
+    if (done && done.kind === "done") {
+      if (job.estimate) this.throughput.observe(job.estimate.macs, done.ms);
       job.listener({ type: "done", png: done.png, apng: done.apng, ms: done.ms });
-    else job.listener({ type: "failed", message: message ?? "generation failed", cancelled });
+    } else job.listener({ type: "failed", message: message ?? "generation failed", cancelled });
     this.pump();
   }
 

@@ -6,6 +6,7 @@
  */
 
 import type { SamplingOptions } from "../pipelines/options.ts";
+import type { JobEstimate } from "./job-cost.ts";
 
 /** A validated generation request (its sampling options checked by the one schema), resolved against a model folder. */
 export interface SampleSpec extends SamplingOptions {
@@ -28,7 +29,8 @@ export interface SampleSpec extends SamplingOptions {
 }
 
 export type ToWorker =
-  | { kind: "job"; id: string; spec: SampleSpec }
+  /** A job, with its estimated memory (the worker's graph cache makes room for it). */
+  | { kind: "job"; id: string; spec: SampleSpec; estimate: JobEstimate | null }
   | { kind: "cancel"; id: string }
   | { kind: "stop" };
 

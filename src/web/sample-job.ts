@@ -5,7 +5,8 @@
  * network's clean-image estimate x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, as PNG grids — for a latent
  * (text-to-image) model both decoded through its VAE, so the page shows images, not latents. At the
  * end it encodes the final grid (generation parameters in its text chunk) and the trajectory as an
- * animated PNG.
+ * animated PNG. Models and their compiled graphs stay cached between jobs up to a memory budget
+ * (graph-cache.ts).
  */
 import { BroadcastChannel } from "node:worker_threads";
 import { encodeApng } from "../io/apng.ts";
@@ -13,45 +14,24 @@ import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
 import type { Raster } from "../io/raster.ts";
 import { CancelledError, toUnitRange } from "../pipelines/generate.ts";
-import { disposePipeline, type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
 import { pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
+import { GraphCache } from "./graph-cache.ts";
+import type { JobEstimate } from "./job-cost.ts";
 import type { FromWorker, SampleSpec, ToWorker } from "./protocol.ts";
 
 /** At most this many frames in a trajectory animation (long runs keep every k-th step). */
 const MAX_FRAMES = 48;
-/** Models kept loaded (a training run's re-exported model replaces its older copy). */
-const MAX_MODELS = 2;
-
-const models = new Map<string, Promise<LoadedPipeline>>();
-
-function modelFor(spec: SampleSpec): Promise<LoadedPipeline> {
-  const key = `${spec.dir}\0${spec.stamp}`;
-  let m = models.get(key);
-  if (!m) {
-    // jobs run one at a time, so an evicted model is idle: release its sessions now
-    const evict = (k: string) => {
-      models.get(k)?.then(disposePipeline, () => {});
-      models.delete(k);
-    };
-    for (const k of [...models.keys()]) if (k.startsWith(`${spec.dir}\0`)) evict(k);
-    while (models.size >= MAX_MODELS) evict(models.keys().next().value as string);
-    m = loadPipeline(spec.dir);
-    m.catch(() => models.delete(key));
-    models.set(key, m);
-  }
-  return m;
-}
-
 async function runJob(
-  id: string,
-  spec: SampleSpec,
+  cache: GraphCache,
+  job: { id: string; spec: SampleSpec; estimate: JobEstimate | null },
   signal: AbortSignal,
   post: (m: FromWorker) => void,
 ): Promise<void> {
+  const { id, spec } = job;
   const t0 = performance.now();
-  const pipe = await modelFor(spec);
+  const pipe = await cache.pipelineFor(spec, job.estimate);
   const scheduler = schedulerFor({ name: spec.scheduler, karras: spec.karras }, pipe.schedulerConfig);
   const grid = (x: { data: Float32Array; shape: readonly number[] }): Raster =>
     makeGrid(x, { nrow: spec.nrow, padValue: 0.15 });
@@ -107,11 +87,12 @@ async function runJob(
  * runInWorker signal aborts). Jobs run one after another; a cancel aborts the named job.
  */
 export async function serveSampling(
-  args: { channel: string },
+  args: { channel: string; cacheBytes: number },
   ctx: WorkerContext<FromWorker>,
 ): Promise<void> {
   const channel = new BroadcastChannel(args.channel);
-  const queue: { id: string; spec: SampleSpec }[] = [];
+  const cache = new GraphCache(args.cacheBytes);
+  const queue: { id: string; spec: SampleSpec; estimate: JobEstimate | null }[] = [];
   const cancels = new Map<string, AbortController>();
   let wake: (() => void) | null = null;
   let stopping = false;
@@ -125,7 +106,7 @@ export async function serveSampling(
     const m = (ev as { data: ToWorker }).data;
     if (m.kind === "job") {
       cancels.set(m.id, new AbortController());
-      queue.push({ id: m.id, spec: m.spec });
+      queue.push({ id: m.id, spec: m.spec, estimate: m.estimate });
       wake?.();
     } else if (m.kind === "cancel") cancels.get(m.id)?.abort();
     else stop();
@@ -144,7 +125,7 @@ export async function serveSampling(
       const ac = cancels.get(job.id)!;
       try {
         if (ac.signal.aborted) throw new CancelledError();
-        await runJob(job.id, job.spec, ac.signal, (m) => ctx.post(m));
+        await runJob(cache, job, ac.signal, (m) => ctx.post(m));
       } catch (e) {
         const cancelled = e instanceof CancelledError;
         const message = cancelled ? "generation was cancelled" : (e as Error).message;
@@ -154,6 +135,7 @@ export async function serveSampling(
       }
     }
   } finally {
+    cache.clear();
     channel.close();
   }
 }

@@ -1,8 +1,9 @@
 /**
  * The studio's HTTP server (node:http): the page, a JSON API, and Server-Sent Events for live
  * denoising and live training runs. Sampling runs in a worker thread behind a bounded queue
- * (jobs.ts); requests are validated (validate.ts); files are only ever read from the page folder
- * and the served runs, by names checked against fixed patterns.
+ * (jobs.ts); requests are validated (validate.ts) and held to a memory and time budget per job
+ * (job-budget.ts), which also bounds the worker's cache of compiled graphs; files are only ever read
+ * from the page folder and the served runs, by names checked against fixed patterns.
  *
  * Routes:
  *   GET    /                                   the page
@@ -26,6 +27,7 @@ import { Catalog, type CatalogOptions } from "./catalog.ts";
 import { describe, Gallery } from "./gallery.ts";
 import { handleGenerate } from "./generate-route.ts";
 import { EventStream, HttpError, pathSegments, sendBytes, sendError, sendJson } from "./http.ts";
+import { defaultBudget, type JobBudget } from "./job-budget.ts";
 import { SamplingQueue } from "./jobs.ts";
 import { readMetrics, runSummary, samplePath, watchRun } from "./runs.ts";
 import { pageFile } from "./static.ts";
@@ -49,6 +51,12 @@ export interface StudioOptions extends CatalogOptions {
   requestTimeoutMs?: number;
   /** Connections open at once; more are closed as they arrive (default 128). */
   maxConnections?: number;
+  /**
+   * The most memory (bytes) and time (seconds) one generation may need, estimated before it is queued
+   * (larger ones are refused with 422); the memory is also what the worker may keep in compiled graphs.
+   * Default: a quarter of the machine's memory, 15 minutes.
+   */
+  budget?: Partial<JobBudget>;
 }
 
 export interface Studio {
@@ -57,6 +65,7 @@ export interface Studio {
   readonly queue: SamplingQueue;
   readonly catalog: Catalog;
   readonly gallery: Gallery;
+  readonly budget: JobBudget;
   close(): Promise<void>;
 }
 
@@ -69,7 +78,8 @@ const hostName = (h: string) => (h.startsWith("[") ? h.slice(0, h.indexOf("]") +
 export async function startStudio(opts: StudioOptions = {}): Promise<Studio> {
   const host = opts.host ?? "127.0.0.1";
   const catalog = new Catalog(opts);
-  const queue = new SamplingQueue({ capacity: opts.queueCapacity ?? 8 });
+  const budget: JobBudget = { ...defaultBudget(), ...opts.budget };
+  const queue = new SamplingQueue({ capacity: opts.queueCapacity ?? 8, cacheBytes: budget.memoryBytes });
   const gallery = new Gallery();
   const maxWatchers = opts.maxWatchers ?? 32;
   const streams = new Set<EventStream>();
@@ -147,13 +157,14 @@ export async function startStudio(opts: StudioOptions = {}): Promise<Studio> {
         problems: catalog.problems().map(({ id, error }) => ({ id, error })),
         schedulers: SCHEDULER_NAMES,
         limits: LIMITS,
+        budget,
         queue: queue.stats,
         runs: catalog.runs().map(runSummary),
       });
     }
     if (b === "generate" && seg.length === 2) {
       want("POST");
-      return handleGenerate(req, res, { catalog, queue, gallery, streams });
+      return handleGenerate(req, res, { catalog, queue, gallery, streams, budget });
     }
     if (b === "jobs" && c !== undefined && seg.length === 3) {
       want("DELETE");
@@ -252,6 +263,7 @@ export async function startStudio(opts: StudioOptions = {}): Promise<Studio> {
     queue,
     catalog,
     gallery,
+    budget,
     close() {
       closing ??= (async () => {
         const done = new Promise<void>((r) => server.close(() => r()));

@@ -8,9 +8,10 @@
  *
  * Memory of one compiled graph ≈ ARENA × peak (ONNX Runtime's arena keeps its largest working set,
  * grown in chunks) + WEIGHT_COPIES × weights (the embedded constants and their pre-packed copy) +
- * SESSION_BYTES. Calibrated on the MNIST U-Net (2-core x86, glibc): at batch 32 and sizes 32–96 the
- * worker's RSS grew by 39, 113, 221 and 408 MB for traced peaks of 21, 47, 98 and 409 MB; the
- * estimates (90, 123, 191, 575 MB) are at or above every measure but the size-64 one (−14%).
+ * SESSION_BYTES. Calibrated on the bundled MNIST U-Net in the studio (2-core x86, glibc; 16 images
+ * with guidance, sizes 32, 48, 64, 96): the RSS grew by 49, 121, 180 and 412 MB, estimated 94, 126,
+ * 186 and 556 MB. Graphs dominated by attention are overestimated more (the test fixture's U-Net at
+ * 80×80: 3.2 GB estimated, 1.5 GB measured): a refusal errs on the side of the machine.
  */
 import type { BoundDenoiser } from "../models/registry.ts";
 import type { AutoencoderKLConfig } from "../models/vae/config.ts";

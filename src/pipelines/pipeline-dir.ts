@@ -7,7 +7,10 @@
  * `DiTPipeline` (a DiTTransformer2DModel; its VAE is optional here: pixel-space DiTs have none) and
  * `StableDiffusionPipeline` (tokenizer/, text_encoder/ — transformers' CLIPTokenizer and CLIPTextModel —
  * unet/ a UNet2DConditionModel, vae/ an AutoencoderKL; safety_checker and feature_extractor null) and
- * `StableDiffusionControlNetPipeline` (the same, plus controlnet/ a ControlNetModel that fits the U-Net).
+ * `StableDiffusionControlNetPipeline` (the same, plus controlnet/ a ControlNetModel that fits the U-Net)
+ * and `StableDiffusion3Pipeline` (transformer/ an SD3Transformer2DModel, vae/, one or two CLIP text
+ * encoders with projection, T5 null; sd3-pipeline.ts, which also says how diffuse's one-encoder MM-DiT
+ * folder differs from what diffusers' pipeline runs).
  * A bare model folder (config.json + weights) loads too, with a default DDPM scheduler.
  * Bundled models live in assets/models/<name>/.
  */
@@ -26,6 +29,7 @@ import { CLIPTextModel, CLIPTextModelWithProjection } from "../models/text/clip-
 import { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
 import { UNet2DConditionModel } from "../models/unet-cond/model.ts";
 import { AutoencoderKL } from "../models/vae/model.ts";
+import { loadSd3Text, SD3_OPTIONAL, SD3_PIPELINE } from "./sd3-pipeline.ts";
 import type { TextEncoding } from "./text-to-image.ts";
 
 /** Sampling settings a model recommends (the CLI and the studio start from them). */
@@ -66,6 +70,7 @@ export interface LoadedPipeline {
 export function disposePipeline(p: LoadedPipeline): void {
   p.denoiser.dispose();
   p.text?.textEncoder.dispose();
+  p.text?.sd3?.second?.textEncoder.dispose();
   p.vae?.dispose();
   p.controlnet?.dispose();
   if (p.denoiser instanceof UNet2DConditionModel) releaseControlled(p.denoiser);
@@ -91,6 +96,11 @@ const PIPELINES: Readonly<
     denoiser: "unet",
     optional: [],
     required: ["vae", "text_encoder", "tokenizer", "controlnet"],
+  },
+  [SD3_PIPELINE]: {
+    denoiser: "transformer",
+    optional: SD3_OPTIONAL,
+    required: ["vae", "text_encoder", "tokenizer"],
   },
 };
 
@@ -207,6 +217,18 @@ export async function loadPipeline(nameOrDir: string): Promise<LoadedPipeline> {
   const { dir: modelDir, pipelineClass, index } = denoiserDir(root);
   const denoiser = await loadModel(modelDir);
   const parts: Pick<LoadedPipeline, "text" | "vae" | "controlnet"> = {};
+  if (pipelineClass === SD3_PIPELINE) {
+    const raw = existsSync(join(root, "diffuse.json")) ? readJson(join(root, "diffuse.json")) : {};
+    try {
+      parts.text = await loadSd3Text(root, index, denoiser, raw);
+      parts.vae = await AutoencoderKL.fromPretrained(join(root, "vae"));
+    } catch (e) {
+      denoiser.dispose();
+      parts.text?.textEncoder.dispose();
+      parts.text?.sd3?.second?.textEncoder.dispose();
+      throw e;
+    }
+  }
   if (TEXT_PIPELINES.includes(pipelineClass)) {
     const te = index["text_encoder"] as [string, string];
     parts.text = {

@@ -74,6 +74,11 @@ export async function pipelineGenerate(
     negatives = prompts.map(() => negatives![0]!);
   const f = pipe.vae ? vaeScaleFactor(pipe.vae.config) : 1;
   if (size % f !== 0) throw new Error(`image size ${size} is not a multiple of the VAE's factor ${f}`);
+  const m = pipe.denoiser.bound.geometry.multipleOf;
+  if ((size / f) % m !== 0)
+    throw new Error(
+      `image size ${size} gives ${size / f}×${size / f} latents, not a multiple of ${m} as ${pipe.denoiser.bound.className} needs: use a multiple of ${f * m}`,
+    );
   const control = req.control ? checkControl(pipe, req.control, prompts.length, size) : null;
   const conditions = await promptConditions(pipe.text, prompts, negatives);
   let model: ConditionalDenoiser = pipe.denoiser;

@@ -13,11 +13,37 @@
  *   pooled_projections    = p₁ ‖ p₂                   [N, P₁ + P₂]
  *
  * J is the transformer's joint_attention_dim (4096 for SD3, T5-XXL's width). Pure functions over host
- * tensors; running the encoders is the pipeline's part.
+ * tensors; running the encoders is the pipeline's part (text-to-image.ts encodePrompts).
+ *
+ * diffuse's own MM-DiT (trained jointly with ONE CLIPTextModelWithProjection, train/text-task.ts) uses
+ * the same rule with one encoder: embeds = [ pad_J(h₁) ; zeros of maxSequenceLength tokens (0) ],
+ * pooled = p₁. diffusers' pipeline needs both CLIPs; see `Sd3TextLayout`.
  */
 import type { Conditioning } from "../diffusion/conditioning.ts";
-import type { CLIPTextModelWithProjectionOutput } from "../models/text/clip-text-model.ts";
+import type {
+  CLIPTextModelWithProjection,
+  CLIPTextModelWithProjectionOutput,
+} from "../models/text/clip-text-model.ts";
+import type { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
 import { formatShape, HostTensor } from "../tensor/host.ts";
+
+/**
+ * What an SD3 pipeline adds to its first CLIP (TextEncoding's tokenizer and text encoder, a
+ * CLIPTextModelWithProjection) to turn prompts into its transformer's conditioning.
+ */
+export interface Sd3TextLayout {
+  /** CLIP-G (text_encoder_2, tokenizer_2); null in diffuse's one-encoder layout. */
+  readonly second: {
+    readonly tokenizer: CLIPTokenizer;
+    readonly textEncoder: CLIPTextModelWithProjection;
+  } | null;
+  /** The transformer's joint_attention_dim. */
+  readonly jointAttentionDim: number;
+  /** Zero tokens that stand for the missing T5: diffusers' max_sequence_length (256); diffuse's own MM-DiT: 0. */
+  readonly maxSequenceLength: number;
+  /** Layers skipped from the end before the penultimate (diffusers' clip_skip; default 0). */
+  readonly clipSkip?: number;
+}
 
 /** StableDiffusion3Pipeline's default T5 length (max_sequence_length), also the zero block's without T5. */
 export const SD3_T5_LENGTH = 256;
@@ -50,8 +76,8 @@ export function sd3ClipStates(out: CLIPTextModelWithProjectionOutput, clipSkip =
 }
 
 export interface Sd3TextInputs {
-  /** CLIP-L's and CLIP-G's states, in that order (text_encoder, text_encoder_2). */
-  readonly clip: readonly [Sd3ClipStates, Sd3ClipStates];
+  /** CLIP-L's and CLIP-G's states, in that order (text_encoder, text_encoder_2); or one encoder's (diffuse's one-encoder layout). */
+  readonly clip: readonly [Sd3ClipStates] | readonly [Sd3ClipStates, Sd3ClipStates];
   /** T5's token states [N, L, joint_attention_dim]; null when the pipeline has no text_encoder_3. */
   readonly t5: HostTensor<"float32"> | null;
   /** The transformer's joint_attention_dim: the width everything is padded to. */
@@ -70,34 +96,41 @@ function checkRank(what: string, t: HostTensor, rank: number): void {
 
 /**
  * The text conditioning of SD3 (embeds [N, L_clip + L₅, J] and pooled [N, P₁ + P₂]) from its text
- * encoders' states, as StableDiffusion3Pipeline.encode_prompt assembles them.
+ * encoders' states, as StableDiffusion3Pipeline.encode_prompt assembles them (one CLIP: its states alone).
  */
 export function assembleSd3Text(inp: Sd3TextInputs): Extract<Conditioning, { kind: "text" }> {
-  const [a, b] = inp.clip;
+  const clip: readonly Sd3ClipStates[] = inp.clip;
+  if (clip.length !== 1 && clip.length !== 2) {
+    throw new Error(`assembleSd3Text: give one or two CLIP encoders' states, got ${clip.length}`);
+  }
+  const names = clip.length === 2 ? ["CLIP-L", "CLIP-G"] : ["CLIP"];
   const j = inp.jointAttentionDim;
-  for (const [what, t, r] of [
-    ["CLIP-L's token states", a.hidden, 3],
-    ["CLIP-G's token states", b.hidden, 3],
-    ["CLIP-L's pooled vector", a.pooled, 2],
-    ["CLIP-G's pooled vector", b.pooled, 2],
-  ] as const)
-    checkRank(what, t, r);
-  const [n, lc, d1] = a.hidden.shape as [number, number, number];
-  const d2 = b.hidden.shape[2]!;
-  const sizes = [b.hidden.shape[0], a.pooled.shape[0], b.pooled.shape[0], inp.t5?.shape[0] ?? n];
+  for (const [i, c] of clip.entries()) checkRank(`${names[i]}'s token states`, c.hidden, 3);
+  for (const [i, c] of clip.entries()) checkRank(`${names[i]}'s pooled vector`, c.pooled, 2);
+  const a = clip[0]!;
+  const [n, lc] = a.hidden.shape as [number, number, number];
+  const sizes = [
+    ...clip.slice(1).map((c) => c.hidden.shape[0]),
+    ...clip.map((c) => c.pooled.shape[0]),
+    inp.t5?.shape[0] ?? n,
+  ];
   if (sizes.some((s) => s !== n)) {
     throw new Error(
       `assembleSd3Text: the encoders' outputs are for different batches (${[n, ...sizes].join(", ")} prompts); encode the same prompts with each`,
     );
   }
-  if (b.hidden.shape[1] !== lc) {
+  const b = clip[1];
+  if (b && b.hidden.shape[1] !== lc) {
     throw new Error(
       `assembleSd3Text: CLIP-L gives ${lc} tokens and CLIP-G ${b.hidden.shape[1]}; pad both prompts to the same length (77)`,
     );
   }
-  if (d1 + d2 > j) {
+  const widths = clip.map((c) => c.hidden.shape[2]!);
+  const wide = widths.reduce((x, y) => x + y, 0);
+  if (wide > j) {
+    const sum = widths.length > 1 ? `${widths.join(" + ")} = ${wide}` : `${wide}`;
     throw new Error(
-      `assembleSd3Text: the CLIP states are ${d1} + ${d2} = ${d1 + d2} wide, more than joint_attention_dim ${j}; use a transformer whose joint_attention_dim is at least ${d1 + d2}`,
+      `assembleSd3Text: the CLIP states are ${sum} wide, more than joint_attention_dim ${j}; use a transformer whose joint_attention_dim is at least ${wide}`,
     );
   }
   let l5: number;
@@ -118,14 +151,15 @@ export function assembleSd3Text(inp: Sd3TextInputs): Extract<Conditioning, { kin
 
   const l = lc + l5;
   const embeds = new Float32Array(n * l * j); // zeros: the padding and a missing T5
-  const h1 = a.hidden.data as Float32Array;
-  const h2 = b.hidden.data as Float32Array;
   for (let s = 0; s < n; s++) {
     for (let tok = 0; tok < lc; tok++) {
-      const at = (s * l + tok) * j;
       const src = s * lc + tok;
-      embeds.set(h1.subarray(src * d1, (src + 1) * d1), at); // [0, D₁)
-      embeds.set(h2.subarray(src * d2, (src + 1) * d2), at + d1); // [D₁, D₁ + D₂), then zeros to J
+      let at = (s * l + tok) * j;
+      for (const [i, c] of clip.entries()) {
+        const d = widths[i]!;
+        embeds.set((c.hidden.data as Float32Array).subarray(src * d, (src + 1) * d), at); // CLIP-L, then CLIP-G
+        at += d; // then zeros up to J
+      }
     }
     if (inp.t5) {
       const t5 = inp.t5.data as Float32Array;
@@ -133,15 +167,19 @@ export function assembleSd3Text(inp: Sd3TextInputs): Extract<Conditioning, { kin
     }
   }
 
-  const [p1, p2] = [a.pooled.shape[1]!, b.pooled.shape[1]!];
-  const pooled = new Float32Array(n * (p1 + p2));
+  const ps = clip.map((c) => c.pooled.shape[1]!);
+  const p = ps.reduce((x, y) => x + y, 0);
+  const pooled = new Float32Array(n * p);
   for (let s = 0; s < n; s++) {
-    pooled.set((a.pooled.data as Float32Array).subarray(s * p1, (s + 1) * p1), s * (p1 + p2));
-    pooled.set((b.pooled.data as Float32Array).subarray(s * p2, (s + 1) * p2), s * (p1 + p2) + p1);
+    let at = s * p;
+    for (const [i, c] of clip.entries()) {
+      pooled.set((c.pooled.data as Float32Array).subarray(s * ps[i]!, (s + 1) * ps[i]!), at);
+      at += ps[i]!;
+    }
   }
   return {
     kind: "text",
     embeds: new HostTensor(embeds, [n, l, j]),
-    pooled: new HostTensor(pooled, [n, p1 + p2]),
+    pooled: new HostTensor(pooled, [n, p]),
   };
 }

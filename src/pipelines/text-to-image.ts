@@ -10,16 +10,23 @@
  * rather than silently cut, so nothing the user wrote is lost.
  */
 import type { Conditioning } from "../diffusion/conditioning.ts";
-import type { CLIPTextModel, CLIPTextModelWithProjection } from "../models/text/clip-text-model.ts";
+import { type CLIPTextModel, CLIPTextModelWithProjection } from "../models/text/clip-text-model.ts";
 import type { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
 import type { AutoencoderKL } from "../models/vae/model.ts";
 import { HostTensor } from "../tensor/host.ts";
 import type { LatentDecoder } from "./generate.ts";
+import { assembleSd3Text, type Sd3TextLayout, sd3ClipStates } from "./sd3-text.ts";
 
 /** The text side of a text-to-image pipeline. */
 export interface TextEncoding {
   readonly tokenizer: CLIPTokenizer;
   readonly textEncoder: CLIPTextModel | CLIPTextModelWithProjection;
+  /**
+   * An SD3 pipeline's layout (sd3-text.ts): the text encoder is CLIP-L (with projection), this adds
+   * CLIP-G and the zero T5 block; the conditioning is penultimate states and pooled text_embeds.
+   * Absent: Stable Diffusion's (the last hidden state).
+   */
+  readonly sd3?: Sd3TextLayout;
 }
 
 export class PromptError extends Error {
@@ -70,15 +77,48 @@ export function tokenizePrompts(
   });
 }
 
-/** The token embeddings [N, 77, D] of prompts (the encoder's last hidden state), as a text conditioning. */
+/**
+ * The token embeddings [N, 77, D] of prompts (the encoder's last hidden state), as a text conditioning;
+ * for an SD3 pipeline, its embeddings and pooled vectors (sd3-text.ts).
+ */
 export async function encodePrompts(
   enc: TextEncoding,
   prompts: readonly string[],
   what = "prompt",
 ): Promise<Conditioning> {
   const ids = tokenizePrompts(enc.tokenizer, prompts, what);
+  if (enc.sd3) return encodeSd3(enc, enc.sd3, ids, prompts, what);
   const out = await enc.textEncoder.forward(ids);
   return { kind: "text", embeds: out.lastHiddenState as HostTensor<"float32"> };
+}
+
+/** SD3: each CLIP's penultimate states and text_embeds, assembled (a missing T5: zeros). */
+async function encodeSd3(
+  enc: TextEncoding,
+  layout: Sd3TextLayout,
+  ids: number[][],
+  prompts: readonly string[],
+  what: string,
+): Promise<Conditioning> {
+  const first = enc.textEncoder;
+  if (!(first instanceof CLIPTextModelWithProjection))
+    throw new Error(
+      "an SD3 pipeline's text_encoder must be a CLIPTextModelWithProjection (it gives the pooled text_embeds)",
+    );
+  const opts = { outputHiddenStates: true };
+  const skip = layout.clipSkip ?? 0;
+  const a = sd3ClipStates(await first.forward(ids, opts), skip);
+  let clip: Parameters<typeof assembleSd3Text>[0]["clip"] = [a];
+  if (layout.second) {
+    const ids2 = tokenizePrompts(layout.second.tokenizer, prompts, what);
+    clip = [a, sd3ClipStates(await layout.second.textEncoder.forward(ids2, opts), skip)];
+  }
+  return assembleSd3Text({
+    clip,
+    t5: null,
+    jointAttentionDim: layout.jointAttentionDim,
+    maxSequenceLength: layout.maxSequenceLength,
+  });
 }
 
 /**
@@ -105,9 +145,12 @@ export async function promptConditions(
   if (both.kind !== "text") throw new Error("unreachable");
   const n = prompts.length;
   const [, l, d] = both.embeds.shape as [number, number, number];
+  const pooled = both.pooled;
+  const p = pooled?.shape[1] ?? 0;
   const half = (k: number): Conditioning => ({
     kind: "text",
     embeds: new HostTensor(both.embeds.data.slice(k * n * l * d, (k + 1) * n * l * d), [n, l, d]),
+    ...(pooled ? { pooled: new HostTensor(pooled.data.slice(k * n * p, (k + 1) * n * p), [n, p]) } : {}),
   });
   return { cond: half(0), uncond: half(1) };
 }

@@ -49,23 +49,44 @@ export interface TrainComponent {
   write(dir: string, params: Params): void | Promise<void>;
   /** Reads a folder `write` made; errors name the file. */
   read(dir: string): Params | Promise<Params>;
+  /**
+   * Values its folder holds that are never trained (a denoiser's persistent buffers: SD3's sincos
+   * position table), unprefixed and not among `specs`: the train step takes them as constants
+   * (`componentBuffers`), `componentParams` adds them back, `read` leaves them out.
+   */
+  readonly buffers?: Params;
 }
 
-/** The denoiser of a run as a component (unprefixed: the names a denoiser-only run has always used). */
+/**
+ * The denoiser of a run as a component (unprefixed: the names a denoiser-only run has always used).
+ * Its buffers (the values its config determines: DenoiserDef.buffers) are not trained: they are left
+ * out of its specs and kept as `buffers`.
+ */
 export function denoiserComponent(cfg: TrainConfig, prefix = ""): TrainComponent {
   const model = resolveDenoiser(cfg.model);
-  const specs = model.paramSpecs();
+  const all = model.paramSpecs();
+  const buffers = model.buffers?.() ?? new Map<string, HostTensor<"float32">>();
+  const specs = all.filter((s) => !buffers.has(s.name));
   return {
     name: model.component,
     prefix,
     specs,
+    ...(buffers.size > 0 ? { buffers } : {}),
     write: (dir, params) => writePretrained(dir, model.config, params),
-    read: (dir) =>
-      readWeights(dir, model.className, specs, model.renameKey ? { renameKey: model.renameKey } : {}),
+    read: (dir) => {
+      const params = readWeights(
+        dir,
+        model.className,
+        all,
+        model.renameKey ? { renameKey: model.renameKey } : {},
+      );
+      for (const k of buffers.keys()) params.delete(k); // the config's values are used, as at the start
+      return params;
+    },
   };
 }
 
-/** A component's own weights out of the train state's map (prefix removed). */
+/** A component's own weights out of the train state's map (prefix removed), its buffers added. */
 export function componentParams(c: TrainComponent, all: Params): Params {
   const out: Params = new Map();
   for (const s of c.specs) {
@@ -73,6 +94,14 @@ export function componentParams(c: TrainComponent, all: Params): Params {
     if (!v) throw new Error(`the train state lacks ${c.prefix}${s.name}`);
     out.set(s.name, v);
   }
+  for (const [k, v] of c.buffers ?? []) out.set(k, v);
+  return out;
+}
+
+/** Every component's buffers, prefixed: constants of the train step, never trained. */
+export function componentBuffers(components: readonly TrainComponent[]): Params {
+  const out: Params = new Map();
+  for (const c of components) for (const [k, v] of c.buffers ?? []) out.set(c.prefix + k, v);
   return out;
 }
 

@@ -18,8 +18,9 @@ export interface TrainConfig {
   model: DiffusersConfig;
   scheduler: Record<string, unknown>;
   /**
-   * Text to image (a UNet2DConditionModel): the text encoder's config (transformers' CLIPTextConfig),
-   * trained jointly with the U-Net from scratch; absent for pixel-space denoisers.
+   * Text to image (a UNet2DConditionModel or an SD3Transformer2DModel): the text encoder's config
+   * (transformers' CLIPTextConfig; CLIPTextModelWithProjection for SD3), trained jointly with the
+   * denoiser from scratch; absent for pixel-space denoisers.
    */
   text_encoder?: Record<string, unknown>;
   /** The tokenizer: a folder to read, or BPE trained on the run's captions to `vocab_size`. */
@@ -355,6 +356,9 @@ function finetuneSection(raw: Json, text: Pick<TrainConfig, "text_encoder">): Fi
   return f;
 }
 
+/** The denoiser classes trained on text (train/text-task.ts). */
+const TEXT_MODELS: readonly string[] = ["UNet2DConditionModel", "SD3Transformer2DModel"];
+
 /** The controlnet section, checked (the base's text_encoder, tokenizer, vae and model fill the rest). */
 function controlNetSection(
   raw: Json,
@@ -393,15 +397,15 @@ function textSections(raw: Json): Pick<TrainConfig, "text_encoder" | "tokenizer"
   const given = ["text_encoder", "tokenizer", "vae"].filter((k) => raw[k] !== undefined);
   const cls = String((raw["model"] as Json)["_class_name"] ?? "");
   if (given.length === 0) {
-    if (cls === "UNet2DConditionModel")
+    if (TEXT_MODELS.includes(cls))
       throw new ConfigFieldError(
-        'a UNet2DConditionModel trains on text: the config needs "text_encoder" (a CLIPTextConfig), "tokenizer" ({ "vocab_size": N } or { "path": DIR }) and "vae" ({ "path": DIR })',
+        `a ${cls} trains on text: the config needs "text_encoder" (a CLIPTextConfig), "tokenizer" ({ "vocab_size": N } or { "path": DIR }) and "vae" ({ "path": DIR })`,
       );
     return {};
   }
-  if (cls !== "UNet2DConditionModel")
+  if (!TEXT_MODELS.includes(cls))
     throw new ConfigFieldError(
-      `config sections ${given.join(", ")} are for text to image; model._class_name must be UNet2DConditionModel, got "${cls}"`,
+      `config sections ${given.join(", ")} are for text to image; model._class_name must be ${TEXT_MODELS.join(" or ")}, got "${cls}"`,
     );
   for (const k of ["text_encoder", "tokenizer", "vae"])
     if (!isObj(raw[k]))

@@ -3,7 +3,7 @@
  * et al. 2023) as a training-step loss over any registered denoiser, and the host side that draws
  * each step's batch.
  *
- * In the graph:  x_t = a·x0 + s·ε  (a = √ᾱ_t, s = √(1−ᾱ_t); flow: a = 1−σ, s = σ)
+ * In the graph:  x_t = a·x0 + s·ε  (a = √ᾱ_t, s = √(1−ᾱ_t); flow: a = 1−σ, s = σ, σ shifted as the scheduler's)
  *                target = cx0·x0 + cε·ε  (the coefficients of `targetCoefficients`, fed per sample)
  *                loss = mean_n w_n · mean((net(x_t, t, cond)[:C] − target)²)
  * On the host: t, ε, the target coefficients, the condition dropout and the weights w, from a per-step
@@ -38,6 +38,11 @@ export interface Objective {
   weighting: LossWeighting;
   /** How the noise level of each sample is drawn. */
   timesteps: TimestepSampling;
+  /**
+   * Flow matching: the drawn time u becomes σ = shift·u / (1 + (shift − 1)·u), the scheduler's `shift`
+   * (SD3: 3.0), as diffusers' SD3 training draws from its shifted σ table. Default 1 (σ = u).
+   */
+  flowShift?: number;
   /** The label that stands for "no class" (condition dropout), or null for a model without labels. */
   nullLabel: number | null;
   condDropout: number;
@@ -122,7 +127,9 @@ export function drawBatch(
       snrs.push(ab / (1 - ab));
     });
   } else {
-    sampleFlowTimes(rng, n, obj.timesteps).forEach((sig, i) => {
+    const shift = obj.flowShift ?? 1;
+    sampleFlowTimes(rng, n, obj.timesteps).forEach((u, i) => {
+      const sig = shift === 1 ? u : (shift * u) / (1 + (shift - 1) * u);
       a[i] = 1 - sig;
       s[i] = sig;
       t[i] = sig * obj.numTrainTimesteps;
@@ -202,5 +209,11 @@ export function objectiveOf(cfg: TrainConfig, model: BoundDenoiser): Objective {
     nullLabel: spec.kind === "class" ? spec.nullLabel : null,
     condDropout: t.cond_dropout,
   };
+  if (flow) {
+    const shift = Number(cfg.scheduler["shift"] ?? 1);
+    if (!(shift > 0))
+      throw new Error(`scheduler.shift must be a number > 0 (SD3: 3.0), got ${cfg.scheduler["shift"]}`);
+    obj.flowShift = shift;
+  }
   return obj;
 }

@@ -1,10 +1,13 @@
 /**
- * The text-to-image task (latent diffusion, Rombach et al. 2022): a UNet2DConditionModel trained on
- * the latents of a frozen, already trained VAE, cross-attending to a CLIP text encoder's hidden
- * states — the text encoder trained jointly with the U-Net, from scratch, by the same denoising loss
- * (one ONNX graph: token ids → text encoder → U-Net → loss). Imagen and LDM train with frozen,
- * pretrained encoders; a project that makes its own models has none, and joint training needs no
- * separate contrastive stage (see docs/text-to-image.md for the measurement behind the choice).
+ * The text-to-image task (latent diffusion, Rombach et al. 2022): a denoiser trained on the latents of
+ * a frozen, already trained VAE, conditioned on a CLIP text encoder's states — a UNet2DConditionModel
+ * cross-attending to them, or an SD3Transformer2DModel (MM-DiT, Esser et al. 2024) attending jointly
+ * to them and taking the pooled text_embeds (text-condition.ts: what each takes) — the text encoder
+ * trained jointly with the denoiser, from scratch, by the same loss (one ONNX graph: token ids → text
+ * encoder → denoiser → loss). Imagen and LDM train with frozen, pretrained encoders; a project that
+ * makes its own models has none, and joint training needs no separate contrastive stage (see
+ * docs/text-to-image.md for the measurement behind the choice). The MM-DiT trains with rectified flow
+ * (a FlowMatchEulerDiscreteScheduler config: logit-normal t, SD3's `shift`; objective.ts).
  *
  * Host side per step: the batch's latents are drawn from the VAE's posterior N(mean, std²) (the
  * moments of every training image computed once and cached in the run folder), scaled as diffusers
@@ -12,21 +15,19 @@
  * prompt with probability `training.cond_dropout` (classifier-free guidance's unconditional model).
  *
  * The tokenizer is read from `tokenizer.path`, or trained (byte-level BPE) on the training captions
- * at the run's start and saved in the run folder; the export is a StableDiffusionPipeline folder.
+ * at the run's start and saved in the run folder; its context is the encoder's max_position_embeddings
+ * (at most CLIP's 77). The export is a StableDiffusionPipeline folder, or for the MM-DiT a
+ * StableDiffusion3Pipeline folder with one text encoder (pipelines/sd3-pipeline.ts).
  */
-import { createHash } from "node:crypto";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
-import type { ImageDataset } from "../data/dataset.ts";
 import { type EmojiDataset, emojiPrompts, loadEmoji } from "../data/emoji.ts";
 import { DataLoader } from "../data/loader.ts";
-import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { type AnyDenoiserModel, modelFromParams } from "../models/load.ts";
 import { resolveDenoiser } from "../models/registry.ts";
 import { trainClipBpe } from "../models/text/bpe-train.ts";
-import { clipTextForward, clipTextParamSpecs } from "../models/text/clip-text.ts";
 import { resolveClipTextConfig } from "../models/text/clip-text-config.ts";
-import { CLIPTextModel } from "../models/text/clip-text-model.ts";
+import { CLIPTextModelWithProjection } from "../models/text/clip-text-model.ts";
 import { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
 import { vaeScaleFactor } from "../models/vae/config.ts";
 import { AutoencoderKL } from "../models/vae/model.ts";
@@ -34,6 +35,7 @@ import { generate } from "../pipelines/generate.ts";
 import { defaultSchedulerName, parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import { saveTextToImagePipeline } from "../pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
+import { saveSd3Pipeline } from "../pipelines/sd3-pipeline.ts";
 import {
   latentDecoder,
   promptConditions,
@@ -41,86 +43,27 @@ import {
   tokenizePrompts,
 } from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
-import type { ParamScope, Params } from "../tensor/params.ts";
+import type { Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
-import type { TrainComponent } from "./checkpoint.ts";
-import { componentParams, denoiserComponent } from "./checkpoint.ts";
+import { componentBuffers, componentParams, denoiserComponent } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
+import { type LatentMoments, latentMoments } from "./latent-moments.ts";
 import { batchSpecs, diffusionLoss, drawBatch, type Objective, objectiveOf } from "./objective.ts";
 import type { PreviewImages, TrainTask } from "./task.ts";
+import {
+  MMDIT_T5_TOKENS,
+  textCondition,
+  textEncoderComponent,
+  textLayoutOf,
+  trainedTextEncoding,
+} from "./text-condition.ts";
 import { pickImages } from "./vae-data.ts";
+
+export { type LatentMoments, latentMoments } from "./latent-moments.ts";
+export { textEncoderComponent } from "./text-condition.ts";
 
 /** Prompts of the preview grids: the first training captions and held-out compositions. */
 const PREVIEW_PROMPTS = 8;
-
-/** The text encoder as a trained component (transformers' folder layout: config.json + model.safetensors). */
-export function textEncoderComponent(config: Record<string, unknown>, prefix: string): TrainComponent {
-  return {
-    name: "text_encoder",
-    prefix,
-    specs: clipTextParamSpecs(resolveClipTextConfig(config).config),
-    write: (dir, params) => CLIPTextModel.fromParams(config, params).savePretrained(dir),
-    read: async (dir) => (await CLIPTextModel.fromPretrained(dir)).params,
-  };
-}
-
-/** The VAE posterior's moments of the training images: N(mean, std²) per latent value. */
-export interface LatentMoments {
-  mean: Float32Array;
-  std: Float32Array;
-  /** [N, C, h, w] */
-  shape: number[];
-}
-
-/** The VAE posterior's moments of every image, computed once per (run, VAE, images) and cached. */
-export async function latentMoments(
-  vae: AutoencoderKL,
-  data: ImageDataset & { readonly captions: readonly string[] },
-  cachePath: string,
-): Promise<LatentMoments> {
-  // the cache is valid for these weights and these images only
-  const hash = createHash("sha256");
-  for (const [k, v] of vae.params)
-    hash.update(k).update(new Uint8Array(v.data.buffer, v.data.byteOffset, v.data.byteLength));
-  hash.update(data.captions.join("\n")).update(String(data.height));
-  const key = hash.digest("hex");
-  if (existsSync(cachePath)) {
-    const st = readSafetensors(cachePath);
-    const mean = st.tensors.get("mean");
-    const std = st.tensors.get("std");
-    if (mean && std && st.metadata["key"] === key)
-      return { mean: mean.data as Float32Array, std: std.data as Float32Array, shape: [...mean.shape] };
-  }
-  const per = data.channels * data.height * data.width;
-  const chunk = 64;
-  let mean: Float32Array | null = null;
-  let std: Float32Array | null = null;
-  let shape: number[] = [];
-  for (let lo = 0; lo < data.count; lo += chunk) {
-    const hi = Math.min(data.count, lo + chunk);
-    const x = new Float32Array((hi - lo) * per);
-    for (let i = 0; i < x.length; i++) x[i] = data.images[lo * per + i]! * 2 - 1;
-    const d = await vae.encode(new HostTensor(x, [hi - lo, data.channels, data.height, data.width]));
-    if (!mean || !std) {
-      shape = [data.count, ...d.mean.shape.slice(1)];
-      const n = shape.reduce((a, b) => a * b, 1);
-      mean = new Float32Array(n);
-      std = new Float32Array(n);
-    }
-    const lat = d.mean.size / (hi - lo);
-    mean.set(d.mean.data as Float32Array, lo * lat);
-    std.set(d.std.data as Float32Array, lo * lat);
-  }
-  writeSafetensors(
-    cachePath,
-    new Map([
-      ["mean", new HostTensor(mean!, shape)],
-      ["std", new HostTensor(std!, shape)],
-    ]),
-    { metadata: { key } },
-  );
-  return { mean: mean!, std: std!, shape };
-}
 
 /** The images whose captions are listed (all when null); an unknown caption is an error naming it. */
 function emojiSubset(d: EmojiDataset, captions: readonly string[] | null): EmojiDataset {
@@ -254,17 +197,12 @@ export async function textPreview(
 
 export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
   const model = resolveDenoiser(cfg.model);
-  if (model.conditioning.kind !== "text")
-    throw new Error(`${model.className} is not text-conditioned: text to image needs a UNet2DConditionModel`);
+  const layout = textLayoutOf(model, cfg.text_encoder!);
   if (cfg.data.dataset !== "emoji")
     throw new Error(
       `text to image trains on captioned images: data.dataset must be "emoji", got "${cfg.data.dataset}"`,
     );
   const teCheck = resolveClipTextConfig(cfg.text_encoder!).config;
-  if (teCheck.hiddenSize !== model.conditioning.dim)
-    throw new Error(
-      `text_encoder.hidden_size (${teCheck.hiddenSize}) must equal model.cross_attention_dim (${model.conditioning.dim})`,
-    );
   if (!existsSync(join(cfg.vae!.path, "config.json")))
     throw new Error(
       `vae.path: ${cfg.vae!.path} holds no trained VAE (config.json + weights); train one first (diffuse train --config configs/emoji-vae.json --out runs/emoji-vae writes runs/emoji-vae/model) or point vae.path at an AutoencoderKL folder`,
@@ -274,18 +212,27 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
   const seed = new Rng(t.seed);
   const data = emojiSubset(loadEmoji({ split: "train", size: cfg.data.size }), cfg.data.captions);
 
-  // the tokenizer: given, or BPE trained on the training captions (deterministic) and kept with the run
+  // the tokenizer: given, or BPE trained on the training captions (deterministic) and kept with the run;
+  // its context is at most the encoder's positions (a shorter one costs the MM-DiT's attention less)
+  const context = Math.min(77, teCheck.maxPositionEmbeddings);
   const tokDir = join(runDir, "tokenizer");
   let tokenizer: CLIPTokenizer;
   if (cfg.tokenizer!.path) tokenizer = CLIPTokenizer.fromPretrained(cfg.tokenizer!.path);
   else if (existsSync(join(tokDir, "vocab.json"))) tokenizer = CLIPTokenizer.fromPretrained(tokDir);
   else {
-    tokenizer = trainClipBpe([...data.captions], { vocabSize: cfg.tokenizer!.vocab_size });
+    tokenizer = trainClipBpe([...data.captions], {
+      vocabSize: cfg.tokenizer!.vocab_size,
+      modelMaxLength: context,
+    });
     tokenizer.savePretrained(tokDir);
   }
   if (tokenizer.vocabSize > teCheck.vocabSize)
     throw new Error(
       `the tokenizer has ${tokenizer.vocabSize} tokens but text_encoder.vocab_size is ${teCheck.vocabSize}: raise vocab_size`,
+    );
+  if (tokenizer.modelMaxLength > teCheck.maxPositionEmbeddings)
+    throw new Error(
+      `the tokenizer pads prompts to ${tokenizer.modelMaxLength} tokens but text_encoder.max_position_embeddings is ${teCheck.maxPositionEmbeddings}: raise max_position_embeddings to ${tokenizer.modelMaxLength}`,
     );
   // the encoder's special ids are the tokenizer's (its end-of-text token pools the output)
   const teJson: Record<string, unknown> = {
@@ -307,6 +254,10 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     throw new Error(
       `model.in_channels (${model.geometry.inChannels}) must equal the VAE's latent_channels (${vae.config.latentChannels})`,
     );
+  if (latentSize % model.geometry.multipleOf !== 0)
+    throw new Error(
+      `the latents are ${latentSize}×${latentSize} (data.size ${cfg.data.size} / the VAE's factor ${factor}), not a multiple of ${model.geometry.multipleOf} as ${model.className} needs: change data.size or the model's patch_size`,
+    );
   mkdirSync(runDir, { recursive: true });
   const moments = await latentMoments(vae, data, join(runDir, "latents.safetensors"));
   const latPer = moments.mean.length / data.count;
@@ -322,11 +273,14 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     condDropout: t.cond_dropout,
   };
 
-  const unet = denoiserComponent(cfg, "unet.");
+  // the denoiser's buffers (SD3's position table) are constants of the step, never trained
+  const denoiser = denoiserComponent(cfg, `${model.component}.`);
   const textEncoder = textEncoderComponent(teJson, "text_encoder.");
+  const components = [denoiser, textEncoder];
   const loader = new DataLoader(data, { batchSize: t.batch_size, rng: seed.fold("data") });
-  const specs = batchSpecs(model, t.batch_size, latentSize);
+  const specs = batchSpecs(model, t.batch_size, latentSize, { textLength: seqLen });
   delete specs["cond.encoder_hidden_states"];
+  delete specs["cond.pooled_projections"];
   specs["cond.input_ids"] = { shape: [t.batch_size, seqLen], dtype: "int64" };
 
   const previewPrompts = cfg.data.captions
@@ -335,18 +289,19 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
         ...emojiPrompts("train").slice(0, PREVIEW_PROMPTS / 2),
         ...emojiPrompts("holdout").slice(0, PREVIEW_PROMPTS / 2),
       ];
+  const textOf = (params: Params) =>
+    trainedTextEncoding(layout, tokenizer, teJson, componentParams(textEncoder, params));
+  const buffers = componentBuffers(components);
 
   return {
-    components: [unet, textEncoder],
+    components,
+    ...(buffers.size > 0 ? { frozen: buffers } : {}),
     batchSpecs: specs,
     batchSize: t.batch_size,
     description: `emoji: ${data.count} captioned images → ${latPer} latent values each`,
     loss: diffusionLoss(model, {
-      denoiserScope: "unet",
-      condition: (scope: ParamScope, b) => ({
-        encoder_hidden_states: clipTextForward(scope.sub("text_encoder"), teConfig, b["cond.input_ids"]!)
-          .lastHiddenState, // [B, L, D]
-      }),
+      denoiserScope: model.component,
+      condition: textCondition(layout, teConfig),
     }),
     batch(k) {
       const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
@@ -354,40 +309,47 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     },
     async preview(params, step) {
       const session = t.threads ? { session: { threads: t.threads } } : {};
-      const u = modelFromParams(cfg.model, componentParams(unet, params as Params), session);
-      const te = CLIPTextModel.fromParams(teJson, componentParams(textEncoder, params as Params));
+      const u = modelFromParams(cfg.model, componentParams(denoiser, params as Params), session);
+      const text = textOf(params as Params);
       try {
-        const parts = {
-          unet: u,
-          text: { tokenizer, textEncoder: te },
-          vae,
-          latentSize,
-          imageSize: cfg.data.size,
-        };
+        const parts = { unet: u, text, vae, latentSize, imageSize: cfg.data.size };
         return await textPreview(cfg, parts, previewPrompts, step);
       } finally {
         u.dispose();
-        te.dispose();
+        text.textEncoder.dispose();
       }
     },
     async exportPipeline(params, step, dir) {
-      const u = modelFromParams(cfg.model, componentParams(unet, params as Params));
-      const te = CLIPTextModel.fromParams(teJson, componentParams(textEncoder, params as Params));
+      const u = modelFromParams(cfg.model, componentParams(denoiser, params as Params));
+      const te = textOf(params as Params).textEncoder;
+      const info = {
+        numClasses: null,
+        dataset: cfg.data.dataset,
+        trainedSteps: step,
+        imageRange: [-1, 1],
+        sampling: { guidance: cfg.output.sample_guidance },
+      };
       try {
-        await saveTextToImagePipeline(dir, {
-          unet: u,
-          textEncoder: te,
-          tokenizer,
-          vae,
-          schedulerConfig: cfg.scheduler,
-          info: {
-            numClasses: null,
-            dataset: cfg.data.dataset,
-            trainedSteps: step,
-            imageRange: [-1, 1],
-            sampling: { guidance: cfg.output.sample_guidance },
-          },
-        });
+        if (layout.kind === "sd3") {
+          if (!(te instanceof CLIPTextModelWithProjection))
+            throw new Error("unreachable: SD3's encoder has a projection");
+          await saveSd3Pipeline(dir, {
+            transformer: u,
+            textEncoder: te,
+            tokenizer,
+            vae,
+            schedulerConfig: cfg.scheduler,
+            info: { ...info, maxSequenceLength: MMDIT_T5_TOKENS },
+          });
+        } else
+          await saveTextToImagePipeline(dir, {
+            unet: u,
+            textEncoder: te,
+            tokenizer,
+            vae,
+            schedulerConfig: cfg.scheduler,
+            info,
+          });
       } finally {
         u.dispose();
         te.dispose();

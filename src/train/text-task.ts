@@ -45,7 +45,7 @@ import {
 import { HostTensor } from "../tensor/host.ts";
 import type { Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
-import { componentBuffers, componentParams, denoiserComponent } from "./checkpoint.ts";
+import { componentParams, denoiserComponent } from "./checkpoint.ts";
 import type { TrainConfig } from "./config.ts";
 import { type LatentMoments, latentMoments } from "./latent-moments.ts";
 import { batchSpecs, diffusionLoss, drawBatch, type Objective, objectiveOf } from "./objective.ts";
@@ -273,7 +273,7 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     condDropout: t.cond_dropout,
   };
 
-  // the denoiser's buffers (SD3's position table) are constants of the step, never trained
+  // the denoiser's buffers (SD3's position table) are constants of the step, never trained (trainer.ts)
   const denoiser = denoiserComponent(cfg, `${model.component}.`);
   const textEncoder = textEncoderComponent(teJson, "text_encoder.");
   const components = [denoiser, textEncoder];
@@ -291,11 +291,9 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
       ];
   const textOf = (params: Params) =>
     trainedTextEncoding(layout, tokenizer, teJson, componentParams(textEncoder, params));
-  const buffers = componentBuffers(components);
 
   return {
     components,
-    ...(buffers.size > 0 ? { frozen: buffers } : {}),
     batchSpecs: specs,
     batchSize: t.batch_size,
     description: `emoji: ${data.count} captioned images → ${latPer} latent values each`,

@@ -19,7 +19,13 @@ import type { WorkerContext } from "../runtime/worker.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import { initParams, type Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
-import { loadCheckpoint, prefixedSpecs, refuseStepsBelowCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  componentBuffers,
+  loadCheckpoint,
+  prefixedSpecs,
+  refuseStepsBelowCheckpoint,
+  saveCheckpoint,
+} from "./checkpoint.ts";
 import { emaDecayAt, learningRate, resolveConfig, type TrainConfig } from "./config.ts";
 import { controlNetTask } from "./controlnet-task.ts";
 import { finetuneTask } from "./finetune-task.ts";
@@ -34,6 +40,16 @@ async function taskFor(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
   if (cfg.controlnet) return controlNetTask(cfg, runDir);
   if (cfg.finetune) return finetuneTask(cfg, runDir);
   return cfg.text_encoder ? textTask(cfg, runDir) : pixelTask(cfg);
+}
+
+/**
+ * The weights the step takes as constants: the task's frozen ones and its components' buffers (the
+ * values a config determines, e.g. SD3's position table: DenoiserDef.buffers) — never trained, and
+ * not among the trainable parameters below.
+ */
+function frozenOf(task: TrainTask): Params | undefined {
+  const frozen = new Map([...(task.frozen ?? []), ...componentBuffers(task.components)]);
+  return frozen.size > 0 ? frozen : undefined;
 }
 
 /** The trainable parameters at step 0: the task's given values, the initialisers' for the rest. */
@@ -133,10 +149,11 @@ export async function trainRun(
   const task = await taskFor(cfg, runDir);
   const t = cfg.training;
   const session = t.threads ? { threads: t.threads } : {};
+  const frozen = frozenOf(task);
   const trainStep = await compileTrainStep(task.loss, task.batchSpecs, {
     adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
     ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
-    ...(task.frozen ? { frozen: task.frozen } : {}),
+    ...(frozen ? { frozen } : {}),
     ...(task.lora ? { lora: task.lora } : {}),
     session,
   });

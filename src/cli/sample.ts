@@ -8,13 +8,11 @@
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { resizeCrop } from "../data/resize.ts";
 import { writeFileAtomic } from "../io/atomic.ts";
 import { checkOutputDir, checkReadableTree } from "../io/fs-check.ts";
 import { makeGrid } from "../io/grid.ts";
 import { readImage } from "../io/image-decode.ts";
 import { encodePng } from "../io/png.ts";
-import { toChannels } from "../io/raster.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { loadLoraWeights, parseLoraSpec } from "../models/lora/index.ts";
 import {
@@ -30,6 +28,7 @@ import {
 import { disposePipeline, type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
 import {
   type ControlRequest,
+  controlFromRaster,
   imageSize,
   pipelineGenerate,
   takesControl,
@@ -388,6 +387,5 @@ export function readControlImage(path: string, size: number): HostTensor<"float3
   } catch (e) {
     throw new UsageError(`--control: ${(e as Error).message} (give a PNG or JPEG image)`);
   }
-  const rgb = toChannels(raster, 3, "black");
-  return new HostTensor(resizeCrop(rgb, size, size, "area"), [1, 3, size, size]);
+  return controlFromRaster(raster, size);
 }

@@ -5,7 +5,9 @@
  * image, by the pipeline's ControlNet (U-Net and ControlNet in one graph per step; classifier-free
  * guidance batched as ever). The CLI, the studio and the evaluation all generate through it.
  */
+import { resizeCrop } from "../data/resize.ts";
 import type { Conditioning } from "../diffusion/conditioning.ts";
+import { type Raster, toChannels } from "../io/raster.ts";
 import { controlledDenoiser } from "../models/controlnet/controlled.ts";
 import { UNet2DConditionModel } from "../models/unet-cond/model.ts";
 import { vaeScaleFactor } from "../models/vae/config.ts";
@@ -42,6 +44,15 @@ export interface ControlRequest {
 /** Thrown for a control request the pipeline cannot take (no ControlNet, a bad image). */
 export class ControlError extends Error {
   override name = "ControlError";
+}
+
+/**
+ * A decoded image as a control image [1, 3, size, size] in [0, 1]: transparent pixels over black (an
+ * edge map draws white lines on black), centre-cropped to a square and area-resized.
+ */
+export function controlFromRaster(raster: Raster, size: number): HostTensor<"float32"> {
+  const rgb = toChannels(raster, 3, "black");
+  return new HostTensor(resizeCrop(rgb, size, size, "area"), [1, 3, size, size]);
 }
 
 /** Whether a pipeline takes a control image. */

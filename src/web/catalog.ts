@@ -8,6 +8,8 @@
  */
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import type { CannyOptions } from "../data/edges.ts";
+import { pipelineCanny } from "../eval/control-edges.ts";
 import { checkReadableTree } from "../io/fs-check.ts";
 import type { CLIPTokenizer } from "../models/text/clip-tokenizer.ts";
 import { vaeScaleFactor } from "../models/vae/config.ts";
@@ -51,6 +53,8 @@ export interface ModelInfo {
   defaults: SamplingOptions;
   dataset: string | null;
   trainedSteps: number | null;
+  /** A model with a ControlNet takes a control image: the Canny settings its ControlNet was trained with. Else null. */
+  control: { canny: CannyOptions } | null;
 }
 
 /** A model that was left out of the list, and why (its config or files were refused). */
@@ -269,6 +273,7 @@ function describeModel(
     defaults: samplingDefaults(pipe),
     dataset: typeof pipe.info.dataset === "string" ? pipe.info.dataset : null,
     trainedSteps: typeof trained === "number" ? trained : null,
+    control: pipe.controlnet ? { canny: pipelineCanny(pipe) } : null,
   };
 }
 

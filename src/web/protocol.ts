@@ -26,6 +26,8 @@ export interface SampleSpec extends SamplingOptions {
   nrow: number;
   /** Written into the PNG's `parameters` text chunk. */
   parameters: string;
+  /** A control image [3, size, size] in [0, 1] (for every image) for a model with a ControlNet, else null. */
+  control: { image: Float32Array; scale: number; guessMode: boolean } | null;
 }
 
 export type ToWorker =

@@ -17,6 +17,7 @@ import { CancelledError, toUnitRange } from "../pipelines/generate.ts";
 import { pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
+import { HostTensor } from "../tensor/host.ts";
 import { GraphCache } from "./graph-cache.ts";
 import type { JobEstimate } from "./job-cost.ts";
 import type { FromWorker, SampleSpec, ToWorker } from "./protocol.ts";
@@ -53,6 +54,15 @@ async function runJob(
     eta: spec.eta,
     seed: spec.seed,
     size: spec.size,
+    ...(spec.control
+      ? {
+          control: {
+            image: new HostTensor(spec.control.image, [1, 3, spec.size, spec.size]),
+            scale: spec.control.scale,
+            guessMode: spec.control.guessMode,
+          },
+        }
+      : {}),
     signal,
     onStep: ({ i, t, x, x0 }) => {
       const gx = grid(toUnitRange(x));

@@ -6,9 +6,16 @@
  * and size through the studio's resource limits. A text-to-image model takes a prompt (and an
  * optional negative prompt) instead of a class label: checked as the CLI checks them (text, not
  * blank) and tokenized here, so a prompt longer than the text encoder's context is refused with its
- * length before any job is queued. A valid request becomes the worker's SampleSpec plus the
- * parameters echoed back to the page and written into the PNG.
+ * length before any job is queued. A model with a ControlNet takes a control image (a PNG or JPEG
+ * data URL, drawn or uploaded on the page), its scale and guess mode, optionally with Canny run on it
+ * here; the control image the worker will use comes back to the page as a PNG among the parameters.
+ * A valid request becomes the worker's SampleSpec plus the parameters echoed back to the page and
+ * written into the PNG.
  */
+import { canny } from "../data/edges.ts";
+import { makeGrid } from "../io/grid.ts";
+import { decodeImage } from "../io/image-decode.ts";
+import { encodePng } from "../io/png.ts";
 import {
   checkNumber,
   checkSamplingOptions,
@@ -18,6 +25,7 @@ import {
   type SamplingOptions,
   STUDIO_LIMITS,
 } from "../pipelines/options.ts";
+import { controlFromRaster } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import { checkPrompts, tokenizePrompts } from "../pipelines/text-to-image.ts";
 import type { Catalog, ModelInfo } from "./catalog.ts";
@@ -49,7 +57,23 @@ export interface GenerateParams extends SamplingOptions {
   negativePrompt: string | null;
   count: number;
   size: number;
+  /** The control image's settings and the image the ControlNet reads (a PNG data URL), for a model with one. */
+  control?: ControlParams;
 }
+
+/** How a generation was steered by a ControlNet. */
+export interface ControlParams {
+  scale: number;
+  guessMode: boolean;
+  /** "canny": the edges were found here in the given image; "none": the image was the control image. */
+  detect: "none" | "canny";
+  /** The control image at the generated size, as the ControlNet reads it (PNG data URL). */
+  image: string;
+}
+
+/** The most pixels a control image may have before it is resized (the page sends it at the image size). */
+const CONTROL_MAX_PIXELS = 4096 * 4096;
+const CONTROL_FIELDS = ["image", "scale", "guessMode", "detect"];
 
 const FIELDS = [
   "model",
@@ -65,6 +89,7 @@ const FIELDS = [
   "seed",
   "count",
   "size",
+  "control",
 ];
 
 const bad = (msg: string) => new HttpError(400, msg);
@@ -110,6 +135,57 @@ async function promptsOf(
     checked(() => tokenizePrompts(tokenizer, [rawNegative], "negative prompt"));
   }
   return { prompt, negativePrompt: rawNegative };
+}
+
+/**
+ * The control image of a request to a model with a ControlNet: a PNG or JPEG data URL decoded,
+ * centre-cropped and resized to the image size, edges found by Canny when asked (with the settings the
+ * ControlNet was trained with); the scale from 0 to 10 (default 1) and guess mode (default off).
+ */
+function controlOf(
+  raw: unknown,
+  model: ModelInfo,
+  size: number,
+): { spec: NonNullable<SampleSpec["control"]>; params: ControlParams } {
+  if (!model.control)
+    throw bad(`model "${model.id}" has no ControlNet: it takes no control image (drop "control")`);
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+    throw bad('control must be an object such as {"image": "data:image/png;base64,…", "scale": 1}');
+  const c = raw as Record<string, unknown>;
+  for (const k of Object.keys(c))
+    if (!CONTROL_FIELDS.includes(k))
+      throw bad(`unknown field "control.${k}"; its fields are ${CONTROL_FIELDS.join(", ")}`);
+  const url = c["image"];
+  const m = typeof url === "string" ? /^data:image\/(png|jpeg);base64,([A-Za-z0-9+/=\s]+)$/.exec(url) : null;
+  if (!m) throw bad("control.image must be a PNG or JPEG image as a data URL (data:image/png;base64,…)");
+  const raster = checked(() =>
+    decodeImage(new Uint8Array(Buffer.from(m[2]!, "base64")), "control.image", {
+      maxPixels: CONTROL_MAX_PIXELS,
+    }),
+  );
+  const scale = c["scale"] ?? 1;
+  if (typeof scale !== "number" || !Number.isFinite(scale) || scale < 0 || scale > 10)
+    throw bad(`control.scale must be a number from 0 to 10, got ${JSON.stringify(scale)}`);
+  const guessMode = c["guessMode"] ?? false;
+  if (typeof guessMode !== "boolean")
+    throw bad(`control.guessMode must be true or false, got ${JSON.stringify(guessMode)}`);
+  const detect = c["detect"] ?? "none";
+  if (detect !== "none" && detect !== "canny")
+    throw bad(
+      `control.detect must be "none" (the image is the control image) or "canny" (find its edges), got ${JSON.stringify(detect)}`,
+    );
+  let image = controlFromRaster(raster, size); // [1, 3, size, size]
+  if (detect === "canny") image = canny(image, { ...model.control.canny, channels: 3 });
+  const png = encodePng(makeGrid(image, { padding: 0 }));
+  return {
+    spec: { image: image.data as Float32Array, scale, guessMode },
+    params: {
+      scale,
+      guessMode,
+      detect,
+      image: `data:image/png;base64,${Buffer.from(png).toString("base64")}`,
+    },
+  };
 }
 
 /** Checks a request body against the catalog; throws HttpError(400) naming the first problem. */
@@ -191,6 +267,8 @@ export async function validateGenerate(
     throw bad(`size must be a multiple of ${model.sizeMultiple} for model "${model.id}", got ${size}`);
   }
 
+  const control = b["control"] === undefined ? null : controlOf(b["control"], model, size);
+
   const labels =
     label === null
       ? null
@@ -204,6 +282,7 @@ export async function validateGenerate(
     ...opts,
     count,
     size,
+    ...(control ? { control: control.params } : {}),
   };
   // as diffuse sample writes it: the prompt (and a negative prompt, if any) among the extras
   const parameters = parametersText(opts, {
@@ -212,6 +291,11 @@ export async function validateGenerate(
     extra: {
       ...(text ? { prompt: text.prompt } : {}),
       ...(text?.negativePrompt ? { negative_prompt: text.negativePrompt } : {}),
+      ...(control
+        ? {
+            control: `${control.params.detect === "canny" ? "canny edges of an image" : "an image"}:${control.params.scale}${control.params.guessMode ? " (guess mode)" : ""}`,
+          }
+        : {}),
       count,
       size,
     },
@@ -228,6 +312,7 @@ export async function validateGenerate(
     size,
     nrow,
     parameters,
+    control: control?.spec ?? null,
   };
   return { params, spec, model };
 }

@@ -1,4 +1,4 @@
-/** diffusers' ControlNetModel: config mapping, the traced forward (alone or joined to a U-Net) and the model class. */
+/** diffusers' ControlNetModel: config mapping, the traced forward (alone or joined to a U-Net), the model class, and U-Net + ControlNet as one denoiser. */
 export {
   CONTROLNET_CLASS_NAME,
   CONTROLNET_SCHEMA,
@@ -12,6 +12,15 @@ export {
   type FromUNetFields,
   resolveControlNetConfig,
 } from "./config.ts";
+export {
+  CONDITIONING_SCALE,
+  CONTROLNET_COND,
+  ControlledDenoiser,
+  type ControlledOptions,
+  controlledBound,
+  controlledDenoiser,
+  releaseControlled,
+} from "./controlled.ts";
 export {
   CONTROLNET_SCOPE,
   type ControlNetInputs,

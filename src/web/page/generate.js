@@ -3,6 +3,9 @@
 // the grid, its parameters, downloads and the animated trajectory, and the gallery gains a card.
 // A class-conditional model gets the class picker; a text-to-image model a prompt box (Enter
 // generates, Shift+Enter starts a new line) and a negative prompt, its previews decoded by its VAE.
+// A model with a ControlNet also gets a control image: drawn (white lines on black) or loaded from a
+// picture (optionally with its edges found by the server's Canny), its scale and guess mode; the
+// image the ControlNet reads comes back with the job's parameters and is shown beside the drawing.
 import { readEvents } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
@@ -15,8 +18,9 @@ function modelById(id) {
   return models.find((m) => m.id === id);
 }
 
-/** Shows the prompt box for a text-to-image model, the class picker for the others. */
+/** Shows the prompt box for a text-to-image model, the class picker for the others, the control image for a ControlNet. */
 function showConditionFields(m) {
+  $("control-field").hidden = !m.control;
   $("label-field").hidden = m.prompts;
   $("prompt-field").hidden = !m.prompts;
   $("negative-field").hidden = !m.prompts;
@@ -69,10 +73,34 @@ function onModelChange() {
   shownModel = m.id;
 }
 
+/** The control image at the model's image size, as a PNG data URL (small: the request body is bounded). */
+function controlImage(size) {
+  const c = document.createElement("canvas");
+  c.width = size;
+  c.height = size;
+  const g = c.getContext("2d");
+  g.imageSmoothingQuality = "high";
+  g.drawImage($("control-canvas"), 0, 0, size, size);
+  return c.toDataURL("image/png");
+}
+
+function readControl(m) {
+  if (!m?.control || !$("control-on").checked) return {};
+  return {
+    control: {
+      image: controlImage(Number($("size").value) || m.sampleSize),
+      scale: Number($("control-scale").value),
+      guessMode: $("control-guess").checked,
+      detect: $("control-detect").checked ? "canny" : "none",
+    },
+  };
+}
+
 function readForm() {
   const m = modelById($("model").value);
   const label = $("label").value;
   return {
+    ...readControl(m),
     model: $("model").value,
     ...(m?.prompts ? { prompt: $("prompt").value, negativePrompt: $("negative-prompt").value } : {}),
     ...(m && !m.prompts && m.numClasses !== null ? { label: label === "all" ? "all" : Number(label) } : {}),
@@ -103,12 +131,104 @@ function fillForm(p) {
   $("seed").value = String(p.seed);
   $("count").value = String(p.count);
   $("size").value = String(p.size);
+  $("control-on").checked = Boolean(p.control);
+  if (p.control) {
+    // the image the ControlNet read goes back on the canvas, its edges already found
+    $("control-scale").value = String(p.control.scale);
+    $("control-guess").checked = p.control.guessMode;
+    $("control-detect").checked = false;
+    showControlImage(p.control.image);
+    const img = new Image();
+    img.onload = () => drawOnCanvas(img);
+    img.src = p.control.image;
+  }
   showSliders();
 }
 
 function showSliders() {
   $("steps-out").textContent = $("steps").value;
   $("guidance-out").textContent = $("guidance").value;
+  $("control-scale-out").textContent = $("control-scale").value;
+}
+
+/** The control canvas: black, drawn on in white; a loaded picture fills it (centre-cropped). */
+function clearCanvas() {
+  const c = $("control-canvas");
+  const g = c.getContext("2d");
+  g.fillStyle = "#000";
+  g.fillRect(0, 0, c.width, c.height);
+}
+
+function drawOnCanvas(img) {
+  const c = $("control-canvas");
+  const side = Math.min(img.naturalWidth, img.naturalHeight);
+  clearCanvas();
+  c.getContext("2d").drawImage(
+    img,
+    (img.naturalWidth - side) / 2,
+    (img.naturalHeight - side) / 2,
+    side,
+    side,
+    0,
+    0,
+    c.width,
+    c.height,
+  );
+}
+
+function showControlImage(url) {
+  $("control-edges").src = url;
+}
+
+function initControl() {
+  const c = $("control-canvas");
+  clearCanvas();
+  let last = null;
+  const at = (ev) => {
+    const r = c.getBoundingClientRect();
+    return [((ev.clientX - r.left) * c.width) / r.width, ((ev.clientY - r.top) * c.height) / r.height];
+  };
+  c.addEventListener("pointerdown", (ev) => {
+    c.setPointerCapture(ev.pointerId);
+    last = at(ev);
+    $("control-on").checked = true;
+  });
+  c.addEventListener("pointermove", (ev) => {
+    if (!last) return;
+    const g = c.getContext("2d");
+    const p = at(ev);
+    g.strokeStyle = "#fff";
+    g.lineWidth = c.width / 64; // about one pixel of a 64×64 image
+    g.lineCap = "round";
+    g.beginPath();
+    g.moveTo(...last);
+    g.lineTo(...p);
+    g.stroke();
+    last = p;
+  });
+  const stop = () => {
+    last = null;
+  };
+  c.addEventListener("pointerup", stop);
+  c.addEventListener("pointercancel", stop);
+  $("control-clear").addEventListener("click", () => {
+    clearCanvas();
+    $("control-file").value = "";
+  });
+  $("control-file").addEventListener("change", () => {
+    const file = $("control-file").files[0];
+    if (!file) return;
+    const img = new Image();
+    img.onload = () => {
+      drawOnCanvas(img);
+      URL.revokeObjectURL(img.src);
+      // a loaded picture is usually not an edge map yet: find its edges (uncheck for an edge map)
+      $("control-detect").checked = true;
+      $("control-on").checked = true;
+    };
+    img.src = URL.createObjectURL(file);
+  });
+  $("control-scale").addEventListener("input", showSliders);
 }
 
 /** Wide grids (a row per sample of every class) read better one above the other than side by side. */
@@ -139,6 +259,14 @@ function describeParams(p) {
     ["seed", p.seed],
     ["images", p.count],
     ["size", `${p.size}×${p.size}`],
+    ...(p.control
+      ? [
+          [
+            "control",
+            `scale ${p.control.scale}${p.control.guessMode ? ", guess mode" : ""}${p.control.detect === "canny" ? ", Canny edges" : ""}`,
+          ],
+        ]
+      : []),
   ];
 }
 
@@ -220,6 +348,7 @@ async function generate() {
     for await (const { event, data } of readEvents(res)) {
       if (event === "queued") {
         running.jobId = data.id;
+        if (data.params?.control) showControlImage(data.params.control.image);
         $("step-counter").textContent =
           data.position > 1 ? `waiting: place ${data.position} in line` : "starting…";
       } else if (event === "start") {
@@ -309,6 +438,7 @@ export async function initGenerate(info) {
     $("gen-form").requestSubmit();
   });
   $("cancel").addEventListener("click", () => void cancel());
+  initControl();
   $("result-rerun").addEventListener("click", () => {
     if (!shown) return;
     fillForm(shown.params);

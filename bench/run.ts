@@ -23,6 +23,10 @@ const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
     file: "./lora.ts",
     what: "emoji U-Net fine-tuning step: LoRA rank 4 vs all weights (speed, peak RSS)",
   },
+  mmdit: {
+    file: "./mmdit.ts",
+    what: "SD3 MM-DiT (emoji latents, 77 text tokens) train step, 28-step CFG sampling and peak RSS vs diffusers",
+  },
   gpu: { file: "./gpu.ts", what: "MNIST U-Net on a GPU provider (WebGPU/CUDA) vs the CPU and PyTorch CUDA" },
   toy2d: { file: "./toy2d.ts", what: "2-D toy data: each sampler's sliced Wasserstein to the data" },
 };

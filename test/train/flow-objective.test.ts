@@ -50,12 +50,13 @@ test("flow objective: logit-normal u shifted by the scheduler's shift (SD3: 3.0)
   const rng = new Rng(7);
   rng.normal(x0.size);
   const u = sampleFlowTimes(rng, 5, { kind: "logit-normal", mean: 0.2, std: 1.3 });
+  const f = (k: string) => b[k]!.data as Float32Array;
   u.forEach((ui, i) => {
     const sig = (3 * ui) / (1 + 2 * ui);
-    assert.ok(Math.abs(b["s"]!.data[i]! - sig) < 1e-6, `σ ${b["s"]!.data[i]} vs ${sig}`);
-    assert.ok(Math.abs(b["a"]!.data[i]! - (1 - sig)) < 1e-6);
-    assert.ok(Math.abs(b["t"]!.data[i]! - 1000 * sig) < 1e-3);
-    assert.deepEqual([b["tx"]!.data[i], b["te"]!.data[i]], [-1, 1]); // target ε − x0
+    assert.ok(Math.abs(f("s")[i]! - sig) < 1e-6, `σ ${f("s")[i]} vs ${sig}`);
+    assert.ok(Math.abs(f("a")[i]! - (1 - sig)) < 1e-6);
+    assert.ok(Math.abs(f("t")[i]! - 1000 * sig) < 1e-3);
+    assert.deepEqual([f("tx")[i], f("te")[i]], [-1, 1]); // target ε − x0
   });
   // shift 1: σ = u
   const plain = objectiveOf(
@@ -65,7 +66,7 @@ test("flow objective: logit-normal u shifted by the scheduler's shift (SD3: 3.0)
   const r2 = new Rng(7);
   r2.normal(x0.size);
   assert.deepEqual(
-    Array.from(drawBatch(plain, x0, null, new Rng(7))["s"]!.data),
+    Array.from(drawBatch(plain, x0, null, new Rng(7))["s"]!.data as Float32Array),
     Array.from(Float32Array.from(sampleFlowTimes(r2, 5))),
   );
 });

@@ -18,7 +18,10 @@ flags:
                      model (default: the bundled models)
   --runs DIR         a training run (diffuse train --out DIR) or a folder of runs (repeatable;
                      default: ./runs, where diffuse train writes). Their loss curves and grids update live,
-                     and each run's exported model joins the model list
+                     and each run's exported model joins the model list (a diffuse finetune run's LoRA file
+                     is offered with its base model)
+  --lora FILE        a LoRA file (diffusers or kohya .safetensors) to offer with every text-to-image model
+                     (repeatable); the page picks files and their scales
   --host H           address to listen on (default 127.0.0.1: this machine only)
   --port P           port (default 7860; 0 picks a free one)
   --queue N          generations that may wait behind the running one (default 8)
@@ -65,6 +68,7 @@ export async function run(argv: readonly string[]): Promise<void> {
   const p = parseFlags("serve", argv, {
     model: { type: "string", multiple: true },
     runs: { type: "string", multiple: true },
+    lora: { type: "string", multiple: true },
     host: { type: "string" },
     port: { type: "string" },
     queue: { type: "string" },
@@ -94,10 +98,11 @@ export async function run(argv: readonly string[]): Promise<void> {
   };
   const models = (p.values["model"] as string[] | undefined) ?? [];
   const runs = (p.values["runs"] as string[] | undefined) ?? [];
+  const loras = (p.values["lora"] as string[] | undefined) ?? [];
   // without --runs, serve ./runs (where diffuse train writes by default), even if it appears later
   const optionalRuns = runs.length ? [] : ["runs"];
 
-  const studio = await startStudio({ models, runs, optionalRuns, host, port, queueCapacity, budget });
+  const studio = await startStudio({ models, runs, optionalRuns, loras, host, port, queueCapacity, budget });
   // Ctrl-C handling is in place before the URL is printed: whoever sees the URL may stop the studio
   const stopped = new Promise<void>((resolve) => {
     const stop = () => {

@@ -5,8 +5,12 @@
  * only; folders never come from a request, so a request cannot reach a path the user did not serve.
  * A text-to-image model (a StableDiffusionPipeline) is described by its images, not its latents: its
  * size is the VAE's output size, and its tokenizer stays in memory so prompts are checked on request.
+ * LoRA files (from --lora, and the pytorch_lora_weights.safetensors of every `diffuse finetune` run)
+ * are offered by id with the text-to-image models they may fit: a run's with the base it was trained
+ * from (its finetune.json), a given file with every text-to-image model (the worker refuses a file
+ * that does not fit, with the reason).
  */
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { CannyOptions } from "../data/edges.ts";
 import { pipelineCanny } from "../eval/control-edges.ts";
@@ -55,6 +59,16 @@ export interface ModelInfo {
   trainedSteps: number | null;
   /** A model with a ControlNet takes a control image: the Canny settings its ControlNet was trained with. Else null. */
   control: { canny: CannyOptions } | null;
+  /** The ids of the LoRA files offered for this model (text-to-image models only). */
+  loras: string[];
+}
+
+/** A LoRA file the studio offers: by id, with the base it was trained from when known. */
+export interface LoraInfo {
+  id: string;
+  path: string;
+  /** The base pipeline's folder (a finetune run's), or null: any text-to-image model. */
+  base: string | null;
 }
 
 /** A model that was left out of the list, and why (its config or files were refused). */
@@ -76,6 +90,8 @@ export interface CatalogOptions {
   runs?: readonly string[];
   /** Like `runs`, but they may not exist yet (`runs/` before the first `diffuse train`). */
   optionalRuns?: readonly string[];
+  /** LoRA files to offer with every text-to-image model (diffusers or kohya .safetensors). */
+  loras?: readonly string[];
 }
 
 const isRunDir = (dir: string) =>
@@ -113,6 +129,7 @@ function stampOf(dir: string): string {
 export class Catalog {
   private readonly fixed: { id: string; dir: string; source: "bundled" | "folder" }[] = [];
   private readonly runRoots: string[];
+  private readonly loraFiles: { id: string; path: string }[] = [];
   private lastProblems: ModelProblem[] = [];
   private readonly infoCache = new Map<
     string,
@@ -147,6 +164,36 @@ export class Catalog {
       return resolve(r);
     });
     for (const r of opts.optionalRuns ?? []) this.runRoots.push(resolve(r));
+    const loraIds = new Set<string>();
+    for (const f of opts.loras ?? []) {
+      if (!existsSync(f) || !statSync(f).isFile())
+        throw new Error(`--lora ${f}: no such file; pass a LoRA .safetensors file (diffusers or kohya)`);
+      this.loraFiles.push({
+        id: uniqueId(basename(f).replace(/\.safetensors$/i, ""), loraIds),
+        path: resolve(f),
+      });
+    }
+  }
+
+  /** The LoRA files offered: the given ones, and each finetune run's (rescanned). */
+  loras(): LoraInfo[] {
+    const out: LoraInfo[] = this.loraFiles.map((f) => ({ ...f, base: null }));
+    const ids = new Set(out.map((l) => l.id));
+    for (const r of this.runs()) {
+      const path = join(r.dir, "model", "pytorch_lora_weights.safetensors");
+      if (!existsSync(path)) continue;
+      let base: string | null = null;
+      try {
+        const meta = JSON.parse(readFileSync(join(r.dir, "model", "finetune.json"), "utf8")) as {
+          base?: unknown;
+        };
+        if (typeof meta.base === "string") base = resolve(meta.base);
+      } catch {
+        // no record of the base: offered with every text-to-image model
+      }
+      out.push({ id: uniqueId(`run-${r.id}`, ids), path, base });
+    }
+    return out;
   }
 
   /** The runs, rescanned: each root that is a run, else its subfolders that are. */
@@ -186,7 +233,13 @@ export class Catalog {
       const { id, dir } = candidates[i]!;
       return [{ id, dir, error: String((s.reason as Error)?.message ?? s.reason).split("\n")[0]! }];
     });
-    return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+    const loras = this.loras();
+    return settled.flatMap((s) => {
+      if (s.status !== "fulfilled") return [];
+      const m = s.value;
+      const fit = m.prompts ? loras.filter((l) => l.base === null || l.base === resolve(m.dir)) : [];
+      return [{ ...m, loras: fit.map((l) => l.id) }];
+    });
   }
 
   /** The models the last `models()` left out, each with the first line of its error. */
@@ -274,6 +327,7 @@ function describeModel(
     dataset: typeof pipe.info.dataset === "string" ? pipe.info.dataset : null,
     trainedSteps: typeof trained === "number" ? trained : null,
     control: pipe.controlnet ? { canny: pipelineCanny(pipe) } : null,
+    loras: [],
   };
 }
 

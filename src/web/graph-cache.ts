@@ -8,9 +8,11 @@
  * runs, the least recently used shapes (then unused models) are released until the cached total and
  * the new job fit in the budget, and the freed memory is handed back to the system.
  *
- * Models carry no LoRA adapters here; a request that adds them would key its shapes on them too.
+ * A job's LoRA files are part of its shape's key: a shape's models carry that job's adapters (loaded
+ * into the copy, never into the base), so jobs with other files or scales get their own graphs.
  */
 
+import { loadLoraWeights } from "../models/lora/index.ts";
 import { disposePipeline, type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
 import { releaseFreedMemory } from "../runtime/malloc-trim.ts";
 import type { Params } from "../tensor/params.ts";
@@ -69,7 +71,8 @@ export class GraphCache {
   async pipelineFor(spec: SampleSpec, estimate: JobEstimate | null): Promise<LoadedPipeline> {
     const baseKey = `${spec.dir}\0${spec.stamp}`;
     const guided = spec.guidance !== 0 && spec.guidance !== 1;
-    const key = `${baseKey}\0${spec.count}\0${guided}\0${spec.size}`;
+    const loras = spec.loras.map((l) => `${l.path}:${l.stamp}:${l.scale}`).join("|");
+    const key = `${baseKey}\0${spec.count}\0${guided}\0${spec.size}\0${loras}`;
     // a training run's re-exported model replaces its older version
     for (const k of [...this.bases.keys()])
       if (k !== baseKey && k.startsWith(`${spec.dir}\0`)) this.dropBase(k);
@@ -88,6 +91,13 @@ export class GraphCache {
       this.bases.set(baseKey, base);
     }
     const pipe = shapeCopy(await base.pipe);
+    try {
+      for (const l of spec.loras)
+        await loadLoraWeights(pipe, l.path, { scale: l.scale, adapterName: l.name });
+    } catch (e) {
+      disposePipeline(pipe);
+      throw new Error(`LoRA: ${(e as Error).message}`);
+    }
     this.entries.set(key, { base: baseKey, pipe, bytes: estimate?.graphBytes ?? 0 });
     return pipe;
   }

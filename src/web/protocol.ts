@@ -28,6 +28,8 @@ export interface SampleSpec extends SamplingOptions {
   parameters: string;
   /** A control image [3, size, size] in [0, 1] (for every image) for a model with a ControlNet, else null. */
   control: { image: Float32Array; scale: number; guessMode: boolean } | null;
+  /** LoRA files to apply (each as an adapter named by its id, at its scale), in order; a stamp of each file's version. */
+  loras: { name: string; path: string; scale: number; stamp: string }[];
 }
 
 export type ToWorker =

@@ -9,9 +9,11 @@
  * length before any job is queued. A model with a ControlNet takes a control image (a PNG or JPEG
  * data URL, drawn or uploaded on the page), its scale and guess mode, optionally with Canny run on it
  * here; the control image the worker will use comes back to the page as a PNG among the parameters.
+ * A text-to-image model takes the LoRA files the studio offers for it, by id, each at a scale.
  * A valid request becomes the worker's SampleSpec plus the parameters echoed back to the page and
  * written into the PNG.
  */
+import { statSync } from "node:fs";
 import { canny } from "../data/edges.ts";
 import { makeGrid } from "../io/grid.ts";
 import { decodeImage } from "../io/image-decode.ts";
@@ -59,6 +61,8 @@ export interface GenerateParams extends SamplingOptions {
   size: number;
   /** The control image's settings and the image the ControlNet reads (a PNG data URL), for a model with one. */
   control?: ControlParams;
+  /** LoRA files by id, each with its scale. */
+  loras?: { id: string; scale: number }[];
 }
 
 /** How a generation was steered by a ControlNet. */
@@ -90,7 +94,12 @@ const FIELDS = [
   "count",
   "size",
   "control",
+  "loras",
 ];
+
+/** At most this many LoRA files at once, each at a scale within ±LORA_SCALE. */
+const MAX_LORAS = 8;
+const LORA_SCALE = 10;
 
 const bad = (msg: string) => new HttpError(400, msg);
 
@@ -188,6 +197,37 @@ function controlOf(
   };
 }
 
+/** The LoRA files of a request: ids the studio offers for the model (no repeats), each with a scale (default 1). */
+function lorasOf(
+  raw: unknown,
+  model: ModelInfo,
+  catalog: Catalog,
+): { id: string; path: string; scale: number }[] {
+  if (!Array.isArray(raw) || raw.length > MAX_LORAS)
+    throw bad(`loras must be a list of at most ${MAX_LORAS} {"id": …, "scale": …} objects`);
+  const offered = catalog.loras();
+  const seen = new Set<string>();
+  return raw.map((l, i) => {
+    if (typeof l !== "object" || l === null || Array.isArray(l))
+      throw bad(`loras[${i}] must be an object such as {"id": "${model.loras[0] ?? "style"}", "scale": 0.8}`);
+    const { id, scale = 1, ...rest } = l as Record<string, unknown>;
+    const extra = Object.keys(rest)[0];
+    if (extra !== undefined) throw bad(`unknown field "loras[${i}].${extra}"; its fields are id, scale`);
+    const file = offered.find((f) => f.id === id);
+    if (typeof id !== "string" || !model.loras.includes(id) || !file)
+      throw bad(
+        `loras[${i}].id ${JSON.stringify(id)} is not a LoRA file offered for model "${model.id}"${model.loras.length ? ` (offered: ${model.loras.join(", ")})` : " (none is: start the studio with --lora FILE, or train one with diffuse finetune)"}`,
+      );
+    if (seen.has(id)) throw bad(`loras: "${id}" is given twice; give each file once`);
+    seen.add(id);
+    if (typeof scale !== "number" || !Number.isFinite(scale) || Math.abs(scale) > LORA_SCALE)
+      throw bad(
+        `loras[${i}].scale must be a number from -${LORA_SCALE} to ${LORA_SCALE}, got ${JSON.stringify(scale)}`,
+      );
+    return { id, path: file.path, scale };
+  });
+}
+
 /** Checks a request body against the catalog; throws HttpError(400) naming the first problem. */
 export async function validateGenerate(
   body: unknown,
@@ -268,6 +308,7 @@ export async function validateGenerate(
   }
 
   const control = b["control"] === undefined ? null : controlOf(b["control"], model, size);
+  const loras = b["loras"] === undefined ? [] : lorasOf(b["loras"], model, catalog);
 
   const labels =
     label === null
@@ -283,6 +324,7 @@ export async function validateGenerate(
     count,
     size,
     ...(control ? { control: control.params } : {}),
+    ...(loras.length ? { loras: loras.map(({ id, scale }) => ({ id, scale })) } : {}),
   };
   // as diffuse sample writes it: the prompt (and a negative prompt, if any) among the extras
   const parameters = parametersText(opts, {
@@ -296,6 +338,7 @@ export async function validateGenerate(
             control: `${control.params.detect === "canny" ? "canny edges of an image" : "an image"}:${control.params.scale}${control.params.guessMode ? " (guess mode)" : ""}`,
           }
         : {}),
+      ...(loras.length ? { lora: loras.map((l) => `${l.id}:${l.scale}`).join(", ") } : {}),
       count,
       size,
     },
@@ -313,6 +356,11 @@ export async function validateGenerate(
     nrow,
     parameters,
     control: control?.spec ?? null,
+    loras: loras.map((l) => {
+      // a finetune run re-exports its file: a new stamp loads it again
+      const st = checked(() => statSync(l.path));
+      return { name: l.id, path: l.path, scale: l.scale, stamp: `${st.mtimeMs}-${st.size}` };
+    }),
   };
   return { params, spec, model };
 }

@@ -4,15 +4,19 @@
  * convolutions made random so that it steers) served beside the plain pipeline: /api/info says which
  * model takes a control image (with its Canny settings), a control image steers the images and comes
  * back among the parameters as the image the ControlNet read (its edges when Canny was asked for), the
- * PNG's parameters name it, and every bad control request is a 400 that says why.
+ * PNG's parameters name it, and every bad control request is a 400 that says why. LoRA files: one
+ * given to the studio (--lora) is offered with every text-to-image model, a finetune run's with its
+ * base only; a request picks them by id with a scale (the images change, the PNG names them), and bad
+ * picks are 400s.
  */
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { decodeImage } from "../../src/io/image-decode.ts";
 import { encodePng, readPngText } from "../../src/io/png.ts";
 import { ControlNetModel } from "../../src/models/controlnet/model.ts";
+import { type LoraLayer, loraLayerNames, saveLoraWeights } from "../../src/models/lora/index.ts";
 import type { UNet2DConditionModel } from "../../src/models/unet-cond/model.ts";
 import { disposePipeline, loadPipeline, saveTextToImagePipeline } from "../../src/pipelines/pipeline-dir.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
@@ -50,7 +54,37 @@ before(async () => {
   } finally {
     disposePipeline(pipe);
   }
-  studio = await startStudio({ models: [sd, cnDir], port: 0 });
+  // a random rank-2 LoRA on the U-Net's attention: given to the studio, and as a finetune run's export
+  const lora = join(dirname(sd), "style.safetensors");
+  const run = join(dirname(sd), "runs", "ft");
+  const pipe2 = await loadPipeline(sd);
+  try {
+    const rng = new Rng(11);
+    const layers = new Map<string, LoraLayer>();
+    for (const l of loraLayerNames(pipe2.denoiser.params).filter((n) => /attn\d\.to_[qkv]$/.test(n))) {
+      const w = pipe2.denoiser.params.get(`${l}.weight`)!;
+      const [out, inn] = w.shape as [number, number];
+      layers.set(l, {
+        a: new HostTensor(rng.normal(2 * inn, 0, 0.5), [2, inn]),
+        b: new HostTensor(rng.normal(out * 2, 0, 0.5), [out, 2]),
+        alpha: 4,
+      });
+    }
+    pipe2.denoiser.lora.add("style", layers);
+    saveLoraWeights(lora, pipe2, "style");
+    mkdirSync(join(run, "model"), { recursive: true });
+    saveLoraWeights(join(run, "model", "pytorch_lora_weights.safetensors"), pipe2, "style");
+    writeFileSync(join(run, "model", "finetune.json"), JSON.stringify({ base: sd, method: "lora" }));
+    writeFileSync(join(run, "metrics.jsonl"), "");
+  } finally {
+    disposePipeline(pipe2);
+  }
+  studio = await startStudio({
+    models: [sd, cnDir],
+    runs: [join(dirname(sd), "runs")],
+    loras: [lora],
+    port: 0,
+  });
   base = studio.url;
 });
 
@@ -157,4 +191,51 @@ test("bad control requests are refused with the reason", async () => {
     { model: "tiny-sd-controlnet", control: { image: controlPng(), strength: 1 } },
     /unknown field "control.strength"/,
   );
+});
+
+test("LoRA files: offered by id (a given file with every text-to-image model, a finetune run's with its base), applied at their scales", async () => {
+  const info = (await (await fetch(`${base}api/info`)).json()) as { models: Record<string, unknown>[] };
+  assert.deepEqual(info.models.find((m) => m["id"] === "tiny-sd")?.["loras"], ["style", "run-ft"]);
+  assert.deepEqual(info.models.find((m) => m["id"] === "tiny-sd-controlnet")?.["loras"], ["style"]);
+  const plain = await generate(base, { model: "tiny-sd", ...request });
+  const styled = await generate(base, { model: "tiny-sd", ...request, loras: [{ id: "style", scale: 0.5 }] });
+  assert.equal(styled.status, 200, styled.error);
+  const params = styled.events.find((e) => e.event === "queued")!.data["params"] as Record<string, unknown>;
+  assert.deepEqual(params["loras"], [{ id: "style", scale: 0.5 }]);
+  const png = await finalPng(styled.events);
+  assert.notDeepEqual(png, await finalPng(plain.events), "the adapter changes the images");
+  assert.match(readPngText(png)["parameters"]!, /lora: style:0\.5/);
+  const both = await generate(base, {
+    model: "tiny-sd",
+    ...request,
+    loras: [
+      { id: "style", scale: 0.5 },
+      { id: "run-ft", scale: -0.5 },
+    ],
+  });
+  assert.equal(both.status, 200, both.error);
+  // the same file at +0.5 and −0.5 cancels: the base's images again (to a level of 8 bits)
+  const a = decodeImage(await finalPng(both.events)).data;
+  const b = decodeImage(await finalPng(plain.events)).data;
+  assert.ok(
+    a.every((v, i) => Math.abs(v - b[i]!) <= 1),
+    "+0.5 and −0.5 of one adapter is the base",
+  );
+
+  const bad = async (body: Record<string, unknown>, re: RegExp) => {
+    const r = await generate(base, { ...request, ...body });
+    assert.equal(r.status, 400, JSON.stringify(body).slice(0, 80));
+    assert.match(r.error!, re);
+  };
+  await bad(
+    { model: "tiny-sd-controlnet", loras: [{ id: "run-ft" }] },
+    /"run-ft" is not a LoRA file offered for model "tiny-sd-controlnet" \(offered: style\)/,
+  );
+  await bad({ model: "tiny-sd", loras: { id: "style" } }, /loras must be a list/);
+  await bad(
+    { model: "tiny-sd", loras: [{ id: "style", scale: 11 }] },
+    /loras\[0\].scale must be a number from -10 to 10/,
+  );
+  await bad({ model: "tiny-sd", loras: [{ id: "style" }, { id: "style" }] }, /"style" is given twice/);
+  await bad({ model: "tiny-sd", loras: [{ id: "style", weight: 1 }] }, /unknown field "loras\[0\].weight"/);
 });

@@ -6,6 +6,7 @@
 // A model with a ControlNet also gets a control image: drawn (white lines on black) or loaded from a
 // picture (optionally with its edges found by the server's Canny), its scale and guess mode; the
 // image the ControlNet reads comes back with the job's parameters and is shown beside the drawing.
+// The LoRA files the studio offers for a text-to-image model are listed, each with a scale.
 import { readEvents } from "./sse.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,6 +22,7 @@ function modelById(id) {
 /** Shows the prompt box for a text-to-image model, the class picker for the others, the control image for a ControlNet. */
 function showConditionFields(m) {
   $("control-field").hidden = !m.control;
+  showLoras(m);
   $("label-field").hidden = m.prompts;
   $("prompt-field").hidden = !m.prompts;
   $("negative-field").hidden = !m.prompts;
@@ -84,6 +86,47 @@ function controlImage(size) {
   return c.toDataURL("image/png");
 }
 
+/** One row per LoRA file offered for the model: a checkbox and a scale; kept when the model changes back. */
+function showLoras(m) {
+  const list = $("lora-list");
+  const ids = m.loras ?? [];
+  $("lora-field").hidden = ids.length === 0;
+  if (list.dataset.model === m.id) return;
+  list.dataset.model = m.id;
+  list.replaceChildren(
+    ...ids.map((id) => {
+      const row = document.createElement("label");
+      const on = document.createElement("input");
+      on.type = "checkbox";
+      on.dataset.lora = id;
+      const name = document.createElement("span");
+      name.textContent = id;
+      const scale = document.createElement("input");
+      scale.type = "number";
+      scale.step = "0.05";
+      scale.min = "-10";
+      scale.max = "10";
+      scale.value = "1";
+      scale.title = `the scale of ${id}`;
+      scale.dataset.loraScale = id;
+      row.append(on, name, scale);
+      return row;
+    }),
+  );
+}
+
+function readLoras(m) {
+  if (!m?.loras?.length) return {};
+  const chosen = [...document.querySelectorAll("#lora-list input[data-lora]")].filter((c) => c.checked);
+  if (chosen.length === 0) return {};
+  return {
+    loras: chosen.map((c) => ({
+      id: c.dataset.lora,
+      scale: Number(document.querySelector(`input[data-lora-scale="${CSS.escape(c.dataset.lora)}"]`).value),
+    })),
+  };
+}
+
 function readControl(m) {
   if (!m?.control || !$("control-on").checked) return {};
   return {
@@ -101,6 +144,7 @@ function readForm() {
   const label = $("label").value;
   return {
     ...readControl(m),
+    ...readLoras(m),
     model: $("model").value,
     ...(m?.prompts ? { prompt: $("prompt").value, negativePrompt: $("negative-prompt").value } : {}),
     ...(m && !m.prompts && m.numClasses !== null ? { label: label === "all" ? "all" : Number(label) } : {}),
@@ -131,6 +175,12 @@ function fillForm(p) {
   $("seed").value = String(p.seed);
   $("count").value = String(p.count);
   $("size").value = String(p.size);
+  for (const c of document.querySelectorAll("#lora-list input[data-lora]")) {
+    const given = (p.loras ?? []).find((l) => l.id === c.dataset.lora);
+    c.checked = Boolean(given);
+    if (given)
+      document.querySelector(`input[data-lora-scale="${CSS.escape(given.id)}"]`).value = String(given.scale);
+  }
   $("control-on").checked = Boolean(p.control);
   if (p.control) {
     // the image the ControlNet read goes back on the canvas, its edges already found
@@ -259,6 +309,7 @@ function describeParams(p) {
     ["seed", p.seed],
     ["images", p.count],
     ["size", `${p.size}×${p.size}`],
+    ...(p.loras?.length ? [["LoRA", p.loras.map((l) => `${l.id} × ${l.scale}`).join(", ")]] : []),
     ...(p.control
       ? [
           [

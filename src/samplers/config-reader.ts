@@ -38,9 +38,12 @@ export class ConfigReader {
     return v;
   }
 
-  int(key: string, fallback: number, min = Number.NEGATIVE_INFINITY): number {
+  int(key: string, fallback: number, min = Number.NEGATIVE_INFINITY, max = Number.POSITIVE_INFINITY): number {
     const v = this.number(key, fallback);
-    if (!Number.isInteger(v) || v < min) this.fail(key, `an integer${min > -Infinity ? ` >= ${min}` : ""}`);
+    if (!Number.isInteger(v) || v < min || v > max) {
+      const range = [min > -Infinity ? ` >= ${min}` : "", max < Infinity ? ` <= ${max}` : ""].filter(Boolean);
+      this.fail(key, `an integer${range.join(" and")}`);
+    }
     return v;
   }
 

@@ -144,13 +144,20 @@ const SPACINGS: readonly TimestepSpacing[] = ["linspace", "leading", "trailing"]
 const BASIC_BETAS: readonly BetaScheduleKind[] = ["linear", "scaled_linear", "squaredcos_cap_v2"];
 const VP_PREDICTIONS: readonly PredictionType[] = ["epsilon", "sample", "v_prediction"];
 
+/**
+ * The most training timesteps a config may name: diffusers' schedulers train with 1,000 (a few models
+ * 2,000–4,000); the schedules are computed per timestep on the host, so a hostile count
+ * (2,147,483,647) would otherwise allocate gigabytes and compute for minutes.
+ */
+export const MAX_TRAIN_TIMESTEPS = 100_000;
+
 function betas(
   r: ConfigReader,
   allowed: readonly BetaScheduleKind[],
   defaults: [number, number, BetaScheduleKind],
   rescale = true,
 ): BetaConfig {
-  const numTrainTimesteps = r.int("num_train_timesteps", 1000, 1);
+  const numTrainTimesteps = r.int("num_train_timesteps", 1000, 1, MAX_TRAIN_TIMESTEPS);
   const trainedBetas = r.numberArray("trained_betas");
   if (trainedBetas && trainedBetas.length !== numTrainTimesteps) {
     r.fail("trained_betas", `an array of num_train_timesteps (${numTrainTimesteps}) betas`);
@@ -286,7 +293,7 @@ export function parseSchedulerConfig(json: Json, className: SchedulerClass): Sch
       const schedule = sigmaSchedule(r, [K, E, B]);
       return {
         className,
-        numTrainTimesteps: r.int("num_train_timesteps", 1000, 1),
+        numTrainTimesteps: r.int("num_train_timesteps", 1000, 1, MAX_TRAIN_TIMESTEPS),
         shift: r.number("shift", 1.0, { above: 0 }),
         shiftTerminal,
         sigmaSchedule: schedule === "interpolated" ? "flow" : schedule,

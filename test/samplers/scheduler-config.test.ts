@@ -37,7 +37,7 @@ describe("config validation", () => {
       ],
       [
         { _class_name: "DDIMScheduler", num_train_timesteps: 0 },
-        /"num_train_timesteps" must be an integer >= 1, got 0/,
+        /"num_train_timesteps" must be an integer >= 1 and <= 100000, got 0/,
       ],
       [{ _class_name: "DDIMScheduler", clip_sample: "yes" }, /"clip_sample" must be true or false/],
       [

@@ -238,7 +238,9 @@ export async function validateGenerate(
   }
   const b = body as Record<string, unknown>;
   for (const k of Object.keys(b)) {
-    if (!FIELDS.includes(k)) throw bad(`unknown field "${k}"; the fields are ${FIELDS.join(", ")}`);
+    // names and values from the request are quoted as JSON: a newline in one cannot split the message
+    if (!FIELDS.includes(k))
+      throw bad(`unknown field ${JSON.stringify(k)}; the fields are ${FIELDS.join(", ")}`);
   }
   const models = await catalog.models();
   if (typeof b["model"] !== "string") {
@@ -249,7 +251,7 @@ export async function validateGenerate(
   const model = models.find((m) => m.id === b["model"]);
   if (!model) {
     throw bad(
-      `unknown model "${b["model"]}"; this studio serves ${models.map((m) => `"${m.id}"`).join(", ") || "no models"} (start it with --model DIR to add one)`,
+      `unknown model ${JSON.stringify(b["model"])}; this studio serves ${models.map((m) => `"${m.id}"`).join(", ") || "no models"} (start it with --model DIR to add one)`,
     );
   }
   const text = model.prompts ? await promptsOf(b, model, catalog) : null;

@@ -10,18 +10,13 @@
  * picks are 400s.
  */
 import assert from "node:assert/strict";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { decodeImage } from "../../src/io/image-decode.ts";
 import { encodePng, readPngText } from "../../src/io/png.ts";
-import { ControlNetModel } from "../../src/models/controlnet/model.ts";
-import { type LoraLayer, loraLayerNames, saveLoraWeights } from "../../src/models/lora/index.ts";
-import type { UNet2DConditionModel } from "../../src/models/unet-cond/model.ts";
-import { disposePipeline, loadPipeline, saveTextToImagePipeline } from "../../src/pipelines/pipeline-dir.ts";
-import { HostTensor } from "../../src/tensor/host.ts";
-import { Rng } from "../../src/tensor/rng.ts";
 import { type Studio, startStudio } from "../../src/web/server.ts";
+import { makeTinyControlNetSd, makeTinyLora } from "../support/tiny-controlnet.ts";
 import { makeTinySd, TINY_SD_CAPTIONS } from "../support/tiny-sd.ts";
 import { generate } from "./client.ts";
 
@@ -32,53 +27,15 @@ let base: string;
 
 before(async () => {
   sd = await makeTinySd();
-  cnDir = join(dirname(sd), "tiny-sd-controlnet");
-  const pipe = await loadPipeline(sd);
-  try {
-    const cn = ControlNetModel.fromUnet(pipe.denoiser as UNet2DConditionModel, {
-      conditioningEmbeddingOutChannels: [8, 16],
-    });
-    const rng = new Rng(5);
-    for (const [k, v] of cn.params)
-      if (/^controlnet_(down_blocks|mid_block)|^controlnet_cond_embedding\.conv_out/.test(k))
-        cn.params.set(k, new HostTensor(rng.normal(v.size, 0, 0.2), v.shape));
-    await saveTextToImagePipeline(cnDir, {
-      unet: pipe.denoiser,
-      textEncoder: pipe.text!.textEncoder,
-      tokenizer: pipe.text!.tokenizer,
-      vae: pipe.vae!,
-      schedulerConfig: pipe.schedulerConfig,
-      info: { ...pipe.info, control: { kind: "canny", canny: { sigma: 1, low: 0.05, high: 0.1 } } },
-      controlnet: cn,
-    });
-  } finally {
-    disposePipeline(pipe);
-  }
-  // a random rank-2 LoRA on the U-Net's attention: given to the studio, and as a finetune run's export
+  cnDir = await makeTinyControlNetSd(sd);
+  // a random LoRA: given to the studio, and as a finetune run's export (with its base recorded)
   const lora = join(dirname(sd), "style.safetensors");
+  await makeTinyLora(sd, lora);
   const run = join(dirname(sd), "runs", "ft");
-  const pipe2 = await loadPipeline(sd);
-  try {
-    const rng = new Rng(11);
-    const layers = new Map<string, LoraLayer>();
-    for (const l of loraLayerNames(pipe2.denoiser.params).filter((n) => /attn\d\.to_[qkv]$/.test(n))) {
-      const w = pipe2.denoiser.params.get(`${l}.weight`)!;
-      const [out, inn] = w.shape as [number, number];
-      layers.set(l, {
-        a: new HostTensor(rng.normal(2 * inn, 0, 0.5), [2, inn]),
-        b: new HostTensor(rng.normal(out * 2, 0, 0.5), [out, 2]),
-        alpha: 4,
-      });
-    }
-    pipe2.denoiser.lora.add("style", layers);
-    saveLoraWeights(lora, pipe2, "style");
-    mkdirSync(join(run, "model"), { recursive: true });
-    saveLoraWeights(join(run, "model", "pytorch_lora_weights.safetensors"), pipe2, "style");
-    writeFileSync(join(run, "model", "finetune.json"), JSON.stringify({ base: sd, method: "lora" }));
-    writeFileSync(join(run, "metrics.jsonl"), "");
-  } finally {
-    disposePipeline(pipe2);
-  }
+  mkdirSync(join(run, "model"), { recursive: true });
+  copyFileSync(lora, join(run, "model", "pytorch_lora_weights.safetensors"));
+  writeFileSync(join(run, "model", "finetune.json"), JSON.stringify({ base: sd, method: "lora" }));
+  writeFileSync(join(run, "metrics.jsonl"), "");
   studio = await startStudio({
     models: [sd, cnDir],
     runs: [join(dirname(sd), "runs")],

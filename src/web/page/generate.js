@@ -248,7 +248,7 @@ function initControl() {
     const g = c.getContext("2d");
     const p = at(ev);
     g.strokeStyle = "#fff";
-    g.lineWidth = c.width / 64; // about one pixel of a 64×64 image
+    g.lineWidth = c.width / (Number($("size").value) || 64); // about one pixel of the image
     g.lineCap = "round";
     g.beginPath();
     g.moveTo(...last);

@@ -94,7 +94,7 @@ function controlImages(
   return new HostTensor(out, [idx.length, channels, side, side]);
 }
 
-/** The training images: the emoji training split (or the given captions of it), or a captioned folder. */
+/** The training images: the emoji training split, or a captioned folder. */
 function trainingImages(cfg: TrainConfig, size: number): EmojiDataset | CaptionedDataset {
   if (cfg.data.dataset === "folder") {
     if (!cfg.data.path)

@@ -29,6 +29,10 @@ const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
   },
   gpu: { file: "./gpu.ts", what: "MNIST U-Net on a GPU provider (WebGPU/CUDA) vs the CPU and PyTorch CUDA" },
   toy2d: { file: "./toy2d.ts", what: "2-D toy data: each sampler's sliced Wasserstein to the data" },
+  faults: {
+    file: "./faults.ts",
+    what: "fault harness: kills and resumes of a training run, a fuzzer over the readers, the studio under load",
+  },
 };
 
 interface BenchModule {

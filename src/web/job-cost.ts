@@ -32,6 +32,8 @@ const SESSION_BYTES = 64 * 2 ** 20;
 export interface ModelCost {
   readonly denoiser: BoundDenoiser;
   readonly denoiserWeightBytes: number;
+  /** A ControlNet's weights (0 without one). */
+  readonly controlnetWeightBytes: number;
   readonly vae: { config: AutoencoderKLConfig; weightBytes: number } | null;
   readonly text: {
     weightBytes: number;
@@ -75,6 +77,7 @@ export function modelCost(pipe: LoadedPipeline): ModelCost {
   return {
     denoiser: pipe.denoiser.bound,
     denoiserWeightBytes: f32Bytes(pipe.denoiser.params),
+    controlnetWeightBytes: pipe.controlnet ? f32Bytes(pipe.controlnet.params) : 0,
     vae: pipe.vae ? { config: pipe.vae.config, weightBytes: f32Bytes(pipe.vae.params) } : null,
     text:
       te && pipe.text
@@ -130,6 +133,14 @@ export function estimateJob(cost: ModelCost, job: JobShape): JobEstimate {
   let graphBytes = graphMemory(den, cost.denoiserWeightBytes);
   let modelBytes = cost.denoiserWeightBytes;
   let macs = job.steps * den.macs;
+  if (cost.controlnetWeightBytes > 0) {
+    // the ControlNet runs in the U-Net's graph: a copy of its encoder, whose residuals stay alive until
+    // the decoder adds them (taken as half the U-Net's working set and MACs, not traced)
+    graphBytes +=
+      WEIGHT_COPIES * cost.controlnetWeightBytes + 0.5 * ARENA * Math.max(0, den.peakBytes - den.inputBytes);
+    modelBytes += cost.controlnetWeightBytes;
+    macs += 0.5 * job.steps * den.macs;
+  }
   if (cost.vae) {
     const vae = cost.vae;
     // decoded in slices (AutoencoderKL.decode): one graph for the slice, run for every slice

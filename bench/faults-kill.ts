@@ -17,6 +17,7 @@ import { fileURLToPath } from "node:url";
 import { recoverReplacedDir } from "../src/io/atomic.ts";
 import { Rng } from "../src/tensor/rng.ts";
 import { exportedStep, type TrainEvent, trainRun } from "../src/train/trainer.ts";
+import { peerEnv } from "./timing.ts";
 
 const BIN = fileURLToPath(new URL("../bin/diffuse.js", import.meta.url));
 
@@ -209,8 +210,8 @@ export async function killRuns(opts: KillOptions): Promise<KillReport> {
     writeFileSync(cfgPath, JSON.stringify(config));
     const ref = await reference(config, join(root, "reference"));
     const run = join(root, "run");
-    const env = { ...process.env };
-    delete env["DIFFUSE_RELAUNCHED"];
+    // as a user's shell starts it: relaunched with huge pages (launcher + child), whatever this process is
+    const env = peerEnv();
     for (let attempt = 0; ; attempt++) {
       const expectStep = checkpointState(run)?.step ?? null;
       const child: ChildProcess = spawn(process.execPath, [BIN, "train", "--config", cfgPath, "--out", run], {

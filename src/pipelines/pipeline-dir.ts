@@ -168,13 +168,15 @@ function denoiserDir(root: string): { dir: string; pipelineClass: string; index:
     );
   }
   const index = readJson(indexPath);
-  const cls = String(index["_class_name"]);
-  const layout = PIPELINES[cls];
+  const named = index["_class_name"];
+  // own keys only ("constructor" is no pipeline), and any value quoted as JSON (an object may not print)
+  const layout = typeof named === "string" && Object.hasOwn(PIPELINES, named) ? PIPELINES[named] : undefined;
   if (!layout) {
     throw new Error(
-      `${indexPath}: pipeline "${cls}" is not one diffuse can load; supported: ${Object.keys(PIPELINES).join(", ")}`,
+      `${indexPath}: pipeline ${JSON.stringify(named) ?? "(no _class_name)"} is not one diffuse can load; supported: ${Object.keys(PIPELINES).join(", ")}`,
     );
   }
+  const cls = named as string;
   for (const [name, value] of Object.entries(index)) {
     if (name.startsWith("_") || value === null || (Array.isArray(value) && value[0] === null)) continue;
     if (name === "scheduler" || name === layout.denoiser || layout.optional.includes(name)) continue;

@@ -72,7 +72,8 @@ export class ConfigReader {
     aliases: Record<string, T> = {},
   ): T {
     const v = this.json[key] === undefined ? fallback : this.json[key];
-    if (typeof v === "string" && v in aliases) return aliases[v]!;
+    // own keys only: "constructor" or "toString" must not find Object.prototype's
+    if (typeof v === "string" && Object.hasOwn(aliases, v)) return aliases[v]!;
     if (typeof v !== "string" || !allowed.includes(v as T)) this.fail(key, `one of ${allowed.join(", ")}`);
     return v as T;
   }

@@ -21,3 +21,14 @@ test("num_train_timesteps above 100,000 is refused, naming the key, the bound an
     10,
   );
 });
+
+test("a name that Object.prototype has (constructor, toString) is no alias of a scheduler option", () => {
+  for (const v of ["constructor", "toString", "__proto__"]) {
+    assert.throws(
+      () => Scheduler.fromConfig({ _class_name: "DPMSolverMultistepScheduler", algorithm_type: v }),
+      new RegExp(
+        `^Error: DPMSolverMultistepScheduler config: "algorithm_type" must be one of dpmsolver\\+\\+, sde-dpmsolver\\+\\+, dpmsolver, sde-dpmsolver, got "${v}"$`,
+      ),
+    );
+  }
+});

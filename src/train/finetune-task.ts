@@ -327,7 +327,7 @@ async function buildTask(
     description: described,
     frozen,
     ...(initial ? { initial } : {}),
-    ...(lora ? { lora } : {}),
+    ...(lora ? { lora, frozenAs: "inputs" as const } : {}),
     loss: diffusionLoss(model, {
       denoiserScope: "unet",
       condition: (scope: ParamScope, b) => ({

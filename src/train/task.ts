@@ -43,8 +43,10 @@ export interface TrainTask {
    * initialisers: a fine-tune starts from the base's weights.
    */
   readonly initial?: Params;
-  /** Weights the loss uses but the run does not train (a fine-tune's base), embedded as constants. */
+  /** Weights the loss uses but the run does not train (a fine-tune's base). */
   readonly frozen?: Params;
+  /** How the frozen weights enter the step: constants (default) or inputs fed each step (less memory). */
+  readonly frozenAs?: "constants" | "inputs";
   /** LoRA adapters on the model's layers (their A and B are among the components' parameters). */
   readonly lora?: LoraPlan;
 }

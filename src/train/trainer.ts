@@ -155,6 +155,7 @@ export async function trainRun(
     ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
     ...(frozen ? { frozen } : {}),
     ...(task.lora ? { lora: task.lora } : {}),
+    ...(task.frozenAs ? { frozenAs: task.frozenAs } : {}),
     session,
   });
   const seed = new Rng(t.seed);

@@ -297,8 +297,20 @@ async function studioTarget(): Promise<Target> {
 const RAW =
   /Cannot read propert|Cannot set propert|is not a function|is not iterable|Invalid (typed )?array length|Maximum call stack|allocation failed|Cannot convert/;
 
+/** Where in the sources an error was thrown (its first stack frame under src/), for the report. */
+function origin(e: Error): string {
+  const frame = e.stack?.split("\n").find((l) => l.includes("/src/"));
+  const m = frame ? /\/(src\/[^:)]+:\d+)/.exec(frame) : null;
+  return m ? ` (at ${m[1]})` : "";
+}
+
 /** Why a rejection is not a proper one (null when it is). */
 function improper(e: unknown, target: Target): string | null {
+  const why = reason(e, target);
+  return why && e instanceof Error ? why + origin(e) : why;
+}
+
+function reason(e: unknown, target: Target): string | null {
   if (!(e instanceof Error)) return `threw a non-Error: ${String(e).slice(0, 100)}`;
   if (!e.message.trim()) return `${e.name} with an empty message`;
   if (e.message.includes("\n")) return `a message of several lines: ${e.message.slice(0, 200)}`;

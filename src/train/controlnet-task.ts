@@ -35,7 +35,6 @@ import {
 } from "../pipelines/pipeline-dir.ts";
 import { imageSize, pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
-import { tokenizePrompts } from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
 import type { ParamScope, Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
@@ -43,7 +42,7 @@ import { componentParams, type TrainComponent } from "./checkpoint.ts";
 import type { ControlNetTrainConfig, TrainConfig } from "./config.ts";
 import { batchSpecs, diffusionLoss, objectiveOf } from "./objective.ts";
 import type { PreviewImages, TrainTask } from "./task.ts";
-import { latentMoments, type TextBatchContext, textBatch } from "./text-task.ts";
+import { textBatch, textBatchContext } from "./text-task.ts";
 
 /** Images in a preview row. */
 const PREVIEW = 8;
@@ -152,20 +151,17 @@ async function buildTask(cfg: TrainConfig, base: LoadedPipeline, runDir: string)
 
   const data = trainingImages(cfg, size);
   const edges = edgeBytes(data, detector);
-  const moments = await latentMoments(vae, data, join(runDir, "latents.safetensors"));
-  const ids = tokenizePrompts(tokenizer, data.captions, "caption");
-  const emptyIds = tokenizePrompts(tokenizer, [""], "caption")[0]!;
-  const batchCtx: TextBatchContext = {
+  const batchCtx = await textBatchContext({
     obj,
     inChannels: model.geometry.inChannels,
     latentSize,
-    moments,
-    shift: vae.shiftFactor ?? 0,
-    scale: vae.scalingFactor,
-    ids,
-    emptyIds,
+    vae,
+    tokenizer,
+    data,
+    runDir,
     condDropout: t.cond_dropout,
-  };
+  });
+  const emptyIds = batchCtx.emptyIds;
   const specs = batchSpecs(model, t.batch_size, latentSize);
   delete specs["cond.encoder_hidden_states"];
   delete specs["cond.conditioning_scale"]; // scale 1 while training

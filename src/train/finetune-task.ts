@@ -40,7 +40,6 @@ import {
 } from "../pipelines/pipeline-dir.ts";
 import { imageSize, pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
-import { tokenizePrompts } from "../pipelines/text-to-image.ts";
 import {
   init,
   type LoraPlan,
@@ -54,13 +53,7 @@ import { componentParams, denoiserComponent, type TrainComponent } from "./check
 import type { FinetuneConfig, TrainConfig } from "./config.ts";
 import { batchSpecs, diffusionLoss, objectiveOf } from "./objective.ts";
 import type { TrainTask } from "./task.ts";
-import {
-  latentMoments,
-  type TextBatchContext,
-  textBatch,
-  textEncoderComponent,
-  textPreview,
-} from "./text-task.ts";
+import { textBatch, textBatchContext, textEncoderComponent, textPreview } from "./text-task.ts";
 
 const ADAPTER = "default";
 const ADAPTER_FILE = "adapter.safetensors";
@@ -224,21 +217,18 @@ async function buildTask(
     );
   const { data, weights } = joined(instances, prior, f.prior_loss_weight);
   const latentSize = size / vaeScaleFactor(vae.config);
-  const moments = await latentMoments(vae, data, join(runDir, "latents.safetensors"));
-  const ids = tokenizePrompts(tokenizer, data.captions, "caption");
-  const emptyIds = tokenizePrompts(tokenizer, [""], "caption")[0]!;
-  const batchCtx: TextBatchContext = {
+  const batchCtx = await textBatchContext({
     obj,
     inChannels: model.geometry.inChannels,
     latentSize,
-    moments,
-    shift: vae.shiftFactor ?? 0,
-    scale: vae.scalingFactor,
-    ids,
-    emptyIds,
+    vae,
+    tokenizer,
+    data,
+    runDir,
     condDropout: t.cond_dropout,
     imageWeights: weights,
-  };
+  });
+  const emptyIds = batchCtx.emptyIds;
 
   // what is trained, what is frozen, where it starts
   const unetParams = base.denoiser.params;

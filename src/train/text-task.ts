@@ -21,6 +21,7 @@
  */
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import type { ImageDataset } from "../data/dataset.ts";
 import { type EmojiDataset, emojiPrompts, loadEmoji } from "../data/emoji.ts";
 import { DataLoader } from "../data/loader.ts";
 import { type AnyDenoiserModel, modelFromParams } from "../models/load.ts";
@@ -107,6 +108,36 @@ export interface TextBatchContext {
   readonly condDropout: number;
   /** A loss weight per image (DreamBooth's prior-preservation weight on the class images); default 1. */
   readonly imageWeights?: Float32Array;
+}
+
+/**
+ * The batch context of captioned images: their latents' posterior moments through the frozen VAE
+ * (cached in the run folder: latents.safetensors) and their captions' token ids.
+ */
+export async function textBatchContext(opts: {
+  obj: Objective;
+  inChannels: number;
+  latentSize: number;
+  vae: AutoencoderKL;
+  tokenizer: CLIPTokenizer;
+  data: ImageDataset & { readonly captions: readonly string[] };
+  runDir: string;
+  condDropout: number;
+  imageWeights?: Float32Array;
+}): Promise<TextBatchContext> {
+  mkdirSync(opts.runDir, { recursive: true });
+  return {
+    obj: opts.obj,
+    inChannels: opts.inChannels,
+    latentSize: opts.latentSize,
+    moments: await latentMoments(opts.vae, opts.data, join(opts.runDir, "latents.safetensors")),
+    shift: opts.vae.shiftFactor ?? 0,
+    scale: opts.vae.scalingFactor,
+    ids: tokenizePrompts(opts.tokenizer, opts.data.captions, "caption"),
+    emptyIds: tokenizePrompts(opts.tokenizer, [""], "caption")[0]!,
+    condDropout: opts.condDropout,
+    ...(opts.imageWeights ? { imageWeights: opts.imageWeights } : {}),
+  };
 }
 
 /**
@@ -243,8 +274,6 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
   };
   const teConfig = resolveClipTextConfig(teJson).config;
   const seqLen = tokenizer.modelMaxLength;
-  const ids = tokenizePrompts(tokenizer, data.captions, "caption");
-  const emptyIds = tokenizePrompts(tokenizer, [""], "caption")[0]!;
 
   // the frozen VAE and the latents of the training images
   const vae = await AutoencoderKL.fromPretrained(cfg.vae!.path);
@@ -258,20 +287,17 @@ export async function textTask(cfg: TrainConfig, runDir: string): Promise<TrainT
     throw new Error(
       `the latents are ${latentSize}×${latentSize} (data.size ${cfg.data.size} / the VAE's factor ${factor}), not a multiple of ${model.geometry.multipleOf} as ${model.className} needs: change data.size or the model's patch_size`,
     );
-  mkdirSync(runDir, { recursive: true });
-  const moments = await latentMoments(vae, data, join(runDir, "latents.safetensors"));
-  const latPer = moments.mean.length / data.count;
-  const batchCtx: TextBatchContext = {
+  const batchCtx = await textBatchContext({
     obj,
     inChannels: model.geometry.inChannels,
     latentSize,
-    moments,
-    shift: vae.shiftFactor ?? 0,
-    scale: vae.scalingFactor,
-    ids,
-    emptyIds,
+    vae,
+    tokenizer,
+    data,
+    runDir,
     condDropout: t.cond_dropout,
-  };
+  });
+  const latPer = batchCtx.moments.mean.length / data.count;
 
   // the denoiser's buffers (SD3's position table) are constants of the step, never trained (trainer.ts)
   const denoiser = denoiserComponent(cfg, `${model.component}.`);

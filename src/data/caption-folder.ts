@@ -75,7 +75,7 @@ export function loadCaptionFolder(root: string, opts: CaptionFolderOptions): Cap
       `${f} has no caption: list it in ${join(root, "metadata.jsonl")} ({"file_name": "${rel}", "text": "…"}), put the caption in ${txt}, or give one prompt for every image (--instance-prompt)`,
     );
   });
-  const empty = captions.findIndex((c) => c === "");
+  const empty = captions.indexOf("");
   if (empty >= 0) throw new Error(`${files[empty]} has an empty caption; write what the image shows`);
   return { ...data, captions, files };
 }

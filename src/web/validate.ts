@@ -163,7 +163,9 @@ function controlOf(
   const c = raw as Record<string, unknown>;
   for (const k of Object.keys(c))
     if (!CONTROL_FIELDS.includes(k))
-      throw bad(`unknown field ${JSON.stringify(`control.${k}`)}; its fields are ${CONTROL_FIELDS.join(", ")}`);
+      throw bad(
+        `unknown field ${JSON.stringify(`control.${k}`)}; its fields are ${CONTROL_FIELDS.join(", ")}`,
+      );
   const url = c["image"];
   const m = typeof url === "string" ? /^data:image\/(png|jpeg);base64,([A-Za-z0-9+/=\s]+)$/.exec(url) : null;
   if (!m) throw bad("control.image must be a PNG or JPEG image as a data URL (data:image/png;base64,…)");

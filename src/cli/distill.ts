@@ -11,7 +11,7 @@ import { readConfigFile, setField } from "../train/config.ts";
 import type { DistillArgs } from "../train/distill-trainer.ts";
 import type { TrainEvent } from "../train/trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
-import { moduleUrl } from "./paths.ts";
+import { diffuseCommand, moduleUrl } from "./paths.ts";
 import { Progress } from "./progress.ts";
 
 const HELP = `usage: diffuse distill --method lcm --teacher DIR|NAME [--out DIR] [--config FILE] [flags]
@@ -155,7 +155,7 @@ export async function run(argv: readonly string[]): Promise<void> {
               console.log(
                 ev.stopped
                   ? `stopped at step ${ev.step}; run the same command to resume. Student so far: ${ev.modelDir}`
-                  : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: diffuse sample --model ${ev.modelDir} --labels all --steps 4`,
+                  : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} --labels all --steps 4`,
               );
               break;
           }

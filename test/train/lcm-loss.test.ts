@@ -131,8 +131,8 @@ async function graphLoss(
 
 test("the consistency loss matches a hand computation on toy networks, and its gradient reaches the student alone", async () => {
   const rng = new Rng(7);
-  const x0 = new HostTensor(rng.uniform(B * C * H * H, -1, 1), [B, C, H, H]);
-  const noise = new HostTensor(rng.normal(B * C * H * H), [B, C, H, H]);
+  const x0 = new HostTensor<"float32">(rng.uniform(B * C * H * H, -1, 1), [B, C, H, H]);
+  const noise = new HostTensor<"float32">(rng.normal(B * C * H * H), [B, C, H, H]);
   const idx = [0, 3, 17, 49];
   const labels = [2, 0, 1, 2];
   for (const settings of [
@@ -182,8 +182,8 @@ test("the boundary condition: c_skip(0) = 1, c_out(0) = 0 exactly, so the target
   const compiled = await compileGraph(g, { xn, f });
   try {
     const rng = new Rng(1);
-    const x0 = new HostTensor(rng.uniform(B * C * H * H, -1, 1), [B, C, H, H]);
-    const noise = new HostTensor(rng.normal(B * C * H * H), [B, C, H, H]);
+    const x0 = new HostTensor<"float32">(rng.uniform(B * C * H * H, -1, 1), [B, C, H, H]);
+    const noise = new HostTensor<"float32">(rng.normal(B * C * H * H), [B, C, H, H]);
     const out = await compiled.run(lcmFeeds(plan, x0, noise, [0, 0, 0, 0], [0, 1, 2, 0]));
     assert.deepEqual(out["f"]!.data, out["xn"]!.data, "f(x, 0) = x bit for bit");
   } finally {

@@ -20,6 +20,8 @@ import { DIT_SCHEMA, ditConfigFromDiffusers, ditParamEstimate } from "../../src/
 import { ditParamSpecs } from "../../src/models/dit/dit.ts";
 import { DiTTransformer2DModel } from "../../src/models/dit/model.ts";
 import { loadModel } from "../../src/models/load.ts";
+import { SD3Transformer2DModel } from "../../src/models/mmdit/model.ts";
+import { CLIPTextModel } from "../../src/models/text/clip-text-model.ts";
 import { UNET2D_SCHEMA, unetConfigFromDiffusers, unetParamEstimate } from "../../src/models/unet/config.ts";
 import { UNet2DModel } from "../../src/models/unet/model.ts";
 import { unetParamSpecs } from "../../src/models/unet/unet.ts";
@@ -171,4 +173,18 @@ test("diffuse sample refuses a hostile model folder at once, naming the file and
     () => quietly(() => sample(["--model", dir, "--out", join(tmp, "out")])),
     /unet[/\\]config\.json: UNet2DModel config: "layers_per_block" is 1000000; use an integer ≥ 1, at most 128/,
   );
+});
+
+test("SD3 and CLIP text configs with absurd depths are refused at once (the fuzzer's hangs)", () => {
+  const t0 = performance.now();
+  assert.throws(
+    () => SD3Transformer2DModel.fromConfig({ num_layers: 2 ** 31 }),
+    /"num_layers" is 2147483648; .*at most 128/,
+  );
+  assert.throws(() => SD3Transformer2DModel.fromConfig({ num_layers: 1e21 }), /num_layers/);
+  assert.throws(
+    () => CLIPTextModel.fromConfig({ num_hidden_layers: 1e15 }),
+    /"num_hidden_layers" is 1000000000000000; .*at most 128/,
+  );
+  assert.ok(performance.now() - t0 < 2000);
 });

@@ -9,6 +9,7 @@
  * cropped from a `pos_embed_max_size`² grid, so the nominal grid of patches must fit in it.
  */
 import {
+  BOUNDS,
   type ConfigSchema,
   configFromFields,
   type DiffusersConfig,
@@ -55,23 +56,23 @@ const blockIndices: Parse<readonly number[]> = (v, k) =>
     : fail(k, v, "a list of block indices ([] for SD3; e.g. [0, 1, …, 12] for SD3.5 Medium)");
 
 const FIELDS: FieldTable<SD3Config> = {
-  sampleSize: { key: "sample_size", dflt: 128, parse: int(1) },
-  patchSize: { key: "patch_size", dflt: 2, parse: int(1) },
-  inChannels: { key: "in_channels", dflt: 16, parse: int(1) },
-  numLayers: { key: "num_layers", dflt: 18, parse: int(1) },
-  attentionHeadDim: { key: "attention_head_dim", dflt: 64, parse: int(1) },
-  numAttentionHeads: { key: "num_attention_heads", dflt: 18, parse: int(1) },
-  jointAttentionDim: { key: "joint_attention_dim", dflt: 4096, parse: int(1) },
-  captionProjectionDim: { key: "caption_projection_dim", dflt: 1152, parse: int(1) },
-  pooledProjectionDim: { key: "pooled_projection_dim", dflt: 2048, parse: int(1) },
-  outChannels: { key: "out_channels", dflt: 16, parse: nullable(int(1)) },
+  sampleSize: { key: "sample_size", dflt: 128, parse: int(1, BOUNDS.sampleSize) },
+  patchSize: { key: "patch_size", dflt: 2, parse: int(1, BOUNDS.kernel) },
+  inChannels: { key: "in_channels", dflt: 16, parse: int(1, BOUNDS.channels) },
+  numLayers: { key: "num_layers", dflt: 18, parse: int(1, BOUNDS.depth) },
+  attentionHeadDim: { key: "attention_head_dim", dflt: 64, parse: int(1, BOUNDS.heads) },
+  numAttentionHeads: { key: "num_attention_heads", dflt: 18, parse: int(1, BOUNDS.heads) },
+  jointAttentionDim: { key: "joint_attention_dim", dflt: 4096, parse: int(1, BOUNDS.width) },
+  captionProjectionDim: { key: "caption_projection_dim", dflt: 1152, parse: int(1, BOUNDS.width) },
+  pooledProjectionDim: { key: "pooled_projection_dim", dflt: 2048, parse: int(1, BOUNDS.width) },
+  outChannels: { key: "out_channels", dflt: 16, parse: nullable(int(1, BOUNDS.channels)) },
   posEmbedMaxSize: {
     key: "pos_embed_max_size",
     dflt: 96,
     parse: (v, k) =>
       v === null
         ? fail(k, v, "an integer ≥ 1 (SD3 crops its position table from a pos_embed_max_size² grid)")
-        : int(1)(v, k),
+        : int(1, BOUNDS.sampleSize)(v, k),
   },
   dualAttentionLayers: { key: "dual_attention_layers", dflt: [], parse: blockIndices },
   qkNorm: {

@@ -14,6 +14,7 @@
  * Errors name the key, the bad value and what is allowed.
  */
 import {
+  BOUNDS,
   ConfigError,
   type ConfigSchema,
   configFromFields,
@@ -86,13 +87,13 @@ export interface ClipTextConfig {
 }
 
 const FIELDS: FieldTable<ClipTextConfig> = {
-  vocabSize: { key: "vocab_size", dflt: 49408, parse: int(1) },
-  hiddenSize: { key: "hidden_size", dflt: 512, parse: int(1) },
-  intermediateSize: { key: "intermediate_size", dflt: 2048, parse: int(1) },
-  projectionDim: { key: "projection_dim", dflt: 512, parse: int(1) },
-  numHiddenLayers: { key: "num_hidden_layers", dflt: 12, parse: int(1) },
-  numAttentionHeads: { key: "num_attention_heads", dflt: 8, parse: int(1) },
-  maxPositionEmbeddings: { key: "max_position_embeddings", dflt: 77, parse: int(1) },
+  vocabSize: { key: "vocab_size", dflt: 49408, parse: int(1, BOUNDS.classes) },
+  hiddenSize: { key: "hidden_size", dflt: 512, parse: int(1, BOUNDS.width) },
+  intermediateSize: { key: "intermediate_size", dflt: 2048, parse: int(1, 4 * BOUNDS.width) },
+  projectionDim: { key: "projection_dim", dflt: 512, parse: int(1, BOUNDS.width) },
+  numHiddenLayers: { key: "num_hidden_layers", dflt: 12, parse: int(1, BOUNDS.depth) },
+  numAttentionHeads: { key: "num_attention_heads", dflt: 8, parse: int(1, BOUNDS.heads) },
+  maxPositionEmbeddings: { key: "max_position_embeddings", dflt: 77, parse: int(1, 1_000_000) },
   hiddenAct: { key: "hidden_act", dflt: "quick_gelu", parse: oneOf(CLIP_ACTIVATIONS) },
   layerNormEps: { key: "layer_norm_eps", dflt: 1e-5, parse: positive },
   attentionDropout: { key: "attention_dropout", dflt: 0, parse: probability },

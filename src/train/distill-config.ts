@@ -6,7 +6,10 @@
  *   method    "lcm" (consistency distillation; train/lcm.ts). "reflow" is not built yet.
  *   teacher   the teacher's folder or name ("mnist")
  *   lcm       solver_steps N, guidance ω, distance "huber" | "l2", huber_c, timestep_scaling κ,
- *             ema_decay μ of the target network (LCM: 0.95, constant)
+ *             target "ema" | "online", ema_decay μ: with "ema" (LCM) the target network θ⁻ is the
+ *             EMA of the student at a constant μ (0.95) and is what the run exports; with "online"
+ *             (consistency models' CIFAR-10 distillation, iCT: μ = 0) θ⁻ = stopgrad(θ), and the EMA
+ *             (μ with diffusers' warm-up, e.g. 0.999) is only the exported weights
  *   data      dataset "mnist" | "folder" (+ path), size (default: the teacher's sample size)
  *   training  steps, batch_size, lr, lr_schedule, warmup_steps, AdamW fields, grad_clip, seed, threads
  *   output    checkpoint_every, sample_every (0: never), log_every, sample_steps (the preview's LCM steps)
@@ -25,6 +28,7 @@ export interface DistillConfig {
     distance: "huber" | "l2";
     huber_c: number;
     timestep_scaling: number;
+    target: "ema" | "online";
     ema_decay: number;
   };
   data: { dataset: "mnist" | "folder"; path: string | null; size: number | null };
@@ -53,6 +57,7 @@ export const DISTILL_DEFAULTS: Omit<DistillConfig, "teacher"> = {
     distance: LCM_DEFAULTS.distance,
     huber_c: LCM_DEFAULTS.huberC,
     timestep_scaling: LCM_DEFAULTS.timestepScaling,
+    target: "ema",
     ema_decay: 0.95,
   },
   data: { dataset: "mnist", path: null, size: null },
@@ -131,6 +136,7 @@ export function resolveDistillConfig(raw: Json): DistillConfig {
     "a positive number",
     lcm.timestep_scaling,
   );
+  check(lcm.target === "ema" || lcm.target === "online", "lcm.target", '"ema" or "online"', lcm.target);
   check(isNum(lcm.ema_decay, 0, 0.999999), "lcm.ema_decay", "a number in [0, 1) (LCM: 0.95)", lcm.ema_decay);
   check(
     data.dataset === "mnist" || data.dataset === "folder",

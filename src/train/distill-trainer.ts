@@ -6,9 +6,9 @@
  * as `diffuse train` writes them (the same TrainEvent stream). Every step's randomness and batch
  * come from the step number, so a resumed run ends with the weights of an uninterrupted one.
  *
- * The exported model is the target network θ⁻ (the EMA, as LCM's released students), a pipeline
- * folder of the teacher's class with an LCMScheduler config and diffuse.json sampling defaults
- * (lcm, 4 steps, guidance 1: the teacher's guidance is distilled in).
+ * The exported model is the EMA of the student (with lcm.target "ema", the target network θ⁻, as
+ * LCM's released students), a pipeline folder of the teacher's class with an LCMScheduler config
+ * and diffuse.json sampling defaults (lcm, 4 steps, guidance 1: the teacher's guidance is distilled in).
  */
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -37,7 +37,7 @@ import {
   refuseStepsBelowCheckpoint,
   saveCheckpoint,
 } from "./checkpoint.ts";
-import { learningRate, type TrainConfig } from "./config.ts";
+import { emaDecayAt, learningRate, type TrainConfig } from "./config.ts";
 import { checkpointView, type DistillConfig, lcmSettings, resolveDistillConfig } from "./distill-config.ts";
 import {
   drawLcmBatch,
@@ -289,9 +289,11 @@ async function distillWith(
     }
     const k = state.step;
     await trainStep.sync(state); // (the target's weights are read from the state: on a GPU, bring them back)
-    const feeds = { ...task.batch(k), ...targetFeeds(state.ema!) };
+    const online = c.lcm.target === "online";
+    const feeds = { ...task.batch(k), ...targetFeeds(online ? state.params : state.ema!) };
     const lr = learningRate(view.training, k);
-    const r = await trainStep.step(state, feeds, lr, c.lcm.ema_decay);
+    const decay = online ? emaDecayAt(c.lcm.ema_decay, k) : c.lcm.ema_decay;
+    const r = await trainStep.step(state, feeds, lr, decay);
     if (!Number.isFinite(r.loss))
       throw new Error(
         `the loss became ${r.loss} at step ${state.step}; lower training.lr (now ${t.lr}) or set training.grad_clip`,

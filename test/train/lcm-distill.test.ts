@@ -99,7 +99,7 @@ async function oneStepError(student: LoadedPipeline, teacher: LoadedPipeline): P
   return s / one.size;
 }
 
-test("a short LCM distillation brings the one-step student closer to the teacher's ODE", async () => {
+test("a short LCM distillation brings the one-step student closer to the teacher's ODE", async (t) => {
   const dir = join(tmp, "learn");
   const events: TrainEvent[] = [];
   // step 0: the student is the teacher
@@ -110,6 +110,7 @@ test("a short LCM distillation brings the one-step student closer to the teacher
   await distillRun({ config: distillConfig({ steps: 80, lr: 2e-3 }), outDir: dir }, ctx(events));
   const student = await loadPipeline(dir);
   const afterErr = await oneStepError(student, teacher);
+  t.diagnostic(`one-step error vs the teacher's ODE: ${before.toFixed(4)} → ${afterErr.toFixed(4)}`);
   const losses = events.flatMap((e) => (e.kind === "log" ? [e.loss] : []));
   const mean = (a: number[]) => a.reduce((p, q) => p + q, 0) / a.length;
   assert.ok(

@@ -76,6 +76,9 @@ interface Snapshot {
   model: Map<number, string>;
   samples: Map<string, string>;
   losses: Map<number, number>;
+  /** How long the uninterrupted run took to start (load, compile) and to train, in ms: the kill moments scale with them. */
+  startupMs: number;
+  trainMs: number;
 }
 
 /** The checkpoint's step and a hash of its weights and optimizer state, or null without one. */
@@ -118,7 +121,16 @@ function readLosses(run: string): { losses: Map<number, number>; damaged: number
 
 /** The uninterrupted run, in this process, with every checkpoint and export it wrote. */
 async function reference(config: Record<string, unknown>, run: string): Promise<Snapshot> {
-  const snap: Snapshot = { checkpoint: new Map(), model: new Map(), samples: new Map(), losses: new Map() };
+  const snap: Snapshot = {
+    checkpoint: new Map(),
+    model: new Map(),
+    samples: new Map(),
+    losses: new Map(),
+    startupMs: 0,
+    trainMs: 0,
+  };
+  const t0 = performance.now();
+  let firstLog: number | null = null;
   const look = () => {
     const c = checkpointState(run);
     if (c) snap.checkpoint.set(c.step, c.hash);
@@ -126,9 +138,13 @@ async function reference(config: Record<string, unknown>, run: string): Promise<
     if (m) snap.model.set(m.step, m.hash);
   };
   const post = (e: TrainEvent) => {
+    if (e.kind === "log") firstLog ??= performance.now();
     if (e.kind === "checkpoint" || e.kind === "log" || e.kind === "end") look();
   };
   await trainRun({ config, outDir: run }, { post, signal: new AbortController().signal });
+  const t1 = performance.now();
+  snap.startupMs = (firstLog ?? t1) - t0;
+  snap.trainMs = t1 - (firstLog ?? t0);
   look();
   for (const f of readdirSync(join(run, "samples"))) snap.samples.set(f, hash(join(run, "samples", f)));
   snap.losses = readLosses(run).losses;
@@ -212,6 +228,7 @@ export async function killRuns(opts: KillOptions): Promise<KillReport> {
     const run = join(root, "run");
     // as a user's shell starts it: relaunched with huge pages (launcher + child), whatever this process is
     const env = peerEnv();
+    let fresh = 0;
     for (let attempt = 0; ; attempt++) {
       const expectStep = checkpointState(run)?.step ?? null;
       const child: ChildProcess = spawn(process.execPath, [BIN, "train", "--config", cfgPath, "--out", run], {
@@ -232,12 +249,15 @@ export async function killRuns(opts: KillOptions): Promise<KillReport> {
       });
       if (report.kills < opts.kills) {
         // a quarter of the kills during start-up (loading, recovery, compiling), the rest while it trains
+        // The moments scale with the uninterrupted run's own start-up and training times (measured in
+        // this process on this machine), so a fast machine is hit as often as a slow one.
         const startup = rng.nextUniform() < 0.25;
         const spawned = performance.now();
-        if (startup) await sleep(100 + rng.nextUniform() * 2500);
+        if (startup) await sleep(50 + rng.nextUniform() * (ref.startupMs + 400));
         else {
-          while (!started() && !exited && performance.now() - spawned < 60_000) await sleep(10);
-          await sleep(rng.nextUniform() * 1500);
+          while (!started() && !exited && performance.now() - spawned < 60_000) await sleep(5);
+          const left = (opts.steps - (expectStep ?? 0)) / opts.steps;
+          await sleep(rng.nextUniform() * 0.8 * ref.trainMs * left);
         }
         if (!exited) {
           const launcher = child.pid!;
@@ -283,10 +303,17 @@ export async function killRuns(opts: KillOptions): Promise<KillReport> {
         report.failures.push(`attempt ${attempt + 1} failed with ${code ?? signal}: ${out.slice(-500)}`);
         break;
       }
-      if (report.kills < opts.kills) {
-        report.failures.push(`the run finished after ${report.kills} kills; give it more steps`);
-      }
       for (const f of check(run, ref, true)) report.failures.push(`finished run: ${f}`);
+      if (report.kills < opts.kills) {
+        // every kill this time came too late (the run outran it): start the run afresh, a few times
+        if (++fresh <= 5) {
+          rmSync(run, { recursive: true, force: true });
+          continue;
+        }
+        report.failures.push(
+          `the run finished ${fresh} times before ${opts.kills} kills; give it more steps`,
+        );
+      }
       break;
     }
   } finally {

@@ -1,42 +1,56 @@
 /**
  * `diffuse distill`: makes a few-step student from a teacher model. `--method lcm` is latent
  * consistency distillation (Luo et al. 2023; src/train/lcm.ts): the student samples with LCMScheduler
- * in 1–8 steps and no guidance. Runs in a worker thread with a progress bar, periodic checkpoints and
- * sample grids, as `diffuse train`; the same command again resumes from the last checkpoint; Ctrl-C
- * stops after the current step and saves.
+ * in 1–8 steps and no guidance. `--method reflow` is rectified-flow reflow (Liu et al. 2023;
+ * src/train/reflow.ts) of a flow-matching teacher: the student samples with the teacher's flow Euler
+ * scheduler in 1–4 steps and no guidance. Runs in a worker thread with a progress bar, periodic
+ * checkpoints and sample grids, as `diffuse train`; the same command again resumes from the last
+ * checkpoint (and reflow's cached pairs); Ctrl-C stops after the current step (or chunk of pairs) and saves.
  */
 import { basename, join } from "node:path";
 import { runInWorker } from "../runtime/worker.ts";
 import { readConfigFile, setField } from "../train/config.ts";
-import type { DistillArgs } from "../train/distill-trainer.ts";
-import type { TrainEvent } from "../train/trainer.ts";
+import type { DistillArgs, DistillEvent } from "../train/distill-trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 import { diffuseCommand, moduleUrl } from "./paths.ts";
 import { Progress } from "./progress.ts";
 
-const HELP = `usage: diffuse distill --method lcm --teacher DIR|NAME [--out DIR] [--config FILE] [flags]
+const HELP = `usage: diffuse distill --method lcm|reflow --teacher DIR|NAME [--out DIR] [--config FILE] [flags]
 
-Distils a teacher into a few-step student. --method lcm: latent consistency distillation (LCM) —
-the student starts as the teacher, learns to jump to the end of the teacher's probability-flow ODE
-(a DDIM solver over 50 of its 1000 timesteps, its classifier-free guidance folded in), and samples
-with the LCM scheduler in 1–8 steps without guidance. --method reflow is not built yet.
-Re-running the same command resumes from the run's last checkpoint.
+Distils a teacher into a few-step student that samples without guidance (the teacher's
+classifier-free guidance is folded in).
+  --method lcm     latent consistency distillation (LCM), for ε/v-prediction teachers (mnist): the
+                   student starts as the teacher, learns to jump to the end of the teacher's
+                   probability-flow ODE (a DDIM solver over 50 of its 1000 timesteps), and samples
+                   with the LCM scheduler in 1–8 steps.
+  --method reflow  rectified-flow reflow, for flow-matching teachers (mnist-dit): the teacher's ODE
+                   turns seeded noise z into images x (reflow.pairs pairs, reflow.teacher_steps Euler
+                   steps, cached in the run's pairs/ folder), then the student — a copy of the
+                   teacher — learns the straight flow from each x to its z (optionally, from
+                   reflow.one_step_from on, the one-step jump alone), and samples with flow-euler
+                   in 1–4 steps. E.g. diffuse distill --method reflow --teacher mnist-dit --out DIR
+                   (configs/mnist-reflow.json).
+Re-running the same command resumes from the run's last checkpoint (and reuses its pairs).
 
 flags:
   --method lcm|reflow  the distillation (default lcm)
-  --teacher DIR|NAME   the teacher: a pipeline folder, a run's folder, or a bundled model (mnist)
-  --config FILE        a distill config (JSON: method, teacher, lcm, data, training, output;
-                       configs/mnist-lcm.json); flags override its fields
+  --teacher DIR|NAME   the teacher: a pipeline folder, a run's folder, or a bundled model (mnist, mnist-dit)
+  --config FILE        a distill config (JSON: method, teacher, lcm, reflow, data, training, output;
+                       configs/mnist-lcm.json, configs/mnist-reflow.json); flags override its fields
   --out DIR            run folder (default runs/<teacher name>-<method>): checkpoint/, model/, samples/,
-                       metrics.jsonl
-  --guidance W         the teacher's guidance scale distilled into the student (lcm.guidance, default 1.5)
-  --set KEY=VALUE      override a config field, e.g. --set lcm.distance=l2 (repeatable)
+                       metrics.jsonl (reflow: pairs/)
+  --guidance W         the teacher's guidance scale distilled into the student (lcm.guidance or
+                       reflow.guidance, default 1.5)
+  --pairs N            reflow.pairs: how many (noise, image) pairs the teacher makes
+  --set KEY=VALUE      override a config field, e.g. --set lcm.distance=l2 or
+                       --set reflow.one_step_from=1500 (repeatable)
   --steps N            training.steps
   --batch-size N       training.batch_size
   --lr X               training.lr
   --seed N             training.seed
   --threads N          ONNX Runtime threads (default: all cores)
-  --overwrite          start over even if --out has a checkpoint
+  --overwrite          start over even if --out has a checkpoint (reflow pairs made with other
+                       settings are made again; matching ones are kept)
 `;
 
 export async function run(argv: readonly string[]): Promise<void> {
@@ -46,6 +60,7 @@ export async function run(argv: readonly string[]): Promise<void> {
     config: { type: "string" },
     out: { type: "string" },
     guidance: { type: "string" },
+    pairs: { type: "string" },
     set: { type: "string", multiple: true },
     steps: { type: "string" },
     "batch-size": { type: "string" },
@@ -67,10 +82,6 @@ export async function run(argv: readonly string[]): Promise<void> {
       throw new UsageError(`--method must be lcm or reflow, got "${method}"`);
     raw = { ...raw, method };
   }
-  if (raw["method"] === "reflow")
-    throw new UsageError(
-      "--method reflow (rectified-flow reflow of a flow-matching teacher) is not built yet; use --method lcm",
-    );
   const teacher = str(p, "teacher");
   if (teacher !== undefined) raw = { ...raw, teacher };
   if (raw["teacher"] === undefined)
@@ -82,8 +93,10 @@ export async function run(argv: readonly string[]): Promise<void> {
     if (eq <= 0) throw new UsageError(`--set takes KEY=VALUE (e.g. lcm.guidance=2), got "${kv}"`);
     raw = setField(raw, kv.slice(0, eq), kv.slice(eq + 1));
   }
+  const reflow = raw["method"] === "reflow";
   const shortcuts: [string, string, { min?: number; max?: number; integer?: boolean }][] = [
-    ["guidance", "lcm.guidance", { min: 0, max: 50 }],
+    ["guidance", reflow ? "reflow.guidance" : "lcm.guidance", { min: 0, max: 50 }],
+    ["pairs", "reflow.pairs", { min: 1, integer: true }],
     ["steps", "training.steps", { min: 1, integer: true }],
     ["batch-size", "training.batch_size", { min: 1, integer: true }],
     ["lr", "training.lr", { min: 0 }],
@@ -104,7 +117,10 @@ export async function run(argv: readonly string[]): Promise<void> {
     );
   const args: DistillArgs = { config: raw, outDir, overwrite: bool(p, "overwrite") };
 
+  if (!reflow && str(p, "pairs") !== undefined)
+    throw new UsageError("--pairs is a reflow setting; add --method reflow");
   const progress = new Progress("distill");
+  const pairsProgress = new Progress("pairs");
   const ac = new AbortController();
   let interrupts = 0;
   const onSigint = () => {
@@ -118,7 +134,7 @@ export async function run(argv: readonly string[]): Promise<void> {
   };
   process.on("SIGINT", onSigint);
   try {
-    await runInWorker<DistillArgs, TrainEvent, { step: number; modelDir: string }>(
+    await runInWorker<DistillArgs, DistillEvent, { step: number; modelDir: string }>(
       moduleUrl("train/distill-trainer"),
       "distillRun",
       args,
@@ -126,6 +142,20 @@ export async function run(argv: readonly string[]): Promise<void> {
         signal: ac.signal,
         onMessage: (ev) => {
           switch (ev.kind) {
+            case "pairs":
+              pairsProgress.update({
+                step: ev.done,
+                total: ev.total,
+                rate: ev.pairsPerSec,
+                fields: { made: String(ev.made), "pairs/s": ev.pairsPerSec.toFixed(1) },
+              });
+              if (ev.done === ev.total) {
+                pairsProgress.done();
+                progress.log(
+                  `${ev.total} reflow pairs ready in ${join(outDir, "pairs")} (${ev.made} made, ${ev.total - ev.made} read)`,
+                );
+              }
+              break;
             case "start":
               progress.log(
                 `${ev.resumed ? `resuming ${outDir} at step ${ev.step}` : `distilling into ${outDir}`}: ${ev.params.toLocaleString("en-US")} parameters, ${ev.steps} steps`,
@@ -155,7 +185,7 @@ export async function run(argv: readonly string[]): Promise<void> {
               console.log(
                 ev.stopped
                   ? `stopped at step ${ev.step}; run the same command to resume. Student so far: ${ev.modelDir}`
-                  : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} --labels all --steps 4`,
+                  : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} --labels all --steps ${reflow ? 1 : 4}`,
               );
               break;
           }
@@ -164,6 +194,7 @@ export async function run(argv: readonly string[]): Promise<void> {
     );
   } finally {
     process.off("SIGINT", onSigint);
+    pairsProgress.done();
     progress.done();
   }
 }

@@ -3,19 +3,27 @@
  * in this file, CLI flags overriding single fields, the resolved config saved with the run. The
  * teacher is a pipeline folder (or a bundled model's name); the student starts as a copy of it.
  *
- *   method    "lcm" (consistency distillation; train/lcm.ts). "reflow" is not built yet.
- *   teacher   the teacher's folder or name ("mnist")
+ *   method    "lcm" (consistency distillation; train/lcm.ts) or "reflow" (rectified flow; train/reflow.ts)
+ *   teacher   the teacher's folder or name ("mnist"; reflow: a flow-matching teacher, "mnist-dit")
  *   lcm       solver_steps N, guidance ω, distance "huber" | "l2", huber_c, timestep_scaling κ,
  *             target "ema" | "online", ema_decay μ: with "ema" (LCM) the target network θ⁻ is the
  *             EMA of the student at a constant μ (0.95) and is what the run exports; with "online"
  *             (consistency models' CIFAR-10 distillation, iCT: μ = 0) θ⁻ = stopgrad(θ), and the EMA
  *             (μ with diffusers' warm-up, e.g. 0.999) is only the exported weights
- *   data      dataset "mnist" | "folder" (+ path), size (default: the teacher's sample size)
+ *   reflow    pairs (how many (z, x) pairs the teacher's ODE makes), teacher_steps (its Euler steps),
+ *             guidance ω (distilled in), seed (the pairs' noise), sigma_sampling "uniform" |
+ *             "logit-normal" (logit_mean, logit_std) | "teacher" (as the teacher was trained),
+ *             one_step_from (from this step on σ = 1 only: one-step distillation; null: never),
+ *             cond_dropout, ema_decay (with warm-up; the EMA is what the run exports)
+ *   data      dataset "mnist" | "folder" (+ path; LCM's images; reflow trains on its pairs), size
+ *             (default: the teacher's sample size)
  *   training  steps, batch_size, lr, lr_schedule, warmup_steps, AdamW fields, grad_clip, seed, threads
- *   output    checkpoint_every, sample_every (0: never), log_every, sample_steps (the preview's LCM steps)
+ *   output    checkpoint_every, sample_every (0: never), log_every, sample_steps (the preview's steps;
+ *             reflow: also the exported model's recommended steps, default 1)
  */
 import type { LrScheduleName, TrainConfig } from "./config.ts";
 import { LCM_DEFAULTS, type LcmSettings } from "./lcm.ts";
+import { REFLOW_DEFAULTS, type ReflowSettings } from "./reflow.ts";
 
 export type DistillMethod = "lcm" | "reflow";
 
@@ -29,6 +37,18 @@ export interface DistillConfig {
     huber_c: number;
     timestep_scaling: number;
     target: "ema" | "online";
+    ema_decay: number;
+  };
+  reflow: {
+    pairs: number;
+    teacher_steps: number;
+    guidance: number;
+    seed: number;
+    sigma_sampling: "uniform" | "logit-normal" | "teacher";
+    logit_mean: number;
+    logit_std: number;
+    one_step_from: number | null;
+    cond_dropout: number;
     ema_decay: number;
   };
   data: { dataset: "mnist" | "folder"; path: string | null; size: number | null };
@@ -60,6 +80,18 @@ export const DISTILL_DEFAULTS: Omit<DistillConfig, "teacher"> = {
     target: "ema",
     ema_decay: 0.95,
   },
+  reflow: {
+    pairs: REFLOW_DEFAULTS.pairs,
+    teacher_steps: REFLOW_DEFAULTS.teacherSteps,
+    guidance: REFLOW_DEFAULTS.guidance,
+    seed: REFLOW_DEFAULTS.seed,
+    sigma_sampling: "uniform",
+    logit_mean: 0,
+    logit_std: 1,
+    one_step_from: null,
+    cond_dropout: 0,
+    ema_decay: 0.999,
+  },
   data: { dataset: "mnist", path: null, size: null },
   training: {
     steps: 2000,
@@ -77,6 +109,12 @@ export const DISTILL_DEFAULTS: Omit<DistillConfig, "teacher"> = {
   },
   output: { checkpoint_every: 500, sample_every: 500, log_every: 10, sample_steps: 4 },
 };
+
+/** A reflow student's recommended steps (and preview steps) unless output.sample_steps says otherwise. */
+export const REFLOW_SAMPLE_STEPS = 1;
+
+/** The most pairs a run may ask for (they are held in memory: 28×28 pairs take 6.3 kB each). */
+export const MAX_REFLOW_PAIRS = 500_000;
 
 export class DistillConfigError extends Error {
   override name = "DistillConfigError";
@@ -106,7 +144,7 @@ function check(ok: boolean, field: string, want: string, got: unknown): void {
     );
 }
 
-const TOP = ["method", "teacher", "lcm", "data", "training", "output"];
+const TOP = ["method", "teacher", "lcm", "reflow", "data", "training", "output"];
 
 /** Fills defaults and checks every field; errors name the field, what it must be and what was given. */
 export function resolveDistillConfig(raw: Json): DistillConfig {
@@ -125,7 +163,14 @@ export function resolveDistillConfig(raw: Json): DistillConfig {
   const lcm = section("lcm", raw["lcm"], DISTILL_DEFAULTS.lcm);
   const data = section("data", raw["data"], DISTILL_DEFAULTS.data);
   const training = section("training", raw["training"], DISTILL_DEFAULTS.training);
-  const output = section("output", raw["output"], DISTILL_DEFAULTS.output);
+  const output = section(
+    "output",
+    raw["output"],
+    method === "reflow"
+      ? { ...DISTILL_DEFAULTS.output, sample_steps: REFLOW_SAMPLE_STEPS }
+      : DISTILL_DEFAULTS.output,
+  );
+  const reflow = section("reflow", raw["reflow"], DISTILL_DEFAULTS.reflow);
   check(isInt(lcm.solver_steps, 1), "lcm.solver_steps", "an integer ≥ 1 (LCM: 50)", lcm.solver_steps);
   check(isNum(lcm.guidance, 0, 50), "lcm.guidance", "a number from 0 to 50 (1: no guidance)", lcm.guidance);
   check(lcm.distance === "huber" || lcm.distance === "l2", "lcm.distance", '"huber" or "l2"', lcm.distance);
@@ -192,13 +237,60 @@ export function resolveDistillConfig(raw: Json): DistillConfig {
     output.sample_every,
   );
   check(isInt(output.log_every, 1), "output.log_every", "an integer ≥ 1", output.log_every);
+  if (method === "lcm")
+    check(
+      isInt(output.sample_steps, 1) && output.sample_steps <= lcm.solver_steps,
+      "output.sample_steps",
+      `an integer from 1 to lcm.solver_steps (${lcm.solver_steps})`,
+      output.sample_steps,
+    );
+  else
+    check(
+      isInt(output.sample_steps, 1) && output.sample_steps <= 1000,
+      "output.sample_steps",
+      "an integer from 1 to 1000 (a reflow student: 1 or 2)",
+      output.sample_steps,
+    );
+  checkReflow(reflow, t);
+  return { method: method as DistillMethod, teacher: teacher as string, lcm, reflow, data, training, output };
+}
+
+function checkReflow(r: DistillConfig["reflow"], t: DistillConfig["training"]): void {
   check(
-    isInt(output.sample_steps, 1) && output.sample_steps <= lcm.solver_steps,
-    "output.sample_steps",
-    `an integer from 1 to lcm.solver_steps (${lcm.solver_steps})`,
-    output.sample_steps,
+    isInt(r.pairs, 1) && r.pairs >= t.batch_size && r.pairs <= MAX_REFLOW_PAIRS,
+    "reflow.pairs",
+    `an integer from training.batch_size (${t.batch_size}) to ${MAX_REFLOW_PAIRS}: the (noise, image) pairs the teacher makes`,
+    r.pairs,
   );
-  return { method: method as DistillMethod, teacher: teacher as string, lcm, data, training, output };
+  check(
+    isInt(r.teacher_steps, 1) && r.teacher_steps <= 1000,
+    "reflow.teacher_steps",
+    "an integer from 1 to 1000 (the teacher's Euler steps per pair; 20 is plenty for MNIST)",
+    r.teacher_steps,
+  );
+  check(isNum(r.guidance, 0, 50), "reflow.guidance", "a number from 0 to 50 (1: no guidance)", r.guidance);
+  check(isInt(r.seed, 0), "reflow.seed", "an integer ≥ 0 (the pairs' noise and labels)", r.seed);
+  check(
+    ["uniform", "logit-normal", "teacher"].includes(r.sigma_sampling),
+    "reflow.sigma_sampling",
+    '"uniform", "logit-normal" or "teacher" (as the teacher was trained)',
+    r.sigma_sampling,
+  );
+  check(isNum(r.logit_mean, -10, 10), "reflow.logit_mean", "a number from −10 to 10", r.logit_mean);
+  check(isNum(r.logit_std, 1e-3, 10), "reflow.logit_std", "a number from 0.001 to 10", r.logit_std);
+  check(
+    r.one_step_from === null || (isInt(r.one_step_from, 0) && r.one_step_from < t.steps),
+    "reflow.one_step_from",
+    `null (never), or the step from which training is at σ = 1 only, below training.steps (${t.steps})`,
+    r.one_step_from,
+  );
+  check(
+    isNum(r.cond_dropout, 0, 0.999),
+    "reflow.cond_dropout",
+    "a number in [0, 1) (0: none)",
+    r.cond_dropout,
+  );
+  check(isNum(r.ema_decay, 0, 0.999999), "reflow.ema_decay", "a number in [0, 1) (e.g. 0.999)", r.ema_decay);
 }
 
 /** The LCM objective's settings of a config. */
@@ -212,10 +304,26 @@ export function lcmSettings(c: DistillConfig): LcmSettings {
   };
 }
 
+/** The reflow settings of a config (the pairs' and the σ sampling's; train/reflow.ts). */
+export function reflowSettings(c: DistillConfig): ReflowSettings {
+  const r = c.reflow;
+  return {
+    pairs: r.pairs,
+    teacherSteps: r.teacher_steps,
+    guidance: r.guidance,
+    seed: r.seed,
+    sigmaSampling: r.sigma_sampling,
+    logitMean: r.logit_mean,
+    logitStd: r.logit_std,
+    oneStepFrom: r.one_step_from,
+    condDropout: r.cond_dropout,
+  };
+}
+
 /**
  * The run as the checkpoint code sees a training run (train/checkpoint.ts): the teacher's model and
- * scheduler configs, the data and training fields, and the LCM settings, so a resume with anything
- * changed but the step count, threads or output is refused.
+ * scheduler configs, the data and training fields, and the method's settings (lcm or reflow), so a
+ * resume with anything changed but the step count, threads or output is refused.
  */
 export function checkpointView(
   c: DistillConfig,
@@ -224,14 +332,15 @@ export function checkpointView(
   size: number,
   channels: number,
 ): TrainConfig {
-  const view: TrainConfig & { distill: Pick<DistillConfig, "method" | "lcm"> } = {
+  const reflow = c.method === "reflow";
+  const view: TrainConfig & { distill: Partial<Pick<DistillConfig, "method" | "lcm" | "reflow">> } = {
     model,
     scheduler,
     data: { dataset: c.data.dataset, path: c.data.path, size, channels, captions: null },
     training: {
       ...c.training,
-      ema_decay: c.lcm.ema_decay,
-      cond_dropout: 0,
+      ema_decay: reflow ? c.reflow.ema_decay : c.lcm.ema_decay,
+      cond_dropout: reflow ? c.reflow.cond_dropout : 0,
       loss_weighting: "uniform",
       snr_gamma: 0,
       timestep_sampling: "uniform",
@@ -239,7 +348,8 @@ export function checkpointView(
       logit_std: 1,
     },
     output: { ...c.output, sample_guidance: 1 },
-    distill: { method: c.method, lcm: c.lcm },
+    // (an LCM run's view is as it was before reflow existed: its checkpoints still resume)
+    distill: reflow ? { method: c.method, reflow: c.reflow } : { method: c.method, lcm: c.lcm },
   };
   return view;
 }

@@ -1,14 +1,19 @@
 /**
- * The loop of `diffuse distill --method lcm`, run in a worker thread: the student starts as a copy
- * of the teacher and learns its consistency function (train/lcm.ts) in one training-step graph per
- * step (student forward and backward, the teacher's guided DDIM step, the EMA target network, AdamW
- * and the target's EMA update). Progress events, atomic checkpoints, sample grids and metrics.jsonl
- * as `diffuse train` writes them (the same TrainEvent stream). Every step's randomness and batch
- * come from the step number, so a resumed run ends with the weights of an uninterrupted one.
+ * The loop of `diffuse distill`, run in a worker thread, for either method (distill-student.ts says
+ * what a method gives the loop). The student starts as a copy of the teacher and trains in one
+ * training-step graph per step. Progress events, atomic checkpoints, sample grids and metrics.jsonl
+ * as `diffuse train` writes them (the same TrainEvent stream, plus reflow's `pairs` events). Every
+ * step's randomness and batch come from the step number, so a resumed run ends with the weights of
+ * an uninterrupted one.
  *
- * The exported model is the EMA of the student (with lcm.target "ema", the target network θ⁻, as
- * LCM's released students), a pipeline folder of the teacher's class with an LCMScheduler config
- * and diffuse.json sampling defaults (lcm, 4 steps, guidance 1: the teacher's guidance is distilled in).
+ * --method lcm: the student learns the teacher's consistency function (train/lcm.ts): student forward
+ * and backward, the teacher's guided DDIM step, the EMA target network, AdamW and the target's EMA
+ * update in one graph. The exported model is the EMA of the student (with lcm.target "ema", the target
+ * network θ⁻, as LCM's released students), a pipeline folder of the teacher's class with an
+ * LCMScheduler config and diffuse.json sampling defaults (lcm, 4 steps, guidance 1: the teacher's
+ * guidance is distilled in).
+ * --method reflow: the teacher's ODE makes (noise, image) pairs first, then the student learns their
+ * straight flow (train/reflow.ts, reflow-task.ts); it exports with the teacher's flow scheduler.
  */
 import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -18,8 +23,6 @@ import { DataLoader } from "../data/loader.ts";
 import { loadMnist } from "../data/mnist.ts";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { modelFromParams } from "../models/load.ts";
-import { generate } from "../pipelines/generate.ts";
-import { parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import {
   disposePipeline,
   type LoadedPipeline,
@@ -39,6 +42,7 @@ import {
 } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, type TrainConfig } from "./config.ts";
 import { checkpointView, type DistillConfig, lcmSettings, resolveDistillConfig } from "./distill-config.ts";
+import { type DistillMethodRun, studentPreview } from "./distill-student.ts";
 import {
   drawLcmBatch,
   type LcmPlan,
@@ -49,9 +53,15 @@ import {
   targetFeeds,
 } from "./lcm.ts";
 import { appendMetrics, trimMetrics } from "./metrics-log.ts";
+import { reflowMethod } from "./reflow-task.ts";
 import type { TrainTask } from "./task.ts";
 import { compileTrainStep } from "./train-step.ts";
-import { type TrainEvent, writeSamples } from "./trainer.ts";
+import { exportModelAtomic, type TrainEvent, writeSamples } from "./trainer.ts";
+
+/** The loop's events: `diffuse train`'s, and reflow's pair making (after each chunk of pairs). */
+export type DistillEvent =
+  | TrainEvent
+  | { kind: "pairs"; done: number; total: number; made: number; pairsPerSec: number };
 
 export interface DistillArgs {
   /** The raw config (defaults are filled in here). */
@@ -145,7 +155,6 @@ function lcmTask(
     for (let i = 0; i < x.data.length; i++) x.data[i] = lo + x.data[i]! * (hi - lo);
     return x;
   };
-  const session = t.threads ? { session: { threads: t.threads } } : {};
   return {
     components: [denoiserComponent(view)],
     loss: lcmLoss(plan, teacher.denoiser.params),
@@ -161,36 +170,15 @@ function lcmTask(
         seed.fold("step").fold(k),
       );
     },
-    async preview(params, step) {
-      const m = modelFromParams(bound.config, new Map(params), session);
-      const labels = numClasses ? Array.from({ length: 2 * numClasses }, (_, i) => i % numClasses) : 16;
-      const opts: SamplingOptions = {
-        scheduler: "lcm",
-        karras: false,
-        steps: c.output.sample_steps,
-        guidance: 1,
-        guidanceRescale: 0,
-        eta: 0,
-        seed: t.seed,
-      };
-      const images = await generate(m, Scheduler.fromConfig(schedulerConfig), {
-        labels,
-        numClasses,
-        steps: opts.steps,
-        guidance: 1,
-        seed: opts.seed,
-        size,
-      }).finally(() => m.dispose());
-      return {
-        images,
-        nrow: numClasses ?? 8,
-        parameters: parametersText(opts, {
-          step,
-          labels: numClasses ? "all" : null,
-          extra: { count: Array.isArray(labels) ? labels.length : labels, size },
-        }),
-      };
-    },
+    preview: studentPreview(bound, {
+      scheduler: "lcm",
+      schedulerConfig,
+      steps: c.output.sample_steps,
+      numClasses,
+      size,
+      seed: t.seed,
+      threads: t.threads,
+    }),
     async exportPipeline(params, step, dir) {
       await savePipeline(dir, modelFromParams(bound.config, new Map(params)), schedulerConfig, {
         numClasses,
@@ -211,15 +199,26 @@ function lcmTask(
   };
 }
 
+/** The LCM method: the teacher's plan, the task, and the target network's feeds (train/lcm.ts). */
+function lcmMethod(c: DistillConfig, teacher: LoadedPipeline): DistillMethodRun {
+  const { plan, scheduler } = teacherPlan(teacher, c);
+  const bound = plan.model;
+  const size = c.data.size ?? bound.geometry.sampleSize ?? 32;
+  const view = checkpointView(c, bound.config, teacher.schedulerConfig, size, bound.geometry.inChannels);
+  const online = c.lcm.target === "online";
+  return {
+    view,
+    task: lcmTask(c, view, teacher, plan, scheduler, size),
+    stateFeeds: (state) => targetFeeds(online ? state.params : state.ema!),
+    emaDecay: (k) => (online ? emaDecayAt(c.lcm.ema_decay, k) : c.lcm.ema_decay),
+  };
+}
+
 export async function distillRun(
   args: DistillArgs,
-  ctx: WorkerContext<TrainEvent>,
+  ctx: WorkerContext<DistillEvent>,
 ): Promise<{ step: number; modelDir: string }> {
   const c = resolveDistillConfig(args.config);
-  if (c.method === "reflow")
-    throw new Error(
-      "--method reflow is not built yet (rectified-flow reflow of a flow-matching teacher); use --method lcm",
-    );
   const runDir = args.outDir;
   if (!args.overwrite) refuseStepsBelowCheckpoint(runDir, c.training.steps);
   if (args.overwrite)
@@ -228,7 +227,22 @@ export async function distillRun(
   mkdirSync(runDir, { recursive: true });
   const teacher = await loadPipeline(c.teacher);
   try {
-    return await distillWith(c, teacher, args, ctx);
+    const method =
+      c.method === "lcm"
+        ? lcmMethod(c, teacher)
+        : await reflowMethod(c, teacher, runDir, {
+            regenerate: args.overwrite === true,
+            signal: ctx.signal,
+            onProgress: (p) =>
+              ctx.post({
+                kind: "pairs",
+                done: p.done,
+                total: p.total,
+                made: p.made,
+                pairsPerSec: p.seconds > 0 ? p.made / p.seconds : 0,
+              }),
+          });
+    return await distillWith(c, teacher, method, args, ctx);
   } finally {
     disposePipeline(teacher);
   }
@@ -237,15 +251,12 @@ export async function distillRun(
 async function distillWith(
   c: DistillConfig,
   teacher: LoadedPipeline,
+  method: DistillMethodRun,
   args: DistillArgs,
-  ctx: WorkerContext<TrainEvent>,
+  ctx: WorkerContext<DistillEvent>,
 ): Promise<{ step: number; modelDir: string }> {
   const runDir = args.outDir;
-  const { plan, scheduler } = teacherPlan(teacher, c);
-  const bound = plan.model;
-  const size = c.data.size ?? bound.geometry.sampleSize ?? 32;
-  const view = checkpointView(c, bound.config, teacher.schedulerConfig, size, bound.geometry.inChannels);
-  const task = lcmTask(c, view, teacher, plan, scheduler, size);
+  const { view, task } = method;
   const t = c.training;
   const trainStep = await compileTrainStep(task.loss, task.batchSpecs, {
     adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
@@ -253,7 +264,7 @@ async function distillWith(
     session: t.threads ? { threads: t.threads } : {},
   });
   const resumed = args.overwrite ? null : await loadCheckpoint(runDir, view, task.components);
-  // θ = θ⁻ = the teacher's weights (copies: the step replaces the state's tensors)
+  // θ (and LCM's θ⁻) = the teacher's weights (copies: the step replaces the state's tensors)
   const state = resumed ?? trainStep.initState(copyParams(teacher.denoiser.params));
   writeJsonAtomic(join(runDir, "config.json"), c);
   const metricsPath = join(runDir, "metrics.jsonl");
@@ -265,10 +276,10 @@ async function distillWith(
     params: trainStep.specs.reduce((a, s) => a + s.shape.reduce((p, q) => p * q, 1), 0),
     resumed: resumed !== null,
   });
+  const modelDir = join(runDir, "model");
   const exportModel = async () => {
     await trainStep.sync(state);
-    const modelDir = join(runDir, "model");
-    await task.exportPipeline(state.ema!, state.step, modelDir);
+    await exportModelAtomic(task, state.ema!, state.step, modelDir);
     return modelDir;
   };
   const checkpoint = async () => {
@@ -288,12 +299,13 @@ async function distillWith(
       break;
     }
     const k = state.step;
-    await trainStep.sync(state); // (the target's weights are read from the state: on a GPU, bring them back)
-    const online = c.lcm.target === "online";
-    const feeds = { ...task.batch(k), ...targetFeeds(online ? state.params : state.ema!) };
+    let feeds = task.batch(k);
+    if (method.stateFeeds) {
+      await trainStep.sync(state); // (LCM's target weights are read from the state: on a GPU, bring them back)
+      feeds = { ...feeds, ...method.stateFeeds(state) };
+    }
     const lr = learningRate(view.training, k);
-    const decay = online ? emaDecayAt(c.lcm.ema_decay, k) : c.lcm.ema_decay;
-    const r = await trainStep.step(state, feeds, lr, decay);
+    const r = await trainStep.step(state, feeds, lr, method.emaDecay(k));
     if (!Number.isFinite(r.loss))
       throw new Error(
         `the loss became ${r.loss} at step ${state.step}; lower training.lr (now ${t.lr}) or set training.grad_clip`,
@@ -334,7 +346,7 @@ async function distillWith(
     }
   }
   await checkpoint();
-  const modelDir = await exportModel();
+  await exportModel();
   ctx.post({ kind: "end", step: state.step, stopped, modelDir });
   return { step: state.step, modelDir };
 }

@@ -104,15 +104,30 @@ export function diffusionLoss(model: BoundDenoiser, opts: DiffusionLossOptions =
   };
 }
 
+/**
+ * What a batch may take as given instead of drawing it: the noise paired with each x0 (reflow trains
+ * on the (x0, ε) pairs of a teacher's ODE, train/reflow.ts), and the flow times u ∈ [0, 1] (before the
+ * shift; u = 1 for every sample trains the one-step jump from pure noise).
+ */
+export interface DrawnParts {
+  noise?: HostTensor<"float32">;
+  flowTimes?: readonly number[];
+}
+
 /** The random part of one training batch, drawn from `rng` (use a per-step stream). */
 export function drawBatch(
   obj: Objective,
   x0: HostTensor<"float32">,
   labels: HostTensor<"int64"> | null,
   rng: Rng,
+  given: DrawnParts = {},
 ): Record<string, HostTensor> {
   const n = x0.shape[0]!;
-  const noise = new HostTensor(rng.normal(x0.size), x0.shape);
+  if (given.noise && given.noise.shape.join() !== x0.shape.join())
+    throw new Error(`the given noise is [${given.noise.shape}], the batch [${x0.shape}]: they must match`);
+  if (given.flowTimes && (obj.alphasCumprod || given.flowTimes.length !== n))
+    throw new Error(`given flow times need a flow-matching objective and one time per sample (${n})`);
+  const noise = given.noise ?? new HostTensor(rng.normal(x0.size), x0.shape);
   const a = new Float32Array(n);
   const s = new Float32Array(n);
   const t = new Float32Array(n);
@@ -128,7 +143,7 @@ export function drawBatch(
     });
   } else {
     const shift = obj.flowShift ?? 1;
-    sampleFlowTimes(rng, n, obj.timesteps).forEach((u, i) => {
+    (given.flowTimes ?? sampleFlowTimes(rng, n, obj.timesteps)).forEach((u, i) => {
       const sig = shift === 1 ? u : (shift * u) / (1 + (shift - 1) * u);
       a[i] = 1 - sig;
       s[i] = sig;

@@ -2,7 +2,8 @@
  * `diffuse distill --method lcm` end to end on a tiny MNIST U-Net: a short distillation brings the
  * student's one-step samples closer to the teacher's ODE solutions; a run stopped and resumed ends
  * bit-identical to an uninterrupted one; the student folder loads and samples with LCMScheduler at
- * its recommended settings; config errors and `--method reflow` are refused with the fix.
+ * its recommended settings; config errors and `--method reflow` of this (v-prediction) teacher are
+ * refused with the fix.
  */
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -177,7 +178,7 @@ test("a distillation stopped and resumed ends bit-identical to an uninterrupted 
   assert.ok(existsSync(join(a, "config.json")));
 });
 
-test("distill config errors name the field; --method reflow is not built yet", async () => {
+test("distill config errors name the field; --method reflow refuses a teacher that is not flow matching", async () => {
   assert.throws(() => resolveDistillConfig({ method: "lcm" }), /"teacher".*--teacher DIR/);
   assert.throws(
     () => resolveDistillConfig({ teacher: "mnist", lcm: { guidanse: 2 } }),
@@ -192,9 +193,11 @@ test("distill config errors name the field; --method reflow is not built yet", a
     /output\.sample_steps.*1 to lcm\.solver_steps \(50\)/,
   );
   await assert.rejects(
-    distillRun({ config: { method: "reflow", teacher: "mnist" }, outDir: join(tmp, "r") }, ctx()),
-    /reflow is not built yet/,
+    distillRun(
+      { config: { method: "reflow", teacher: join(teacherDir, "model") }, outDir: join(tmp, "r") },
+      ctx(),
+    ),
+    /reflow needs a flow-matching teacher.*--method lcm/,
   );
-  await assert.rejects(distillCli(["--method", "reflow", "--teacher", "mnist"]), /reflow.*not built yet/);
   await assert.rejects(distillCli(["--method", "lcm"]), /--teacher is required/);
 });

@@ -27,6 +27,10 @@ const BENCHMARKS: Readonly<Record<string, { file: string; what: string }>> = {
     file: "./mmdit.ts",
     what: "SD3 MM-DiT (emoji latents, 77 text tokens) train step, 28-step CFG sampling and peak RSS vs diffusers",
   },
+  steps: {
+    file: "./steps.ts",
+    what: "MNIST teachers and few-step students: accuracy, FD and time per image at 1–50 steps (table + PNG plot)",
+  },
   gpu: { file: "./gpu.ts", what: "MNIST U-Net on a GPU provider (WebGPU/CUDA) vs the CPU and PyTorch CUDA" },
   toy2d: { file: "./toy2d.ts", what: "2-D toy data: each sampler's sliced Wasserstein to the data" },
   faults: {

@@ -1,14 +1,15 @@
 /**
- * Bundles a trained MNIST run as the package's ready model (assets/models/mnist): loads the run's
- * exported EMA model, scores it with `diffuse eval`'s judge (conditional accuracy, confidence,
+ * Bundles a trained MNIST run (or a distilled student: `diffuse distill`) as one of the package's ready
+ * models (assets/models/<name>): loads the run's exported EMA model, scores it with `diffuse eval`'s judge (conditional accuracy, confidence,
  * Fréchet distance next to real-vs-real) at DPM-Solver++ 20 steps with guidance, and writes the
  * model in diffusers layout with F16 weights, plus its training config and eval figures in
  * diffuse.json.
  *
  *   node --import tsx scripts/bundle-model.ts runs/mnist [--name mnist] [--per-label 50] [--guidance 2] [--scheduler dpm++2m]
+ *   node --import tsx scripts/bundle-model.ts runs/mnist-lcm --name mnist-lcm --scheduler lcm --steps 4 --guidance 1
  */
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { evaluateMnist } from "../src/eval/mnist-eval.ts";
 import { replaceDirAtomicAsync } from "../src/io/atomic.ts";
 import { generate } from "../src/pipelines/generate.ts";
@@ -61,6 +62,13 @@ const evalFigures = {
 console.log(JSON.stringify(evalFigures, null, 2));
 const training = JSON.parse(readFileSync(join(run, "config.json"), "utf8")) as Record<string, unknown>;
 const dest = join(assetsDir(), "models", name);
+// a distilled student names its teacher as a bundled name when the teacher is one (not this machine's path)
+const from = pipe.info.distilledFrom as { teacher?: string } | undefined;
+const bundledRoot = join(assetsDir(), "models");
+const distilledFrom =
+  from && typeof from.teacher === "string" && dirname(resolve(from.teacher)) === bundledRoot
+    ? { ...from, teacher: basename(from.teacher) }
+    : from;
 await replaceDirAtomicAsync(dest, async (tmp) => {
   await savePipeline(
     tmp,
@@ -70,7 +78,8 @@ await replaceDirAtomicAsync(dest, async (tmp) => {
       ...pipe.info,
       numClasses,
       sampling: { scheduler: schedulerName, steps, guidance },
-      trainedWith: "diffuse train",
+      trainedWith: pipe.info.trainedWith ?? "diffuse train",
+      ...(distilledFrom ? { distilledFrom } : {}),
       training,
       eval: evalFigures,
     },

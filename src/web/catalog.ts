@@ -57,6 +57,12 @@ export interface ModelInfo {
   defaults: SamplingOptions;
   dataset: string | null;
   trainedSteps: number | null;
+  /**
+   * A few-step student (`diffuse distill`): the method ("lcm", "reflow") and the teacher it was
+   * distilled from (a bundled model's name or a folder); its `defaults.steps` is the step count it is
+   * made for. Else null.
+   */
+  distilled: { method: string; teacher: string | null } | null;
   /** A model with a ControlNet takes a control image: the Canny settings its ControlNet was trained with. Else null. */
   control: { canny: CannyOptions } | null;
   /** The ids of the LoRA files offered for this model (text-to-image models only). */
@@ -311,6 +317,7 @@ function describeModel(
   });
   const factor = pipe.vae ? vaeScaleFactor(pipe.vae.config) : 1;
   const trained = pipe.info["trainedSteps"];
+  const from = pipe.info["distilledFrom"] as { method?: unknown; teacher?: unknown } | undefined;
   const tokenizer = pipe.text?.tokenizer;
   return {
     ...where,
@@ -326,6 +333,10 @@ function describeModel(
     defaults: samplingDefaults(pipe),
     dataset: typeof pipe.info.dataset === "string" ? pipe.info.dataset : null,
     trainedSteps: typeof trained === "number" ? trained : null,
+    distilled:
+      from && typeof from === "object" && typeof from.method === "string"
+        ? { method: from.method, teacher: typeof from.teacher === "string" ? from.teacher : null }
+        : null,
     control: pipe.controlnet ? { canny: pipelineCanny(pipe) } : null,
     loras: [],
   };

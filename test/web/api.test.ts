@@ -188,3 +188,23 @@ test("paths from requests never leave the served folders", async () => {
   assert.equal(evil.status, 403);
   assert.match(evil.body, /must be addressed to 127\.0\.0\.1 or localhost/);
 });
+
+test("a distilled student is offered with its teacher, method and few-step defaults", async () => {
+  const s = await startStudio({ models: ["mnist-lcm", "mnist"], runs: [], port: 0 });
+  try {
+    const info = (await (await fetch(`${s.url}api/info`)).json()) as {
+      models: {
+        id: string;
+        distilled: { method: string; teacher: string | null } | null;
+        defaults: { scheduler: string; steps: number; guidance: number };
+      }[];
+    };
+    const lcm = info.models.find((m) => m.id === "mnist-lcm");
+    const teacher = info.models.find((m) => m.id === "mnist");
+    assert.deepEqual(lcm?.distilled, { method: "lcm", teacher: "mnist" });
+    assert.deepEqual([lcm?.defaults.scheduler, lcm?.defaults.steps, lcm?.defaults.guidance], ["lcm", 4, 1]);
+    assert.equal(teacher?.distilled, null);
+  } finally {
+    await s.close();
+  }
+});

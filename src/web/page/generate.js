@@ -57,6 +57,8 @@ function onModelChange() {
     m.prompts && "text to image",
     m.dataset && `trained on ${m.dataset}`,
     m.trainedSteps && `${m.trainedSteps} steps`,
+    m.distilled &&
+      `distilled (${m.distilled.method})${m.distilled.teacher ? ` from ${m.distilled.teacher}` : ""}: samples in ${m.defaults.steps} step${m.defaults.steps === 1 ? "" : "s"}`,
     `${m.sampleSize}×${m.sampleSize}`,
     m.source === "run" ? "from a training run" : m.source,
   ].filter(Boolean);

@@ -13,7 +13,7 @@
  * Prints a Markdown table, the speed-ups of the students' few-step generations over their teacher's
  * 50 steps, and writes a PNG plot (accuracy and FD ratio against steps, log scale).
  *
- * Options: --models a,b,… (bundled names or folders; default the bundled MNIST models: mnist,
+ * Options: --models a,b,… (bundled names or folders, NAME@W for guidance W instead of the recommended one; default the bundled MNIST models: mnist,
  * mnist-lcm, mnist-dit, mnist-reflow where present), --steps 1,2,4,8,20,50, --per-label N (default
  * 100: 1,000 images a point), --seed N (default 1000), --plot FILE (default docs/steps.png),
  * --json FILE.
@@ -41,6 +41,8 @@ export interface StepPoint {
   msPerImage: number;
   /** The teacher a distilled student names in its diffuse.json (a bundled name or a folder). */
   teacher?: string;
+  /** The guidance scale of the teacher the student was distilled from (its diffuse.json). */
+  teacherGuidance?: number;
 }
 
 const CHUNK = 100;
@@ -53,13 +55,17 @@ async function measureModel(
   seed: number,
   judge: DigitClassifier,
 ): Promise<StepPoint[]> {
-  const pipe = await loadPipeline(name);
+  // NAME@W: the model at guidance W instead of its recommended one
+  const at = name.lastIndexOf("@");
+  const pipe = await loadPipeline(at > 0 ? name.slice(0, at) : name);
   try {
     const rec = pipe.info.sampling ?? {};
     const schedName = rec.scheduler ?? "dpm++2m";
-    const guidance = rec.guidance ?? 1;
+    const guidance = at > 0 ? Number(name.slice(at + 1)) : (rec.guidance ?? 1);
+    if (!(guidance >= 0)) throw new Error(`--models: "${name}" takes a guidance scale after @, e.g. mnist@2`);
     const numClasses = pipe.info.numClasses ?? 10;
-    const from = (pipe.info.distilledFrom as { teacher?: unknown } | undefined)?.teacher;
+    const distilled = pipe.info.distilledFrom as { teacher?: unknown; guidance?: unknown } | undefined;
+    const from = distilled?.teacher;
     const labels = Array.from({ length: perLabel * numClasses }, (_, i) => i % numClasses);
     const scheduler = schedulerFor({ name: schedName }, pipe.schedulerConfig);
     // compile the forward (one graph for every step count) outside the timings
@@ -94,6 +100,7 @@ async function measureModel(
         frechetRatio: r.frechetRatio,
         msPerImage: ms / labels.length,
         ...(typeof from === "string" ? { teacher: from } : {}),
+        ...(typeof distilled?.guidance === "number" ? { teacherGuidance: distilled.guidance } : {}),
       };
       console.log(
         `${name} ${schedName} ${steps} steps (guidance ${guidance}): accuracy ${(100 * point.accuracy).toFixed(1)}%, FD ${point.frechet.toFixed(2)} (${point.frechetRatio.toFixed(2)}× real-vs-real), ${point.msPerImage.toFixed(2)} ms/image`,
@@ -237,10 +244,12 @@ export async function main(args: readonly string[]): Promise<void> {
   console.log(`(other processes used ${others.toFixed(1)} cores on average during the run)`);
   // the students' few-step generations against their teacher's 50 steps
   for (const p of points.filter((q) => q.teacher !== undefined && q.steps <= 4)) {
-    const teacher = points.find((q) => q.model === p.teacher && q.steps === 50);
+    // the teacher at the guidance the student learnt, else at any
+    const of = points.filter((q) => q.model.replace(/@[^@]*$/, "") === p.teacher && q.steps === 50);
+    const teacher = of.find((q) => q.guidance === p.teacherGuidance) ?? of[0];
     if (teacher)
       console.log(
-        `${p.model} ${p.steps} steps vs ${teacher.model} 50 steps: ${(teacher.msPerImage / p.msPerImage).toFixed(1)}× faster, FD ${(p.frechet / teacher.frechet).toFixed(2)}× the teacher's, accuracy ${(100 * p.accuracy).toFixed(1)}% vs ${(100 * teacher.accuracy).toFixed(1)}%`,
+        `${p.model} ${p.steps} steps vs ${teacher.model} 50 steps (guidance ${teacher.guidance}): ${(teacher.msPerImage / p.msPerImage).toFixed(1)}× faster, FD ${(p.frechet / teacher.frechet).toFixed(2)}× the teacher's, accuracy ${(100 * p.accuracy).toFixed(1)}% vs ${(100 * teacher.accuracy).toFixed(1)}%`,
       );
   }
   writePng(values.plot, stepsPlot(points).raster());

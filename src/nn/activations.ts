@@ -5,8 +5,8 @@ import type { Tensor } from "../tensor/symbolic.ts";
 /** x·σ(x) */
 export const silu = (x: Tensor): Tensor => o.silu(x);
 
-/** x·Φ(x) = ½x(1 + erf(x/√2)) */
-export const gelu = (x: Tensor): Tensor => o.mul(o.mul(x, 0.5), o.add(o.erf(o.mul(x, Math.SQRT1_2)), 1));
+/** x·Φ(x) = ½x(1 + erf(x/√2)), one primitive (a fused kernel whose gradient reads x alone). */
+export const gelu = (x: Tensor): Tensor => o.gelu(x);
 
 /** ½x(1 + tanh(√(2/π)(x + 0.044715x³))), one primitive (a fused kernel; its gradient is composed). */
 export const geluTanh = (x: Tensor): Tensor => o.geluTanh(x);

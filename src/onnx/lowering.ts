@@ -54,16 +54,10 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
     c.emit("Sigmoid", [c.ins[0]!], [s]);
     c.emit("Mul", [c.ins[0]!, s], [c.out]);
   },
-  // one fused kernel (ONNX Runtime's FastGelu, com.microsoft, on the CPU and WebGPU providers) instead
-  // of the composed formula's eight elementwise passes over the tensor
-  // (FastGelu wants a tensor of rank ≥ 1: a scalar goes through as [1])
-  geluTanh: (n, c) => {
-    if (n.inputs[0]!.shape.length > 0) return c.emit("FastGelu", [c.ins[0]!], [c.out], {}, "com.microsoft");
-    const [x1, y1] = [c.tmp("gelu_in"), c.tmp("gelu_out")];
-    c.emit("Reshape", [c.ins[0]!, c.i64([1])], [x1]);
-    c.emit("FastGelu", [x1], [y1], {}, "com.microsoft");
-    c.emit("Reshape", [y1, c.i64([])], [c.out]);
-  },
+  // one fused kernel each (ONNX Runtime's Gelu and FastGelu, com.microsoft) instead of the composed
+  // formulas' five to eight elementwise passes over the tensor
+  gelu: (n, c) => contribUnary("Gelu", n, c),
+  geluTanh: (n, c) => contribUnary("FastGelu", n, c),
   erf: simple("Erf"),
   sin: simple("Sin"),
   cos: simple("Cos"),
@@ -131,6 +125,18 @@ export const lowerings: { [K in PrimName]: Lowering<K> } = {
     });
   },
 };
+
+/** A com.microsoft elementwise kernel, which wants a tensor of rank ≥ 1: a scalar goes through as [1]. */
+function contribUnary(op: string, n: Node, c: LowerCtx): void {
+  if (n.inputs[0]!.shape.length > 0) {
+    c.emit(op, [c.ins[0]!], [c.out], {}, "com.microsoft");
+    return;
+  }
+  const [x1, y1] = [c.tmp(`${op}_in`), c.tmp(`${op}_out`)];
+  c.emit("Reshape", [c.ins[0]!, c.i64([1])], [x1]);
+  c.emit(op, [x1], [y1], {}, "com.microsoft");
+  c.emit("Reshape", [y1, c.i64([])], [c.out]);
+}
 
 function layerNorm(n: Node<"standardize" | "invStdDev">, c: LowerCtx, outs: readonly string[]): void {
   const ones = c.tmp("ones");

@@ -101,6 +101,13 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     const y = u === x ? n.output : (ctx.recomputed(n.output) ?? o.mul(u, s));
     return [o.mul(g, o.add(s, o.mul(y, o.sub(1, s))))];
   },
+  // y = x·Φ(x):  dy/dx = Φ(x) + x·φ(x) = ½(1 + erf(x/√2)) + x·exp(−x²/2)/√(2π), from x alone
+  gelu: (n, g) => {
+    const x = n.inputs[0]!;
+    const cdf = o.mul(o.add(o.erf(o.mul(x, Math.SQRT1_2)), 1), 0.5);
+    const pdf = o.mul(o.exp(o.mul(o.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+    return [o.mul(g, o.add(cdf, o.mul(x, pdf)))];
+  },
   // y = ½x(1 + t), t = tanh(u), u = k(x + a·x³):  dy/dx = ½(1 + t) + ½x(1 − t²)·k(1 + 3a·x²)
   geluTanh: (n, g) => {
     const x = n.inputs[0]!;

@@ -76,6 +76,8 @@ export const tanh = (x: Tensor): Tensor => x.graph.apply("tanh", [x], {});
 export const sigmoid = (x: Tensor): Tensor => x.graph.apply("sigmoid", [x], {});
 /** x·sigmoid(x), one primitive: its gradient needs fewer passes than the composite's. */
 export const silu = (x: Tensor): Tensor => x.graph.apply("silu", [x], {});
+/** x·Φ(x) = ½x(1 + erf(x/√2)) (GELU, exact form), one primitive. */
+export const gelu = (x: Tensor): Tensor => x.graph.apply("gelu", [x], {});
 /** ½x(1 + tanh(√(2/π)(x + 0.044715x³))) (GELU, tanh form), one primitive. */
 export const geluTanh = (x: Tensor): Tensor => x.graph.apply("geluTanh", [x], {});
 export const erf = (x: Tensor): Tensor => x.graph.apply("erf", [x], {});

@@ -41,6 +41,12 @@ export interface PrimAttrs {
   sigmoid: Empty;
   /** x·sigmoid(x) (fused: its gradient reuses the forward values). */
   silu: Empty;
+  /**
+   * x·Φ(x) = ½x(1 + erf(x/√2)): the exact GELU, one kernel. Its gradient reads x alone, where the
+   * composed formula's reads its intermediate values, which a train step then keeps from the forward
+   * pass to the backward (docs/benchmarks.md, LoRA fine-tuning).
+   */
+  gelu: Empty;
   /** ½x(1 + tanh(√(2/π)(x + 0.044715x³))): the tanh-approximated GELU, one kernel. */
   geluTanh: Empty;
   erf: Empty;
@@ -230,6 +236,7 @@ export const shapeRules: {
   tanh: (xs) => unaryFloat("tanh", xs),
   sigmoid: (xs) => unaryFloat("sigmoid", xs),
   silu: (xs) => unaryFloat("silu", xs),
+  gelu: (xs) => unaryFloat("gelu", xs),
   geluTanh: (xs) => unaryFloat("geluTanh", xs),
   erf: (xs) => unaryFloat("erf", xs),
   sin: (xs) => unaryFloat("sin", xs),

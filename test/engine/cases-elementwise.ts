@@ -14,6 +14,7 @@ type UnaryPrim =
   | "tanh"
   | "sigmoid"
   | "silu"
+  | "gelu"
   | "geluTanh"
   | "erf"
   | "sin"
@@ -198,6 +199,7 @@ export const elementwiseCases: { [K in ElementwisePrim]: OpCase[] } = {
   tanh: unaryCases("tanh", "normal"),
   sigmoid: unaryCases("sigmoid", "normal"),
   silu: unaryCases("silu", "normal"),
+  gelu: unaryCases("gelu", "normal"),
   geluTanh: unaryCases("geluTanh", "normal"),
   erf: unaryCases("erf", "normal"),
   sin: unaryCases("sin", "normal"),

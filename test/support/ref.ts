@@ -206,6 +206,7 @@ export const refPrims: { [K in PrimName]: RefPrim<K> } = {
   tanh: unary(Math.tanh),
   sigmoid: unary((a) => 1 / (1 + Math.exp(-a))),
   silu: unary((a) => a / (1 + Math.exp(-a))),
+  gelu: unary((a) => 0.5 * a * (1 + erf(a / Math.SQRT2))),
   geluTanh: unary((a) => 0.5 * a * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (a + 0.044715 * a ** 3)))),
   erf: unary(erf),
   sin: unary(Math.sin),

@@ -81,16 +81,20 @@ export function float32ToBf16(src: Float32Array): Uint16Array {
   return out;
 }
 
-export function f16ToFloat32(src: Uint16Array): Float32Array {
+/**
+ * binary16 → float32, into `out` when given. Element i is read before out[i] is written, front to
+ * back, so `src` may lie in the upper half of `out`'s own memory (a widening in place: out[i] covers
+ * bytes [4i, 4i + 4), before src[i + 1] at 2n + 2i + 2).
+ */
+export function f16ToFloat32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
   const table = f16Values();
-  const out = new Float32Array(src.length);
   for (let i = 0; i < out.length; i++) out[i] = table[src[i]!]!;
   return out;
 }
 
-export function bf16ToFloat32(src: Uint16Array): Float32Array {
-  const out = new Float32Array(src.length);
-  const bits = new Uint32Array(out.buffer);
+/** bfloat16 → float32, into `out` when given (which may hold `src` in its upper half, as above). */
+export function bf16ToFloat32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+  const bits = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < out.length; i++) bits[i] = src[i]! << 16;
   return out;
 }

@@ -21,6 +21,7 @@ import {
   parseHeader,
   type SafetensorsDtype,
   type SafetensorsLayout,
+  type TensorEntry,
 } from "./safetensors-header.ts";
 
 export {
@@ -136,15 +137,58 @@ export function parseSafetensors(
   return collect(layout, bytes.subarray(layout.dataStart), options.raw === true);
 }
 
-function readExactly(fd: number, length: number, position: number, path: string): Uint8Array {
-  const out = new Uint8Array(length);
+/** Fills `out` with the file's bytes from `position` on. */
+function readInto(fd: number, out: Uint8Array, position: number, path: string): Uint8Array {
   let off = 0;
-  while (off < length) {
-    const got = readSync(fd, out, off, length - off, position + off);
+  while (off < out.length) {
+    const got = readSync(fd, out, off, out.length - off, position + off);
     if (got === 0) throw formatError(path, `the file ended after ${position + off} bytes while reading`);
     off += got;
   }
   return out;
+}
+
+const readExactly = (fd: number, length: number, position: number, path: string): Uint8Array =>
+  readInto(fd, new Uint8Array(length), position, path);
+
+/**
+ * One tensor read from the file straight into the memory it ends up in: F32 (and I64, I32) into its
+ * typed array; F16 and BF16 into the upper half of their float32 array, then widened in place
+ * (half.ts). Reading a model thus allocates its tensors and nothing else — no copy of the whole file
+ * that would stay resident as garbage until a collection (15 MiB of the emoji U-Net's LoRA step's
+ * peak RSS, docs/benchmarks.md). The rarer dtypes go through `rawToHost`.
+ */
+function readHost(fd: number, e: TensorEntry, dataStart: number, path: string): HostTensor {
+  const position = dataStart + e.begin;
+  const bytes = e.end - e.begin;
+  const view = (b: ArrayBuffer, offset = 0) => new Uint8Array(b, offset, bytes);
+  switch (e.dtype) {
+    case "F32": {
+      const out = new Float32Array(bytes / 4);
+      readInto(fd, view(out.buffer), position, path);
+      return new HostTensor(out, e.shape);
+    }
+    case "F16":
+    case "BF16": {
+      const n = bytes / 2;
+      const out = new Float32Array(n);
+      readInto(fd, view(out.buffer, bytes), position, path);
+      const src = new Uint16Array(out.buffer, bytes, n);
+      return new HostTensor(e.dtype === "F16" ? f16ToFloat32(src, out) : bf16ToFloat32(src, out), e.shape);
+    }
+    case "I64": {
+      const out = new BigInt64Array(bytes / 8);
+      readInto(fd, view(out.buffer), position, path);
+      return new HostTensor(out, e.shape);
+    }
+    case "I32": {
+      const out = new Int32Array(bytes / 4);
+      readInto(fd, view(out.buffer), position, path);
+      return new HostTensor(out, e.shape);
+    }
+    default:
+      return rawToHost({ dtype: e.dtype, shape: e.shape, bytes: readExactly(fd, bytes, position, path) });
+  }
 }
 
 /** Opens `path`, validates its header, and hands the layout and an open descriptor to `use`. */
@@ -187,8 +231,21 @@ export function readSafetensors(
   options: ReadOptions = {},
 ): Safetensors<HostTensor> | Safetensors<RawTensor> {
   return withFile(path, (fd, layout) => {
-    const data = readExactly(fd, layout.dataLength, layout.dataStart, path);
-    return collect(layout, data, options.raw === true);
+    checkEndian();
+    const dtypes = new Map<string, SafetensorsDtype>();
+    for (const e of layout.entries) dtypes.set(e.name, e.dtype);
+    const metadata = { ...layout.metadata };
+    if (options.raw) {
+      const raws = new Map<string, RawTensor>();
+      for (const e of layout.entries) {
+        const bytes = readExactly(fd, e.end - e.begin, layout.dataStart + e.begin, path);
+        raws.set(e.name, { dtype: e.dtype, shape: e.shape, bytes });
+      }
+      return { tensors: raws, metadata, dtypes };
+    }
+    const tensors = new Map<string, HostTensor>();
+    for (const e of layout.entries) tensors.set(e.name, readHost(fd, e, layout.dataStart, path));
+    return { tensors, metadata, dtypes };
   });
 }
 

@@ -7,6 +7,7 @@ import { f16BitsToNumber, f32BitsToBf16, f32BitsToF16 } from "../../src/io/half.
 import {
   parseSafetensors,
   parseSafetensorsHeader,
+  type RawTensor,
   readSafetensors,
   readSafetensorsHeader,
   serializeSafetensors,
@@ -129,6 +130,62 @@ test("round trip of every dtype", () => {
   assert.equal(Number(new DataView(bytes.buffer).getBigUint64(0, true)) % 8, 0);
   const raw = parseSafetensors(bytes, { raw: true });
   assert.deepEqual(serializeSafetensors(raw.tensors, { metadata: raw.metadata }), bytes);
+});
+
+test("reading a file gives what parsing its bytes gives, for every dtype and both modes", () => {
+  // the file reader puts each tensor straight into its own memory (16-bit floats widened in place
+  // there): every one of the 65536 F16 and BF16 bit patterns, and odd, empty and scalar shapes
+  const all16 = new Uint16Array(65536).map((_, i) => i);
+  const f = HostTensor.from({ data: Float32Array.of(1 / 3, -2, 0.1, 65520, 1e-8, 7, -0), shape: [7] });
+  const tensors: Record<string, HostTensor | RawTensor> = {
+    f32: f,
+    f16: f,
+    bf16: f,
+    f64: f,
+    i64: HostTensor.int64([-(2n ** 62n), 5, 0]),
+    i32: new HostTensor(Int32Array.of(-7, 2147483647), [2]),
+    i16: { dtype: "I16", shape: [2], bytes: new Uint8Array(Int16Array.of(-300, 2).buffer) },
+    u8: { dtype: "U8", shape: [3], bytes: Uint8Array.of(255, 0, 9) },
+    b: new HostTensor(Uint8Array.of(1, 0, 1), [3]),
+    scalar: HostTensor.scalar(2.5),
+    empty: HostTensor.zeros([0, 4]),
+    emptyHalf: HostTensor.zeros([0]),
+  };
+  const dtypes = { f16: "F16", bf16: "BF16", f64: "F64", emptyHalf: "F16" } as const;
+  const bits = serializeSafetensors(
+    {
+      f16all: { dtype: "F16", shape: [256, 256], bytes: new Uint8Array(all16.buffer) },
+      bf16all: { dtype: "BF16", shape: [65536], bytes: new Uint8Array(all16.buffer) },
+    },
+    { metadata: { format: "pt" } },
+  );
+  const dir = mkdtempSync(join(tmpdir(), "diffuse-st-"));
+  try {
+    for (const [name, bytes] of [
+      ["mixed", serializeSafetensors(tensors, { dtypes, metadata: { format: "pt" } })],
+      ["bits", bits],
+    ] as const) {
+      const path = join(dir, `${name}.safetensors`);
+      writeFileSync(path, bytes);
+      const [read, parsed] = [readSafetensors(path), parseSafetensors(bytes)];
+      assert.deepEqual(read.metadata, parsed.metadata);
+      assert.deepEqual(read.dtypes, parsed.dtypes);
+      assert.deepEqual([...read.tensors.keys()], [...parsed.tensors.keys()]);
+      for (const [k, t] of parsed.tensors) {
+        const r = read.tensors.get(k)!;
+        assert.equal(r.dtype, t.dtype, k);
+        assert.deepEqual(r.shape, t.shape, k);
+        // NaN payloads compared as bits
+        const asBits = (x: HostTensor) =>
+          x.data instanceof Float32Array ? new Uint32Array(x.data.buffer, x.data.byteOffset, x.size) : x.data;
+        assert.deepEqual(asBits(r), asBits(t), k);
+      }
+      const raw = readSafetensors(path, { raw: true });
+      assert.deepEqual(serializeSafetensors(raw.tensors, { metadata: raw.metadata }), bytes);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("global float dtype, and the small int dtypes read as int32", () => {

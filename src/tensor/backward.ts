@@ -15,7 +15,9 @@ export type ReadSite =
   /** a convolution's input, read by its weight gradient */
   | "conv-weight-grad"
   /** silu's input, read by silu's gradient */
-  | "silu-grad";
+  | "silu-grad"
+  /** an operand of a product, read by the gradient of the other operand */
+  | "mul-grad";
 
 /** The backward pass a gradient rule runs in. */
 export interface BackwardCtx {

@@ -41,11 +41,12 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     const [a, b] = inputs2(n);
     return [when(w[0], () => o.unbroadcast(g, a.shape)), when(w[1], () => o.unbroadcast(o.neg(g), b.shape))];
   },
-  mul: (n, g, w) => {
+  // each operand's gradient reads the other, which a backward pass may recompute (recompute.ts)
+  mul: (n, g, w, ctx) => {
     const [a, b] = inputs2(n);
     return [
-      when(w[0], () => o.unbroadcast(o.mul(g, b), a.shape)),
-      when(w[1], () => o.unbroadcast(o.mul(g, a), b.shape)),
+      when(w[0], () => o.unbroadcast(o.mul(g, ctx.read(b, g, "mul-grad")), a.shape)),
+      when(w[1], () => o.unbroadcast(o.mul(g, ctx.read(a, g, "mul-grad")), b.shape)),
     ];
   },
   div: (n, g, w) => {

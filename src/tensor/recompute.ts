@@ -8,7 +8,9 @@
  * - `silu(u·a + b)` read by a convolution's weight gradient (a ResNet's group norm + SiLU before each
  *   convolution): one full activation per convolution;
  * - `upsampleNearest(q)` read by a convolution's weight gradient (an upsampler's conv): q is scale²
- *   times smaller.
+ *   times smaller;
+ * - `gelu(u)` read by a product's gradient (GEGLU's `h · gelu(u)`): u is kept for gelu's own
+ *   gradient, so the activation is one pass away (the emoji U-Net's LoRA step: −8 MiB peak RSS).
  *
  * Each recomputation is pinned after the gradient flowing in (`after`), so ONNX Runtime schedules it
  * late, and is shared within one backward pass (a conv's weight gradient recomputes silu(u·a + b);
@@ -79,9 +81,25 @@ function hooks(): BackwardHooks {
     return r;
   };
 
+  // an activation whose gradient reads its input: that input outlives the forward pass anyway
+  const activation = (x: Tensor, dep: Tensor): Tensor => {
+    const p = x.graph.producer(x);
+    if (p?.prim !== "gelu" && p?.prim !== "geluTanh") return x;
+    const done = copies.get(x);
+    if (done) return done;
+    const u = after(p.inputs[0]!, dep);
+    const r = p.prim === "gelu" ? o.gelu(u) : o.geluTanh(u);
+    copies.set(x, r);
+    return r;
+  };
+
   return {
     read: (x: Tensor, dep: Tensor, site: ReadSite): Tensor =>
-      site === "conv-weight-grad" ? convInput(x, dep) : affine(x, dep),
+      site === "conv-weight-grad"
+        ? convInput(x, dep)
+        : site === "mul-grad"
+          ? activation(x, dep)
+          : affine(x, dep),
     recomputed: (t: Tensor): Tensor | undefined => copies.get(t),
   };
 }

@@ -64,6 +64,43 @@ test("a conv's weight gradient recomputes a silu-of-affine or upsampled input: t
   assert.deepEqual(readers(resizes[0]!.outputs[0]!), ["Conv"]);
 });
 
+test("a product's gradient recomputes a GELU of a value the backward keeps anyway: the forward's GELU feeds the forward product only", async () => {
+  for (const act of [o.gelu, o.geluTanh]) {
+    const g = new Graph();
+    const h = g.input("h", [4, 16, 32]);
+    const u = g.input("u", [4, 16, 32]);
+    const y = o.mul(h, act(u)); // GEGLU's h · gelu(gate)
+    const loss = o.sum(o.mul(y, y));
+    const [dh, du] = grad(loss, [h, u]);
+    const nodes = toOnnx(g, { loss, dh: dh!, du: du! }).graph.nodes;
+    const op = act === o.gelu ? "Gelu" : "FastGelu";
+    const gelus = nodes.filter((n) => n.opType === op);
+    assert.equal(gelus.length, 2, `${op}: the forward's and the backward's`);
+    const fwd = gelus.find((n) => n.inputs[0] === "u")!;
+    assert.deepEqual(
+      nodes.filter((n) => n.inputs.includes(fwd.outputs[0]!)).map((n) => n.opType),
+      ["Mul"],
+    );
+  }
+  // the same values as without the pass
+  const rng = TestRng.fromName("gelu recompute");
+  const fill = () =>
+    new HostTensor(
+      Float32Array.from({ length: 24 }, () => rng.normal()),
+      [2, 12],
+    );
+  const feeds = { h: fill(), u: fill() };
+  const run = (passes?: readonly []) =>
+    evaluate(feeds, (t) => {
+      const y = o.mul(t["h"]!, o.gelu(t["u"]!));
+      const [dh, du] = grad(o.sum(o.mul(y, y)), [t["h"]!, t["u"]!], undefined, passes ? { passes } : {});
+      return { dh: dh!, du: du! };
+    });
+  const [a, b] = [await run(), await run([])];
+  assertAllclose(a["dh"]!, b["dh"]!);
+  assertAllclose(a["du"]!, b["du"]!);
+});
+
 test("recomputations are shared within one backward pass, not with another over the same graph", () => {
   const build = () => {
     const g = new Graph();

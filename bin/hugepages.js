@@ -5,6 +5,7 @@
 // TLB misses. Measured on a 2-core AVX2 machine: the MNIST U-Net train step in ~0.93× the time, a
 // 3×3 convolution on [64,32,32,32] in ~0.73× (docs/benchmarks.md). glibc reads its tunables when the
 // process starts, so the CLI (and `npm run bench`) start themselves once more with it set.
+// The relaunch also caps V8's young generation, which is sized at start as well (young-generation.js).
 //
 // The relaunched process runs in its own process group: every signal reaches it exactly once, through
 // this one (a Ctrl-C in the terminal reaches only this process, which passes it on). This process
@@ -20,6 +21,7 @@
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { answerPings, pingChild, startWatchdog, watchParent } from "./lifeline.js";
+import { withYoungGenerationCap } from "./young-generation.js";
 
 const MARK = "DIFFUSE_RELAUNCHED";
 const TUNABLE = "glibc.malloc.hugetlb=1";
@@ -62,6 +64,8 @@ export function shouldRelaunch(env = process.env) {
 export async function relaunch({ followParent = false } = {}) {
   const env = { ...process.env, [MARK]: "1" };
   env.GLIBC_TUNABLES = [process.env.GLIBC_TUNABLES, TUNABLE].filter(Boolean).join(":");
+  // V8's heap is sized at start too: the relaunch is where its young generation is capped
+  env.NODE_OPTIONS = withYoungGenerationCap(process.env.NODE_OPTIONS, process.execArgv);
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: ["inherit", "inherit", "inherit", "ipc"],
     env,

@@ -3,6 +3,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { shouldRelaunch } from "../../bin/hugepages.js";
+import { withYoungGenerationCap, YOUNG_GENERATION_OPTION } from "../../bin/young-generation.js";
 
 const probe = fileURLToPath(new URL("../support/hugepages-probe.mjs", import.meta.url));
 const clean = (): NodeJS.ProcessEnv => {
@@ -30,8 +31,14 @@ test("the relaunched process has the tunable (kept with the user's own) and the 
     env: { ...clean(), GLIBC_TUNABLES: "glibc.malloc.arena_max=2" },
   });
   assert.equal(r.status, 3, r.stderr);
-  const info = JSON.parse(r.stdout.split("\n")[0]!) as { tunables: string; relaunched: boolean };
+  const info = JSON.parse(r.stdout.split("\n")[0]!) as {
+    tunables: string;
+    nodeOptions: string | null;
+    relaunched: boolean;
+  };
   assert.equal(info.relaunched, relaunches);
+  // the relaunched process (and whatever it starts) has V8's young generation capped
+  assert.equal(info.nodeOptions?.includes(YOUNG_GENERATION_OPTION) ?? false, relaunches);
   assert.equal(
     info.tunables,
     relaunches ? "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1" : "glibc.malloc.arena_max=2",
@@ -44,8 +51,25 @@ test("the relaunched process has the tunable (kept with the user's own) and the 
     pid: off.pid,
     ppid: process.pid,
     tunables: null,
+    nodeOptions: clean()["NODE_OPTIONS"] ?? null,
     relaunched: false,
   });
+});
+
+test("the young generation cap joins NODE_OPTIONS unless the flags or NODE_OPTIONS size it already", () => {
+  assert.equal(withYoungGenerationCap("", []), YOUNG_GENERATION_OPTION);
+  assert.equal(withYoungGenerationCap(undefined, []), YOUNG_GENERATION_OPTION);
+  assert.equal(
+    withYoungGenerationCap(" --max-old-space-size=4096 ", []),
+    `--max-old-space-size=4096 ${YOUNG_GENERATION_OPTION}`,
+  );
+  assert.equal(withYoungGenerationCap("--max-semi-space-size=8", []), "--max-semi-space-size=8");
+  assert.equal(withYoungGenerationCap("--max_semi_space_size=8", []), "--max_semi_space_size=8");
+  assert.equal(withYoungGenerationCap("", ["--max-semi-space-size=64"]), "");
+  assert.equal(
+    withYoungGenerationCap("--no-warnings", ["--import", "tsx"]),
+    `--no-warnings ${YOUNG_GENERATION_OPTION}`,
+  );
 });
 
 /** Starts the probe (ending after `waitMs`) and waits for its first line: the inner process's pid. */

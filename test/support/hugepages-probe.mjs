@@ -15,6 +15,7 @@ console.log(
     pid: process.pid,
     ppid: process.ppid,
     tunables: process.env.GLIBC_TUNABLES ?? null,
+    nodeOptions: process.env.NODE_OPTIONS ?? null,
     relaunched: Boolean(process.env.DIFFUSE_RELAUNCHED),
   }),
 );

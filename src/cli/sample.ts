@@ -79,7 +79,7 @@ const HELP = `usage: diffuse sample [--model DIR|NAME] [flags]
 Generates images and writes DIR/grid.png and DIR/samples.safetensors.
 
 flags:
-  --model DIR|NAME         a model folder (a run's folder, a diffusers pipeline or model folder) or a bundled model: mnist (a U-Net), mnist-dit (a DiT) (default: mnist)
+  --model DIR|NAME         a model folder (a run's folder, a diffusers pipeline or model folder) or a bundled model: mnist (a U-Net), mnist-dit (a DiT), mnist-lcm (mnist distilled to 4 steps), emoji (text to image) (default: mnist)
   --scheduler NAME         ${SCHEDULER_NAMES.join(", ")}, or a diffusers class name (default: the model's recommendation, else dpm++2m; flow-euler for a flow-matching model)
   --karras                 Karras sigmas (DPM-Solver++, Euler, Heun)
   --scheduler-config FILE  a diffusers scheduler_config.json instead of --scheduler

@@ -16,9 +16,9 @@
  * Options: --models a,b,… (bundled names or folders, NAME@W for guidance W instead of the recommended one; default the bundled MNIST models: mnist,
  * mnist-lcm, mnist-dit, mnist-reflow where present), --steps 1,2,4,8,20,50, --per-label N (default
  * 100: 1,000 images a point), --seed N (default 1000), --plot FILE (default docs/steps.png),
- * --json FILE.
+ * --json FILE (the points), --with FILE (an earlier run's --json, joined to this one's table and plot).
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { DigitClassifier } from "../src/eval/classify.ts";
 import { evaluateMnist } from "../src/eval/mnist-eval.ts";
@@ -215,6 +215,7 @@ export async function main(args: readonly string[]): Promise<void> {
       seed: { type: "string", default: "1000" },
       plot: { type: "string", default: "docs/steps.png" },
       json: { type: "string" },
+      with: { type: "string" },
     },
   });
   const have = bundledModels();
@@ -233,7 +234,10 @@ export async function main(args: readonly string[]): Promise<void> {
   const judge = await DigitClassifier.load();
   const load = new LoadMonitor();
   load.start();
-  const points: StepPoint[] = [];
+  // --with FILE: the points of an earlier run (its --json) join the table and the plot
+  const points: StepPoint[] = values.with
+    ? (JSON.parse(readFileSync(values.with, "utf8")) as StepPoint[])
+    : [];
   try {
     for (const m of models) points.push(...(await measureModel(m, stepsList, perLabel, seed, judge)));
   } finally {

@@ -1,6 +1,6 @@
 /**
  * A small RGB raster for the benchmarks' plots: blended pixels, boxes, lines, and captions in a 5×7
- * bitmap font (upper-case letters, digits, space and + - . = : / ( ) %).
+ * bitmap font (upper-case letters, digits, space and + - . = : / ( ) % , @).
  */
 import type { Raster } from "../src/io/raster.ts";
 
@@ -52,6 +52,7 @@ const GLYPHS: Readonly<Record<string, string>> = {
   ")": "08040202020408",
   " ": "00000000000000",
   "%": "18190204081303",
+  "@": "0e11171517100f",
   ",": "000000000c0408",
 };
 

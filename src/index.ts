@@ -244,8 +244,36 @@ export { ShapeError } from "./tensor/primitives.ts";
 export { Rng } from "./tensor/rng.ts";
 export { Graph, Tensor } from "./tensor/symbolic.ts";
 export { resolveConfig, type TrainConfig } from "./train/config.ts";
+// few-step students: consistency distillation (LCM) and rectified-flow reflow
+export {
+  DISTILL_DEFAULTS,
+  type DistillConfig,
+  DistillConfigError,
+  type DistillMethod,
+  resolveDistillConfig,
+} from "./train/distill-config.ts";
+export { type DistillArgs, type DistillEvent, distillRun } from "./train/distill-trainer.ts";
+export {
+  type ConsistencyDistance,
+  consistencyDistance,
+  LCM_DEFAULTS,
+  type LcmSettings,
+  lcmLoss,
+  lcmPlan,
+  solverTimesteps,
+} from "./train/lcm.ts";
 // training
 export { type AdamWConfig, adamwUpdate, clipByGlobalNorm, emaUpdate, globalNorm } from "./train/optim.ts";
+export {
+  drawReflowBatch,
+  pairNoise,
+  REFLOW_DEFAULTS,
+  type ReflowPairs,
+  type ReflowSettings,
+  reflowSchedulerConfig,
+  teacherPairs,
+} from "./train/reflow.ts";
+export { loadOrMakePairs, PAIR_CHUNK, type PairsManifest } from "./train/reflow-pairs.ts";
 export {
   compileTrainStep,
   type LossFn,

@@ -7,6 +7,7 @@
  * checkpoints and sample grids, as `diffuse train`; the same command again resumes from the last
  * checkpoint (and reflow's cached pairs); Ctrl-C stops after the current step (or chunk of pairs) and saves.
  */
+import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import { runInWorker } from "../runtime/worker.ts";
 import { readConfigFile, setField } from "../train/config.ts";
@@ -22,7 +23,9 @@ classifier-free guidance is folded in).
   --method lcm     latent consistency distillation (LCM), for ε/v-prediction teachers (mnist): the
                    student starts as the teacher, learns to jump to the end of the teacher's
                    probability-flow ODE (a DDIM solver over 50 of its 1000 timesteps), and samples
-                   with the LCM scheduler in 1–8 steps.
+                   with the LCM scheduler in 1–8 steps. A text-to-image teacher (emoji) distils on
+                   the VAE latents of its captioned images (data.dataset emoji, or a caption
+                   folder) and exports a StableDiffusionPipeline (configs/emoji-lcm.json).
   --method reflow  rectified-flow reflow, for flow-matching teachers (mnist-dit): the teacher's ODE
                    turns seeded noise z into images x (reflow.pairs pairs, reflow.teacher_steps Euler
                    steps, cached in the run's pairs/ folder), then the student — a copy of the
@@ -34,9 +37,11 @@ Re-running the same command resumes from the run's last checkpoint (and reuses i
 
 flags:
   --method lcm|reflow  the distillation (default lcm)
-  --teacher DIR|NAME   the teacher: a pipeline folder, a run's folder, or a bundled model (mnist, mnist-dit)
+  --teacher DIR|NAME   the teacher: a pipeline folder, a run's folder, or a bundled model (mnist, mnist-dit,
+                       emoji)
   --config FILE        a distill config (JSON: method, teacher, lcm, reflow, data, training, output;
-                       configs/mnist-lcm.json, configs/mnist-reflow.json); flags override its fields
+                       configs/mnist-lcm.json, configs/emoji-lcm.json, configs/mnist-reflow.json);
+                       flags override its fields
   --out DIR            run folder (default runs/<teacher name>-<method>): checkpoint/, model/, samples/,
                        metrics.jsonl (reflow: pairs/)
   --guidance W         the teacher's guidance scale distilled into the student (lcm.guidance or
@@ -185,7 +190,10 @@ export async function run(argv: readonly string[]): Promise<void> {
               console.log(
                 ev.stopped
                   ? `stopped at step ${ev.step}; run the same command to resume. Student so far: ${ev.modelDir}`
-                  : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} --labels all --steps ${reflow ? 1 : 4}`,
+                  : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} ${
+                      // a text-to-image student (a StableDiffusionPipeline folder) draws from a prompt
+                      existsSync(join(ev.modelDir, "text_encoder")) ? '--prompt "…"' : "--labels all"
+                    } --steps ${reflow ? 1 : 4}`,
               );
               break;
           }

@@ -15,8 +15,11 @@
  *             "logit-normal" (logit_mean, logit_std) | "teacher" (as the teacher was trained),
  *             one_step_from (from this step on σ = 1 only: one-step distillation; null: never),
  *             cond_dropout, ema_decay (with warm-up; the EMA is what the run exports)
- *   data      dataset "mnist" | "folder" (+ path; LCM's images; reflow trains on its pairs), size
- *             (default: the teacher's sample size)
+ *   data      dataset "mnist" | "folder" (+ path; LCM's images; reflow trains on its pairs) | "emoji";
+ *             a text-to-image teacher (LCM in latent space, lcm-text.ts) takes captioned images:
+ *             "emoji" (the emoji model's training split) or a caption "folder" (metadata.jsonl or
+ *             .txt files beside the images); size: the images' side (default: the teacher's sample
+ *             size, times the VAE's factor for a latent teacher)
  *   training  steps, batch_size, lr, lr_schedule, warmup_steps, AdamW fields, grad_clip, seed, threads
  *   output    checkpoint_every, sample_every (0: never), log_every, sample_steps (the preview's steps;
  *             reflow: also the exported model's recommended steps, default 1)
@@ -51,7 +54,7 @@ export interface DistillConfig {
     cond_dropout: number;
     ema_decay: number;
   };
-  data: { dataset: "mnist" | "folder"; path: string | null; size: number | null };
+  data: { dataset: "mnist" | "folder" | "emoji"; path: string | null; size: number | null };
   training: {
     steps: number;
     batch_size: number;
@@ -184,9 +187,9 @@ export function resolveDistillConfig(raw: Json): DistillConfig {
   check(lcm.target === "ema" || lcm.target === "online", "lcm.target", '"ema" or "online"', lcm.target);
   check(isNum(lcm.ema_decay, 0, 0.999999), "lcm.ema_decay", "a number in [0, 1) (LCM: 0.95)", lcm.ema_decay);
   check(
-    data.dataset === "mnist" || data.dataset === "folder",
+    data.dataset === "mnist" || data.dataset === "folder" || data.dataset === "emoji",
     "data.dataset",
-    '"mnist" or "folder"',
+    '"mnist", "folder" or "emoji" (captioned images, for a text-to-image teacher)',
     data.dataset,
   );
   check(

@@ -11,7 +11,8 @@
  * update in one graph. The exported model is the EMA of the student (with lcm.target "ema", the target
  * network θ⁻, as LCM's released students), a pipeline folder of the teacher's class with an
  * LCMScheduler config and diffuse.json sampling defaults (lcm, 4 steps, guidance 1: the teacher's
- * guidance is distilled in).
+ * guidance is distilled in). A text-to-image teacher distils on its captioned images' latents
+ * (lcm-text.ts) and exports a StableDiffusionPipeline folder.
  * --method reflow: the teacher's ODE makes (noise, image) pairs first, then the student learns their
  * straight flow (train/reflow.ts, reflow-task.ts); it exports with the teacher's flow scheduler.
  */
@@ -52,6 +53,7 @@ import {
   lcmPlan,
   targetFeeds,
 } from "./lcm.ts";
+import { lcmTextMethod } from "./lcm-text.ts";
 import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import { reflowMethod } from "./reflow-task.ts";
 import type { TrainTask } from "./task.ts";
@@ -106,6 +108,10 @@ export function lcmSchedulerConfig(
 }
 
 function loadData(c: DistillConfig, size: number, channels: number): ImageDataset {
+  if (c.data.dataset === "emoji")
+    throw new Error(
+      'data.dataset "emoji" is captioned images, for a text-to-image teacher; this teacher takes "mnist" or an image "folder"',
+    );
   if (c.data.dataset === "mnist") {
     if (size !== 28 && size !== 32) throw new Error(`data.size for mnist must be 28 or 32, got ${size}`);
     return loadMnist({ split: "train", size });
@@ -121,9 +127,9 @@ export function teacherPlan(
   teacher: LoadedPipeline,
   c: DistillConfig,
 ): { plan: LcmPlan; scheduler: Record<string, unknown> } {
-  if (teacher.text || teacher.vae)
+  if (teacher.vae && !teacher.text)
     throw new Error(
-      `${teacher.dir} is a text-to-image model; diffuse distils pixel-space label models for now`,
+      `${teacher.dir} is a latent model without text (a ${teacher.pipelineClass}); diffuse distils pixel-space models and text-to-image (StableDiffusionPipeline) models`,
     );
   const settings = lcmSettings(c);
   const scheduler = lcmSchedulerConfig(teacher.schedulerConfig, settings);
@@ -199,9 +205,17 @@ function lcmTask(
   };
 }
 
-/** The LCM method: the teacher's plan, the task, and the target network's feeds (train/lcm.ts). */
-function lcmMethod(c: DistillConfig, teacher: LoadedPipeline): DistillMethodRun {
+/**
+ * The LCM method: the teacher's plan, the task, and the target network's feeds (train/lcm.ts); a
+ * text-to-image teacher distils on latents with its captions (lcm-text.ts).
+ */
+async function lcmMethod(
+  c: DistillConfig,
+  teacher: LoadedPipeline,
+  runDir: string,
+): Promise<DistillMethodRun> {
   const { plan, scheduler } = teacherPlan(teacher, c);
+  if (teacher.text) return lcmTextMethod(c, teacher, plan, scheduler, runDir);
   const bound = plan.model;
   const size = c.data.size ?? bound.geometry.sampleSize ?? 32;
   const view = checkpointView(c, bound.config, teacher.schedulerConfig, size, bound.geometry.inChannels);
@@ -229,7 +243,7 @@ export async function distillRun(
   try {
     const method =
       c.method === "lcm"
-        ? lcmMethod(c, teacher)
+        ? await lcmMethod(c, teacher, runDir)
         : await reflowMethod(c, teacher, runDir, {
             regenerate: args.overwrite === true,
             signal: ctx.signal,

@@ -20,8 +20,11 @@
  *
  * ω is diffusers' guidance scale (1: no guidance; the LCM paper's w is ω − 1). The students here are
  * distilled at ONE ω: the pixel U-Net (UNet2DModel) has no guidance-embedding input (diffusers puts
- * `time_cond_proj_dim` on UNet2DConditionModel only), so the student samples without guidance and
- * draws what the teacher draws at ω. The student, teacher and target network are traced into the one
+ * `time_cond_proj_dim` on UNet2DConditionModel only, and a teacher without it would need the new
+ * projection trained from scratch), so the student samples without guidance and draws what the
+ * teacher draws at ω. ∅ is the null class label, or for a text-to-image teacher (latent LCM, the
+ * paper's Stable Diffusion setting: lcm-text.ts) the empty prompt's embedding; c the label or the
+ * caption's embedding. The student, teacher and target network are traced into the one
  * training-step graph: the teacher's weights as constants (no gradient), the target's as inputs
  * `target.<name>`, fed the train state's EMA each step (the EMA update itself is the step's).
  *
@@ -36,7 +39,7 @@ import {
 } from "../diffusion/conditioning.ts";
 import type { F32 } from "../diffusion/float32.ts";
 import { estimate, type Prediction, vpLevel } from "../diffusion/parameterization.ts";
-import type { BoundDenoiser } from "../models/registry.ts";
+import type { BoundDenoiser, CondSizes } from "../models/registry.ts";
 import type { InputSpec } from "../runtime/compile.ts";
 import { lcmScalings } from "../samplers/lcm.ts";
 import { HostTensor } from "../tensor/host.ts";
@@ -119,13 +122,10 @@ export function lcmPlan(
       "LCM distils a variance-preserving teacher (ε, v or x₀ prediction); a flow-matching teacher is for --method reflow",
     );
   const spec = model.conditioning;
-  if (settings.guidance !== 1 && !(spec.kind === "class" && spec.nullLabel !== null))
+  // a text teacher's unconditional input is the empty prompt's embedding (lcm-text.ts feeds it)
+  if (settings.guidance !== 1 && spec.kind !== "text" && !(spec.kind === "class" && spec.nullLabel !== null))
     throw new Error(
       `guidance ${settings.guidance} needs a teacher trained with a "no class" label; this ${model.className} has none: use guidance 1`,
-    );
-  if (spec.kind === "text")
-    throw new Error(
-      "LCM distillation of text-to-image models is not built yet; distil a class-conditional or unconditional model",
     );
   return {
     settings,
@@ -202,7 +202,12 @@ export function lcmScalars(plan: LcmPlan, s: LcmSample): Record<ScalarName, numb
 const guided = (plan: Pick<LcmPlan, "settings">): boolean => plan.settings.guidance !== 1;
 
 /** Graph inputs of one distillation batch (without the target network's weights). */
-export function lcmBatchSpecs(plan: LcmPlan, batch: number, size: number): Record<string, InputSpec> {
+export function lcmBatchSpecs(
+  plan: LcmPlan,
+  batch: number,
+  size: number,
+  sizes?: CondSizes,
+): Record<string, InputSpec> {
   const img = [batch, plan.model.geometry.inChannels, size, size];
   const specs: Record<string, InputSpec> = {
     x0: { shape: img },
@@ -211,23 +216,42 @@ export function lcmBatchSpecs(plan: LcmPlan, batch: number, size: number): Recor
     t_end: { shape: [batch] },
   };
   for (const k of SCALARS) specs[k] = { shape: [batch, 1, 1, 1] };
-  for (const [k, v] of Object.entries(plan.model.condInputs(batch))) specs[`cond.${k}`] = v;
+  for (const [k, v] of Object.entries(plan.model.condInputs(batch, sizes))) specs[`cond.${k}`] = v;
   const tb = guided(plan) ? 2 * batch : batch;
-  for (const [k, v] of Object.entries(plan.model.condInputs(tb))) specs[`teacher_cond.${k}`] = v;
+  for (const [k, v] of Object.entries(plan.model.condInputs(tb, sizes))) specs[`teacher_cond.${k}`] = v;
   return specs;
 }
 
-/** The conditioning of a batch (labels, or none) and the teacher's ([∅ | c] when guided). */
-function batchConditions(plan: LcmPlan, labels: readonly number[] | null, n: number) {
+/**
+ * The condition c of a batch and its unconditional counterpart ∅ (used when the teacher is guided):
+ * class labels and the null label, nothing, or (lcm-text.ts) the captions' and the empty prompt's
+ * text embeddings.
+ */
+export interface LcmConditions {
+  cond: Conditioning;
+  uncond: Conditioning | null;
+}
+
+/** The conditions of a label batch (labels, or none). */
+function labelConditions(plan: LcmPlan, labels: readonly number[] | null, n: number): LcmConditions {
   const spec = plan.model.conditioning;
+  if (spec.kind === "text")
+    throw new Error(`the ${plan.model.className} teacher is text-conditional: feed text embeddings`);
   if (spec.kind === "class" && !labels)
     throw new Error(`the ${plan.model.className} teacher is class-conditional: the data needs labels`);
-  const cond: Conditioning = spec.kind === "class" ? classCondition(labels!) : noCondition(n);
-  const teacher =
-    guided(plan) && spec.kind === "class"
-      ? concatConditions(classCondition(labels!.map(() => spec.nullLabel!)), cond)
-      : cond;
-  return { cond, teacher };
+  if (spec.kind !== "class") return { cond: noCondition(n), uncond: null };
+  const nul = spec.nullLabel;
+  return {
+    cond: classCondition(labels!),
+    uncond: nul === null ? null : classCondition(labels!.map(() => nul)),
+  };
+}
+
+/** The student's and target's condition (c), and the teacher's ([∅ | c] when guided). */
+function batchConditions(plan: LcmPlan, c: LcmConditions) {
+  if (!guided(plan)) return { cond: c.cond, teacher: c.cond };
+  if (c.uncond === null) throw new Error("a guided teacher needs the batch's unconditional input");
+  return { cond: c.cond, teacher: concatConditions(c.uncond, c.cond) };
 }
 
 /** A step's feeds: x₀ [B, C, H, W] in the model's range, labels [B] (null: unconditional), the step's RNG. */
@@ -237,10 +261,25 @@ export function drawLcmBatch(
   labels: HostTensor<"int64"> | null,
   rng: Rng,
 ): Record<string, HostTensor> {
+  return drawLcmBatchWith(
+    plan,
+    x0,
+    labelConditions(plan, labels ? labels.toArray() : null, x0.shape[0]!),
+    rng,
+  );
+}
+
+/** A step's feeds for given conditions (a text batch's embeddings: lcm-text.ts). */
+export function drawLcmBatchWith(
+  plan: LcmPlan,
+  x0: HostTensor<"float32">,
+  conditions: LcmConditions,
+  rng: Rng,
+): Record<string, HostTensor> {
   const n = x0.shape[0]!;
   const idx = Array.from({ length: n }, () => rng.int(plan.grid.length));
   const noise = new HostTensor<"float32">(rng.normal(x0.size), x0.shape);
-  return lcmFeeds(plan, x0, noise, idx, labels ? labels.toArray() : null);
+  return lcmFeedsWith(plan, x0, noise, idx, conditions);
 }
 
 /** The feeds for given grid indices and noise (drawLcmBatch draws them; tests pick them). */
@@ -250,6 +289,17 @@ export function lcmFeeds(
   noise: HostTensor<"float32">,
   indices: readonly number[],
   labels: readonly number[] | null,
+): Record<string, HostTensor> {
+  return lcmFeedsWith(plan, x0, noise, indices, labelConditions(plan, labels, x0.shape[0]!));
+}
+
+/** The feeds for given grid indices, noise and conditions. */
+export function lcmFeedsWith(
+  plan: LcmPlan,
+  x0: HostTensor<"float32">,
+  noise: HostTensor<"float32">,
+  indices: readonly number[],
+  conditions: LcmConditions,
 ): Record<string, HostTensor> {
   const n = x0.shape[0]!;
   const samples = indices.map((i) => lcmSample(plan, i));
@@ -271,7 +321,7 @@ export function lcmFeeds(
       Float32Array.from(scalars, (s) => s[k]),
       [n, 1, 1, 1],
     );
-  const { cond, teacher } = batchConditions(plan, labels, n);
+  const { cond, teacher } = batchConditions(plan, conditions);
   for (const [k, v] of Object.entries(plan.model.condFeeds(cond))) feeds[`cond.${k}`] = v;
   for (const [k, v] of Object.entries(plan.model.condFeeds(teacher))) feeds[`teacher_cond.${k}`] = v;
   return feeds;

@@ -262,6 +262,12 @@ export {
   lcmPlan,
   solverTimesteps,
 } from "./train/lcm.ts";
+export {
+  type CaptionEmbeddings,
+  captionConditions,
+  captionEmbeddings,
+  lcmTextMethod,
+} from "./train/lcm-text.ts";
 // training
 export { type AdamWConfig, adamwUpdate, clipByGlobalNorm, emaUpdate, globalNorm } from "./train/optim.ts";
 export {

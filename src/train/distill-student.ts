@@ -2,7 +2,8 @@
  * What the distillation loop (distill-trainer.ts) asks of a method — LCM (train/lcm.ts) or reflow
  * (train/reflow.ts): the run as the checkpoint code sees it, the task (loss, batch of step k, preview,
  * export), the feeds that read the train state, and the EMA decay of step k. Also the one preview
- * grid every student draws: all classes twice, without guidance, on the student's own scheduler.
+ * grid every student draws: all classes twice, without guidance, on the student's own scheduler;
+ * and the provenance every exported student's diffuse.json carries.
  */
 import { modelFromParams } from "../models/load.ts";
 import type { BoundDenoiser } from "../models/registry.ts";
@@ -11,8 +12,38 @@ import { parametersText, type SamplingOptions } from "../pipelines/options.ts";
 import { Scheduler } from "../samplers/scheduler.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import type { TrainConfig } from "./config.ts";
+import type { DistillConfig } from "./distill-config.ts";
 import type { TrainTask } from "./task.ts";
 import type { TrainState } from "./train-step.ts";
+
+/**
+ * diffuse.json's record of how a student was made: the command, its steps, the teacher (its folder)
+ * and the method's own settings (`how`), the sampling it is made for, and the whole run config.
+ */
+export function studentProvenance(
+  c: DistillConfig,
+  teacherDir: string,
+  step: number,
+  made: {
+    how: Readonly<Record<string, unknown>>;
+    sampling: { scheduler: string; steps: number; guidance: number };
+  },
+): Record<string, unknown> {
+  const { how, sampling } = made;
+  return {
+    trainedWith: `diffuse distill --method ${c.method}`,
+    trainedSteps: step,
+    distilledFrom: { teacher: teacherDir, method: c.method, ...how },
+    sampling,
+    training: c,
+  };
+}
+
+/** An LCM student's own settings in its provenance, and what it samples with. */
+export const lcmProvenance = (c: DistillConfig) => ({
+  how: { guidance: c.lcm.guidance, solverSteps: c.lcm.solver_steps },
+  sampling: { scheduler: "lcm", steps: 4, guidance: 1 },
+});
 
 export interface DistillMethodRun {
   /** The run as `diffuse train`'s checkpoint code sees one (its hash guards resumes). */

@@ -43,7 +43,12 @@ import {
 } from "./checkpoint.ts";
 import { emaDecayAt, learningRate, type TrainConfig } from "./config.ts";
 import { checkpointView, type DistillConfig, lcmSettings, resolveDistillConfig } from "./distill-config.ts";
-import { type DistillMethodRun, studentPreview } from "./distill-student.ts";
+import {
+  type DistillMethodRun,
+  lcmProvenance,
+  studentPreview,
+  studentProvenance,
+} from "./distill-student.ts";
 import {
   drawLcmBatch,
   type LcmPlan,
@@ -190,16 +195,7 @@ function lcmTask(
         numClasses,
         dataset: c.data.dataset,
         imageRange: range,
-        trainedWith: `diffuse distill --method ${c.method}`,
-        trainedSteps: step,
-        distilledFrom: {
-          teacher: teacher.dir,
-          method: c.method,
-          guidance: c.lcm.guidance,
-          solverSteps: c.lcm.solver_steps,
-        },
-        sampling: { scheduler: "lcm", steps: 4, guidance: 1 },
-        training: c,
+        ...studentProvenance(c, teacher.dir, step, lcmProvenance(c)),
       });
     },
   };

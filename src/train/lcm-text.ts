@@ -39,7 +39,7 @@ import { Rng } from "../tensor/rng.ts";
 import { denoiserComponent } from "./checkpoint.ts";
 import { emaDecayAt } from "./config.ts";
 import { checkpointView, type DistillConfig } from "./distill-config.ts";
-import type { DistillMethodRun } from "./distill-student.ts";
+import { type DistillMethodRun, lcmProvenance, studentProvenance } from "./distill-student.ts";
 import { type LatentMoments, latentMoments } from "./latent-moments.ts";
 import { drawLcmBatchWith, type LcmPlan, lcmBatchSpecs, lcmLoss, targetFeeds } from "./lcm.ts";
 import type { TrainTask } from "./task.ts";
@@ -234,16 +234,7 @@ export async function lcmTextMethod(
             dataset: typeof teacher.info.dataset === "string" ? teacher.info.dataset : c.data.dataset,
             imageRange: range,
             ...fromTeacher,
-            trainedWith: `diffuse distill --method ${c.method}`,
-            trainedSteps: step,
-            distilledFrom: {
-              teacher: teacher.dir,
-              method: c.method,
-              guidance: c.lcm.guidance,
-              solverSteps: c.lcm.solver_steps,
-            },
-            sampling: { scheduler: "lcm", steps: 4, guidance: 1 },
-            training: c,
+            ...studentProvenance(c, teacher.dir, step, lcmProvenance(c)),
           },
         });
       } finally {

@@ -13,7 +13,7 @@ import { Rng } from "../tensor/rng.ts";
 import { denoiserComponent } from "./checkpoint.ts";
 import { emaDecayAt } from "./config.ts";
 import { checkpointView, type DistillConfig, reflowSettings } from "./distill-config.ts";
-import { type DistillMethodRun, studentPreview } from "./distill-student.ts";
+import { type DistillMethodRun, studentPreview, studentProvenance } from "./distill-student.ts";
 import { batchSpecs, diffusionLoss, objectiveOf } from "./objective.ts";
 import {
   drawReflowBatch,
@@ -116,18 +116,15 @@ export async function reflowMethod(
           numClasses,
           dataset: typeof teacher.info.dataset === "string" ? teacher.info.dataset : "pairs",
           imageRange: range,
-          trainedWith: "diffuse distill --method reflow",
-          trainedSteps: step,
-          distilledFrom: {
-            teacher: teacher.dir,
-            method: "reflow",
-            guidance: settings.guidance,
-            teacherSteps: settings.teacherSteps,
-            pairs: settings.pairs,
-            oneStepFrom,
-          },
-          sampling,
-          training: c,
+          ...studentProvenance(c, teacher.dir, step, {
+            how: {
+              guidance: settings.guidance,
+              teacherSteps: settings.teacherSteps,
+              pairs: settings.pairs,
+              oneStepFrom,
+            },
+            sampling,
+          }),
         });
       },
     },

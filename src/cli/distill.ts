@@ -10,7 +10,7 @@
 import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
 import { runInWorker } from "../runtime/worker.ts";
-import { readConfigFile, setField } from "../train/config.ts";
+import { readConfigFile, setField } from "../train/config-file.ts";
 import type { DistillArgs, DistillEvent } from "../train/distill-trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 import { diffuseCommand, moduleUrl } from "./paths.ts";

@@ -11,13 +11,8 @@ import { checkOutputDir } from "../io/fs-check.ts";
 import { samplingDefaults } from "../pipelines/options.ts";
 import { disposePipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
 import { imageSize } from "../pipelines/run.ts";
-import {
-  ConfigFieldError,
-  readConfigFile,
-  resolveConfig,
-  setField,
-  settableFields,
-} from "../train/config.ts";
+import { ConfigFieldError, resolveConfig } from "../train/config.ts";
+import { readConfigFile, setField, settableFields } from "../train/config-file.ts";
 import { LORA_WEIGHTS_NAME } from "../train/finetune-task.ts";
 import type { TrainArgs } from "../train/trainer.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";

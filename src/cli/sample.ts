@@ -37,7 +37,7 @@ import {
 import { SCHEDULER_NAMES, schedulerFor } from "../pipelines/scheduler-names.ts";
 import { checkPrompts, PromptError } from "../pipelines/text-to-image.ts";
 import { HostTensor } from "../tensor/host.ts";
-import { readConfigFile } from "../train/config.ts";
+import { readConfigFile } from "../train/config-file.ts";
 import { bool, num, type Parsed, parseFlags, str, UsageError } from "./args.ts";
 import { Progress } from "./progress.ts";
 

@@ -6,7 +6,8 @@
 import { basename, join } from "node:path";
 import { checkOutputDir } from "../io/fs-check.ts";
 import { runInWorker } from "../runtime/worker.ts";
-import { ConfigFieldError, readConfigFile, setField, settableFields } from "../train/config.ts";
+import { ConfigFieldError } from "../train/config.ts";
+import { readConfigFile, setField, settableFields } from "../train/config-file.ts";
 import { withBaseSections } from "../train/controlnet-task.ts";
 import type { TrainArgs, TrainEvent } from "../train/trainer.ts";
 import { isVaeRunConfig, vaeSettableFields } from "../train/vae-config.ts";

@@ -18,7 +18,8 @@ import {
   vaeConfigToDiffusers,
   vaeScaleFactor,
 } from "../models/vae/config.ts";
-import { ConfigFieldError, type SettableFields } from "./config.ts";
+import { ConfigFieldError } from "./config.ts";
+import type { SettableFields } from "./config-file.ts";
 import { checkPatchGan } from "./patch-gan.ts";
 
 type Json = Record<string, unknown>;

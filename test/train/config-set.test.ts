@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { UsageError } from "../../src/cli/args.ts";
 import { run } from "../../src/cli/train.ts";
-import { ConfigFieldError, resolveConfig, setField, settableFields } from "../../src/train/config.ts";
+import { ConfigFieldError, resolveConfig } from "../../src/train/config.ts";
+import { setField, settableFields } from "../../src/train/config-file.ts";
 import { resolveVaeTrainConfig, vaeSettableFields } from "../../src/train/vae-config.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "diffuse-set-"));

@@ -17,6 +17,7 @@ import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { DigitClassifier } from "../eval/classify.ts";
 import {
+  bsdsTolerance,
   type ControlEdgeReport,
   emojiControlSet,
   evalControlEdges,
@@ -35,7 +36,7 @@ import { Progress } from "./progress.ts";
 
 const HELP = `usage: diffuse eval --samples <dir | file.safetensors> [--json]
        diffuse eval --model <dir | emoji> [--prompts N] [--scheduler NAME] [--steps N] [--guidance W] [--seed N] [--json]
-       diffuse eval --model <controlnet pipeline dir> --control [--prompts N] [--tolerance PX] [sampling flags] [--json]
+       diffuse eval --model <controlnet pipeline dir> --control [--prompts N] [--tolerance PX[,PX…]] [sampling flags] [--json]
 
 Scores generated MNIST digits with a classifier trained on the MNIST training split; or, with
 --model, generates emoji for training captions and held-out compositions and scores them with the
@@ -48,7 +49,8 @@ flags:
   --classifier <dir>   another classifier (config.json + model.safetensors; default: the bundled one)
   --control            an edge ControlNet's edge agreement: held-out emoji generated from their captions with their
                        Canny edges as control and without; edge F1 against those edges (--prompts N, default 200)
-  --tolerance PX       edge F1's matching distance in pixels (default 2)
+  --tolerance PX       edge F1's matching distance in pixels (default 2); a comma list scores the same
+                       images at each (bsds: the Berkeley benchmark's 0.0075 of the image diagonal)
   --json               print the figures as JSON
 
 figures:
@@ -236,18 +238,41 @@ async function evalModel(p: Parsed): Promise<void> {
   }
 }
 
-/** The edge-agreement figures as a small table. */
+/** The edge-agreement figures as a small table: one block per tolerance. */
 export function formatControlReport(r: ControlEdgeReport, source: string): string {
   const row = (name: string, a: string, b: string, c: string) =>
     `  ${name.padEnd(16)}${a.padStart(11)}${b.padStart(9)}${c.padStart(7)}`;
   const f = (v: number) => v.toFixed(3);
-  return [
+  const lines = [
     `edge agreement: ${r.n} held-out emoji from ${source}`,
-    `  Canny ${JSON.stringify(r.canny)}, tolerance ${r.tolerance} px`,
-    row("", "precision", "recall", "F1"),
-    row("with control", f(r.withControl.precision), f(r.withControl.recall), f(r.withControl.f1)),
-    row("without", f(r.without.precision), f(r.without.recall), f(r.without.f1)),
-  ].join("\n");
+    `  Canny ${JSON.stringify(r.canny)}`,
+  ];
+  for (const t of r.rows) {
+    lines.push(
+      `  tolerance ${+t.tolerance.toFixed(3)} px`,
+      row("", "precision", "recall", "F1"),
+      row("with control", f(t.withControl.precision), f(t.withControl.recall), f(t.withControl.f1)),
+      row("without", f(t.without.precision), f(t.without.recall), f(t.without.f1)),
+      row("chance", f(t.unpaired.precision), f(t.unpaired.recall), f(t.unpaired.f1)),
+    );
+  }
+  lines.push("  (chance: images made without control against another emoji's edges)");
+  return lines.join("\n");
+}
+
+/** `--tolerance`: pixels, or a comma list of them (`bsds`: 0.0075 of the image diagonal). */
+function tolerancesFlag(p: Parsed, size: number): number[] {
+  const raw = str(p, "tolerance");
+  if (raw === undefined) return [2];
+  return raw.split(",").map((part) => {
+    const t = part.trim();
+    const v = t === "bsds" ? bsdsTolerance(size) : t === "" ? Number.NaN : Number(t);
+    if (!(v >= 0 && v <= 64))
+      throw new UsageError(
+        `--tolerance: "${t}" is not a distance; give pixels from 0 to 64 or "bsds", comma-separated (e.g. --tolerance bsds,1,2)`,
+      );
+    return v;
+  });
 }
 
 /** `--control`: an emoji edge ControlNet's edge F1 with its control at scale 1 and without. */
@@ -266,7 +291,7 @@ async function evalControl(
       `--control measures on held-out emoji (64×64); ${pipe.dir} makes ${size}×${size} images`,
     );
   const n = num(p, "prompts", { min: 1, max: 10000, integer: true }) ?? 200;
-  const tolerance = num(p, "tolerance", { min: 0, max: 64 }) ?? 2;
+  const [tolerance, ...tolerances] = tolerancesFlag(p, size);
   const cannyOpts = pipelineCanny(pipe);
   const set = emojiControlSet(n, {
     size,
@@ -278,7 +303,8 @@ async function evalControl(
   const r = await evalControlEdges(pipe, set.edges, set.prompts, {
     ...opts,
     canny: cannyOpts,
-    tolerance,
+    tolerance: tolerance!,
+    tolerances,
     ...(str(p, "batch") !== undefined
       ? { batch: num(p, "batch", { min: 1, max: 1024, integer: true })! }
       : {}),

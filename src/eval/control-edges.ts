@@ -3,7 +3,11 @@
  * the condition"): for each (prompt, control edge map) pair the pipeline generates once with the
  * control image at scale 1 and once without it (the U-Net alone: scale 0), Canny finds the generated
  * image's edges (data/edges.ts, the detector the control maps were made with), and edgeF1
- * (eval/edges.ts, 2-pixel tolerance by default) scores them against the control edges.
+ * (eval/edges.ts, 2-pixel tolerance by default) scores them against the control edges. Beside the two,
+ * the chance level: each image made without control against ANOTHER pair's control edges (how much two
+ * unrelated images of the set agree by their shared layout alone). The generations are scored at each
+ * of several tolerances from one pass (the Berkeley benchmark's 0.0075 of the image diagonal is
+ * `bsdsTolerance`).
  *
  * `emojiControlSet` gives the measurement the emoji model's held-out images: their captions as
  * prompts and their Canny edges as control maps, spread evenly over the held-out split.
@@ -20,24 +24,39 @@ import { type EdgeScore, edgeF1 } from "./edges.ts";
 export interface ControlEdgeOptions extends Partial<SamplingOptions> {
   /** The detector's settings (default: the pipeline's diffuse.json `control.canny`, else Canny's defaults). */
   readonly canny?: CannyOptions;
-  /** edgeF1's tolerance in pixels (default 2). */
+  /** edgeF1's tolerance in pixels (default 2); the report's first row. */
   readonly tolerance?: number;
+  /** More tolerances to score the same images at (rows after `tolerance`'s). */
+  readonly tolerances?: readonly number[];
   /** Images per generation call (default 32). */
   readonly batch?: number;
   /** After each batch: how many pairs are done. */
   readonly onProgress?: (done: number, total: number) => void;
 }
 
-export interface ControlEdgeReport {
-  readonly n: number;
+/** The scores at one tolerance. */
+export interface ControlEdgeRow {
+  readonly tolerance: number;
   /** With the control image at scale 1. */
   readonly withControl: EdgeScore;
   /** Without it (the base U-Net). */
   readonly without: EdgeScore;
+  /** Chance: images made without control against another pair's control edges. */
+  readonly unpaired: EdgeScore;
+}
+
+export interface ControlEdgeReport extends ControlEdgeRow {
+  readonly n: number;
   /** The sampling settings, as a `parameters` text. */
   readonly settings: string;
   readonly canny: CannyOptions;
-  readonly tolerance: number;
+  /** Every tolerance's scores, `tolerance`'s first. */
+  readonly rows: readonly ControlEdgeRow[];
+}
+
+/** The Berkeley segmentation benchmark's matching distance (0.0075 of the diagonal) for an image size. */
+export function bsdsTolerance(size: number): number {
+  return 0.0075 * Math.hypot(size, size);
 }
 
 /** The Canny settings a pipeline's ControlNet was trained with (diffuse.json `control.canny`), if recorded. */
@@ -58,9 +77,6 @@ function firstChannel(m: HostTensor<"float32">): HostTensor<"float32"> {
   for (let i = 0; i < n; i++) out.set(m.data.subarray(i * c * h * w, (i * c + 1) * h * w), i * h * w);
   return new HostTensor(out, [n, 1, h, w]);
 }
-
-const mean = (xs: readonly EdgeScore[], k: keyof EdgeScore) =>
-  xs.reduce((a, s) => a + s[k], 0) / Math.max(1, xs.length);
 
 /**
  * Edge F1 of a ControlNet pipeline's images against the control edge maps they were made from, with
@@ -83,15 +99,16 @@ export async function evalControlEdges(
   const sampling: SamplingOptions = { ...samplingDefaults(pipe), ...opts };
   const scheduler = schedulerFor({ name: sampling.scheduler, karras: sampling.karras }, pipe.schedulerConfig);
   const cannyOpts = opts.canny ?? pipelineCanny(pipe);
-  const tolerance = opts.tolerance ?? 2;
+  const tolerances = [opts.tolerance ?? 2, ...(opts.tolerances ?? [])];
   const batch = opts.batch ?? 32;
   const per = c * h * w;
-  const withControl: EdgeScore[] = [];
-  const without: EdgeScore[] = [];
+  const plane = h * w;
+  const targets = firstChannel(edgeMaps);
+  const steeredEdges = new Float32Array(n * plane);
+  const plainEdges = new Float32Array(n * plane);
   for (let lo = 0, k = 0; lo < n; lo += batch, k++) {
     const hi = Math.min(n, lo + batch);
     const image = new HostTensor<"float32">(edgeMaps.data.slice(lo * per, hi * per), [hi - lo, c, h, w]);
-    const target = firstChannel(image);
     const req = {
       prompts: prompts.slice(lo, hi),
       steps: sampling.steps,
@@ -102,23 +119,27 @@ export async function evalControlEdges(
     };
     const steered = await pipelineGenerate(pipe, scheduler, { ...req, control: { image, scale: 1 } });
     const plain = await pipelineGenerate(pipe, scheduler, req);
-    withControl.push(...edgeF1(canny(steered, cannyOpts), target, { tolerance }).images);
-    without.push(...edgeF1(canny(plain, cannyOpts), target, { tolerance }).images);
+    steeredEdges.set(canny(steered, cannyOpts).data, lo * plane);
+    plainEdges.set(canny(plain, cannyOpts).data, lo * plane);
     opts.onProgress?.(hi, n);
   }
-  const score = (xs: EdgeScore[]): EdgeScore => ({
-    precision: mean(xs, "precision"),
-    recall: mean(xs, "recall"),
-    f1: mean(xs, "f1"),
-  });
-  return {
-    n,
-    withControl: score(withControl),
-    without: score(without),
-    settings: parametersText(sampling),
-    canny: cannyOpts,
-    tolerance,
+  // chance: image i (no control) against pair i + ⌈n/2⌉'s control edges (another emoji when n > 1)
+  const shift = Math.ceil(n / 2) % n;
+  const others = new Float32Array(n * plane);
+  for (let i = 0; i < n; i++)
+    others.set(targets.data.subarray(((i + shift) % n) * plane, (((i + shift) % n) + 1) * plane), i * plane);
+  const maps = (d: Float32Array) => new HostTensor<"float32">(d, [n, 1, h, w]);
+  const score = (pred: Float32Array, target: HostTensor<"float32">, tolerance: number): EdgeScore => {
+    const r = edgeF1(maps(pred), target, { tolerance });
+    return { precision: r.precision, recall: r.recall, f1: r.f1 };
   };
+  const rows = tolerances.map((tolerance) => ({
+    tolerance,
+    withControl: score(steeredEdges, targets, tolerance),
+    without: score(plainEdges, targets, tolerance),
+    unpaired: score(plainEdges, maps(others), tolerance),
+  }));
+  return { n, ...rows[0]!, rows, settings: parametersText(sampling), canny: cannyOpts };
 }
 
 /**

@@ -18,7 +18,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { canny } from "../../src/data/edges.ts";
-import { evalControlEdges } from "../../src/eval/control-edges.ts";
+import { bsdsTolerance, evalControlEdges, pipelineCanny } from "../../src/eval/control-edges.ts";
+import { edgeF1 } from "../../src/eval/edges.ts";
 import { writePng } from "../../src/io/png.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { controlledDenoiser } from "../../src/models/controlnet/controlled.ts";
@@ -193,9 +194,32 @@ test("step 0 is the base model: the exported ControlNet pipeline draws the base'
       scheduler: "ddim",
       steps: 2,
       guidance: 2,
+      tolerances: [0, bsdsTolerance(S), 3],
     });
     assert.equal(r.n, 4);
     assert.ok(Math.abs(r.withControl.f1 - r.without.f1) < 1e-9, JSON.stringify(r));
+    // one generation pass scored at each tolerance: the first row is the report's own figures, and a
+    // wider tolerance never matches fewer pixels
+    assert.deepEqual(
+      r.rows.map((row) => row.tolerance),
+      [2, 0, bsdsTolerance(S), 3],
+    );
+    assert.deepEqual(r.rows[0]!.without, r.without);
+    assert.deepEqual(r.rows[0]!.unpaired, r.unpaired);
+    // chance: each image made without control against the edges of the pair half the set away
+    const plainEdges = canny(plain, pipelineCanny(pipe));
+    const one = S * S;
+    const shifted = new Float32Array(4 * one);
+    for (let i = 0; i < 4; i++)
+      shifted.set(edges.data.subarray(((i + 2) % 4) * 3 * one, ((i + 2) % 4) * 3 * one + one), i * one);
+    const chance = edgeF1(plainEdges, new HostTensor<"float32">(shifted, [4, 1, S, S]), { tolerance: 2 });
+    assert.ok(Math.abs(chance.f1 - r.unpaired.f1) < 1e-12, `${chance.f1} vs ${r.unpaired.f1}`);
+    const byTol = [...r.rows].sort((a, b) => a.tolerance - b.tolerance);
+    for (let i = 1; i < byTol.length; i++)
+      for (const k of ["withControl", "without", "unpaired"] as const) {
+        assert.ok(byTol[i]![k].recall >= byTol[i - 1]![k].recall - 1e-12, k);
+        assert.ok(byTol[i]![k].precision >= byTol[i - 1]![k].precision - 1e-12, k);
+      }
     assert.match(r.settings, /scheduler: ddim, steps: 2, guidance: 2/);
   } finally {
     disposePipeline(pipe);

@@ -38,6 +38,7 @@ const SLOTS = {
   ],
   CreateSessionOptions: [10, "void *CreateSessionOptions(_Out_ void **options)"],
   SetSessionExecutionMode: [13, "void *SetSessionExecutionMode(void *options, int mode)"],
+  EnableProfiling: [14, "void *EnableProfiling(void *options, const char *prefix)"],
   DisableMemPattern: [17, "void *DisableMemPattern(void *options)"],
   EnableCpuMemArena: [18, "void *EnableCpuMemArena(void *options)"],
   SetSessionGraphOptimizationLevel: [23, "void *SetSessionGraphOptimizationLevel(void *options, int level)"],
@@ -71,6 +72,7 @@ const SLOTS = {
   ReleaseTypeInfo: [98, "void ReleaseTypeInfo(void *typeInfo)"],
   ReleaseTensorTypeAndShapeInfo: [99, "void ReleaseTensorTypeAndShapeInfo(void *tensorInfo)"],
   ReleaseSessionOptions: [100, "void ReleaseSessionOptions(void *options)"],
+  SessionEndProfiling: [110, "void *SessionEndProfiling(void *session, void *allocator, _Out_ void **file)"],
   AddSessionConfigEntry: [
     130,
     "void *AddSessionConfigEntry(void *options, const char *key, const char *value)",
@@ -170,6 +172,8 @@ export interface NativeSessionOptions {
   threads: number;
   optimization: "disabled" | "basic" | "extended" | "all";
   spin: boolean;
+  /** Where ONNX Runtime writes a per-node timing profile (a file name prefix); none when absent. */
+  profile?: string;
 }
 
 const OPT_LEVEL = { disabled: 0, basic: 1, extended: 2, all: 99 } as const;
@@ -217,6 +221,15 @@ export interface NativeFeed {
 
 const released = new FinalizationRegistry<{ n: Native; ptr: Ptr }>(({ n, ptr }) => n.api.ReleaseSession(ptr));
 
+/** Sessions opened with a profile: it is written when they are released, or at the latest when the process exits. */
+const profiled = new Set<NativeSession>();
+process.once("exit", () => {
+  for (const s of [...profiled]) {
+    const file = s.endProfiling();
+    if (file) process.stderr.write(`ONNX Runtime profile: ${file}\n`);
+  }
+});
+
 /** An ONNX Runtime session opened through the C API (CPU execution provider). */
 export class NativeSession {
   private ptr: Ptr;
@@ -244,8 +257,11 @@ export class NativeSession {
       // as for onnxruntime-node's sessions (session.ts): memory patterns double a train step's peak RSS
       check(n, api.DisableMemPattern(so));
       check(n, api.AddSessionConfigEntry(so, "session.intra_op.allow_spinning", opts.spin ? "1" : "0"));
+      if (opts.profile) check(n, api.EnableProfiling(so, opts.profile));
       const ptr = out(n, (o) => api.CreateSessionFromArray(n.env, bytes, bytes.byteLength, so, o));
-      return new NativeSession(n, ptr);
+      const session = new NativeSession(n, ptr);
+      if (opts.profile) profiled.add(session);
+      return session;
     } finally {
       api.ReleaseSessionOptions(so);
     }
@@ -373,8 +389,18 @@ export class NativeSession {
     return { data, dims: Array.from(dims, Number) };
   }
 
+  /** Ends a profiled session's profile (ONNX Runtime writes its JSON file); returns the file name. */
+  endProfiling(): string | null {
+    if (!this.ptr || !profiled.delete(this)) return null;
+    const file = out(this.n, (o) => this.n.api.SessionEndProfiling(this.ptr, this.n.allocator, o));
+    const name = this.n.koffi.decode(file, "char", -1) as string;
+    check(this.n, this.n.api.AllocatorFree(this.n.allocator, file));
+    return name;
+  }
+
   release(): void {
     if (!this.ptr) return;
+    this.endProfiling();
     released.unregister(this);
     this.n.api.ReleaseSession(this.ptr);
     this.ptr = null;

@@ -1,6 +1,8 @@
 /**
  * Session options and their defaults from the environment: DIFFUSE_THREADS (intra-op threads),
- * DIFFUSE_EP (execution providers), DIFFUSE_SPIN (spinning intra-op threads).
+ * DIFFUSE_EP (execution providers), DIFFUSE_SPIN (spinning intra-op threads), DIFFUSE_PROFILE (a
+ * per-node timing profile of every CPU session, written by ONNX Runtime under that file prefix;
+ * summarise it with scripts/profile-summary.ts).
  */
 import { availableParallelism } from "node:os";
 
@@ -37,6 +39,17 @@ export interface SessionOptions {
    * first provider is not "webgpu".
    */
   deviceOutputs?: readonly string[];
+  /**
+   * A file name prefix under which ONNX Runtime writes the session's per-node timing profile (JSON,
+   * when the session is released or the process exits; CPU sessions). Default: DIFFUSE_PROFILE.
+   */
+  profile?: string;
+}
+
+/** DIFFUSE_PROFILE: the prefix of sessions' profile files, when set. */
+export function defaultProfile(): string | undefined {
+  const env = process.env["DIFFUSE_PROFILE"];
+  return env === undefined || env.trim() === "" ? undefined : env;
 }
 
 export function defaultThreads(): number {

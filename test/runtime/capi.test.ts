@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, it } from "node:test";
 import { compile, compileGraph } from "../../src/runtime/compile.ts";
 import type { CompiledGraph } from "../../src/runtime/session.ts";
@@ -130,5 +134,37 @@ describe("ONNX Runtime's C API (CPU sessions)", () => {
     }
     const grown = (process.memoryUsage().rss - before) / 2 ** 20;
     assert.ok(grown < 400, `RSS grew ${grown.toFixed(0)} MiB over 150 runs of an 8 MiB output`);
+  });
+});
+
+describe("profiles (SessionOptions.profile, DIFFUSE_PROFILE)", () => {
+  it("writes ONNX Runtime's per-node profile when the graph is disposed, and profile-summary reads it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "diffuse-profile-"));
+    try {
+      const g = new Graph();
+      const x = g.input("x", [64, 64]);
+      const graph = await compileGraph(g, { y: o.matmul(o.tanh(x), x) }, { profile: join(dir, "p") });
+      const x0 = new HostTensor(new Float32Array(64 * 64).fill(0.5), [64, 64]);
+      for (let i = 0; i < 3; i++) await graph.run({ x: x0 });
+      graph.dispose();
+      const files = readdirSync(dir).filter((f) => f.startsWith("p") && f.endsWith(".json"));
+      assert.equal(files.length, 1, `one profile file, got ${files.join(", ")}`);
+      const events = JSON.parse(readFileSync(join(dir, files[0]!), "utf8")) as {
+        cat: string;
+        name: string;
+      }[];
+      assert.equal(events.filter((e) => e.cat === "Session" && e.name === "model_run").length, 3);
+      const r = spawnSync(
+        process.execPath,
+        ["--import", "tsx", "scripts/profile-summary.ts", join(dir, files[0]!), "--skip", "1"],
+        { encoding: "utf8" },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /2 runs \(1 skipped\)/);
+      assert.match(r.stdout, /^(MatMul|FusedMatMul|Gemm)\s/m);
+      assert.match(r.stdout, /^Tanh\s/m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,21 +1,26 @@
 /**
- * Bundles a trained emoji text-to-image run as the package's ready model (assets/models/emoji): loads
- * the run's exported EMA pipeline, scores it with `diffuse eval`'s emoji judge on training captions
- * and held-out compositions at the given settings, and writes the StableDiffusionPipeline folder with
- * F16 weights, diffuse.json (recommended settings, prompt template, both stages' training configs and
- * times, eval figures) and a model card (README.md).
+ * Bundles a trained emoji text-to-image run as one of the package's ready models (assets/models/<name>):
+ * loads the run's exported EMA pipeline, scores it with `diffuse eval`'s emoji judge on training
+ * captions and held-out compositions at the given settings, and writes the pipeline folder with F16
+ * weights, diffuse.json (recommended settings, prompt template, both stages' training configs and
+ * times, eval figures) and a model card (README.md). A U-Net run (UNet2DConditionModel) is bundled as a
+ * StableDiffusionPipeline (`emoji`), an MM-DiT run (SD3Transformer2DModel) as a
+ * StableDiffusion3Pipeline (`emoji-mmdit`).
  *
- *   node --import tsx scripts/bundle-emoji.ts runs/emoji --vae-run runs/emoji-vae [--prompts 500]
- *     [--scheduler dpm++2m] [--steps 25] [--guidance 4] [--vae-minutes M] [--unet-minutes M] [--cpu TEXT]
+ *   node --import tsx scripts/bundle-emoji.ts runs/emoji --vae-run runs/emoji-vae [--name emoji]
+ *     [--prompts 500] [--scheduler dpm++2m] [--steps 25] [--guidance 4] [--vae-minutes M]
+ *     [--unet-minutes M] [--cpu TEXT]
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type EmojiEvalResult, evalEmoji, formatEmojiReport } from "../src/eval/emoji-eval.ts";
 import { replaceDirAtomicAsync } from "../src/io/atomic.ts";
+import { CLIPTextModelWithProjection } from "../src/models/text/clip-text-model.ts";
 import { parametersText, type SamplingOptions } from "../src/pipelines/options.ts";
 import { assetsDir, loadPipeline, saveTextToImagePipeline } from "../src/pipelines/pipeline-dir.ts";
 import { pipelineGenerate } from "../src/pipelines/run.ts";
 import { schedulerFor } from "../src/pipelines/scheduler-names.ts";
+import { SD3_PIPELINE, saveSd3Pipeline } from "../src/pipelines/sd3-pipeline.ts";
 
 const [run, ...rest] = process.argv.slice(2);
 if (!run)
@@ -37,6 +42,8 @@ const opts: SamplingOptions = {
   seed: 0,
 };
 const prompts = Number(arg("prompts") ?? 500);
+const name = arg("name") ?? "emoji";
+if (!/^[a-z0-9-]+$/.test(name)) throw new Error(`--name ${name}: use lower-case letters, digits and dashes`);
 const TEMPLATE = "<name>[, <tone> skin tone | , <tone1> and <tone2> skin tones], <vendor> style";
 const EXAMPLES = [
   "thumbs up sign, medium skin tone, google style",
@@ -46,6 +53,7 @@ const EXAMPLES = [
 ];
 
 const pipe = await loadPipeline(join(run, "model"));
+const mmdit = pipe.pipelineClass === SD3_PIPELINE;
 const scheduler = schedulerFor({ name: opts.scheduler }, pipe.schedulerConfig);
 let call = 0;
 const t0 = performance.now();
@@ -95,14 +103,51 @@ const info = {
   eval: evalFigures,
 };
 const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
-const card = `# emoji — a Stable-Diffusion-format text-to-image model trained from scratch by diffuse
+const intro = mmdit
+  ? `# ${name} — a Stable-Diffusion-3-format text-to-image transformer (MM-DiT) trained from scratch by diffuse
+
+A \`StableDiffusion3Pipeline\` folder in diffusers' layout (F16 weights): a CLIP BPE tokenizer and one
+\`CLIPTextModelWithProjection\` (\`tokenizer/\`, \`text_encoder/\`; \`text_encoder_2\` and the T5 are null),
+an \`SD3Transformer2DModel\` (joint image–text attention blocks, adaLN-Zero; \`transformer/\`) working on
+4×16×16 latents, the bundled \`emoji\` model's \`AutoencoderKL\` (64×64×3 ↔ 4×16×16, \`vae/\`) and a
+\`FlowMatchEulerDiscreteScheduler\` (rectified flow, \`scheduler/\`). Every part was trained by diffuse, in
+TypeScript, on a CPU. diffusers loads each component of this folder, but its StableDiffusion3Pipeline
+always runs a second text encoder: diffuse reads the null one as "one CLIP" (src/pipelines/sd3-pipeline.ts).
+`
+  : `# ${name} — a Stable-Diffusion-format text-to-image model trained from scratch by diffuse
 
 A complete \`StableDiffusionPipeline\` folder in diffusers' layout (F16 weights): a CLIP BPE tokenizer
 and \`CLIPTextModel\` (\`tokenizer/\`, \`text_encoder/\`), a \`UNet2DConditionModel\` working on 4×16×16
 latents (\`unet/\`), an \`AutoencoderKL\` (64×64×3 ↔ 4×16×16, \`vae/\`) and a v-prediction
 \`DDPMScheduler\` (\`scheduler/\`). Every part — tokenizer, text encoder, U-Net and VAE — was trained by
 diffuse, in TypeScript, on a CPU.
+`;
+const made = mmdit
+  ? `\`\`\`sh
+npx diffuse train --config configs/emoji-vae.json --out runs/emoji-vae     # the VAE (shared with emoji)
+npx diffuse train --config configs/emoji-mmdit.json --out runs/emoji-mmdit # the MM-DiT and its text encoder, jointly
+node --import tsx scripts/bundle-emoji.ts runs/emoji-mmdit --vae-run runs/emoji-vae --name ${name}
+\`\`\`
 
+The tokenizer is learned (byte-level BPE) from the training captions at the start of the second run;
+the text encoder is trained from scratch jointly with the transformer by the rectified-flow loss
+(logit-normal times, shift 3; one ONNX graph), with 10% of captions replaced by the empty prompt for
+classifier-free guidance. Training time: VAE ${minutes("vae-minutes") ?? "?"} min, MM-DiT + text encoder ${minutes("unet-minutes") ?? "?"} min${
+      arg("cpu") ? ` (${arg("cpu")})` : ""
+    }.`
+  : `\`\`\`sh
+npx diffuse train --config configs/emoji-vae.json --out runs/emoji-vae   # the VAE
+npx diffuse train --config configs/emoji.json --out runs/emoji           # the U-Net and its text encoder, jointly
+node --import tsx scripts/bundle-emoji.ts runs/emoji --vae-run runs/emoji-vae
+\`\`\`
+
+The tokenizer is learned (byte-level BPE) from the training captions at the start of the second run;
+the text encoder is trained from scratch jointly with the U-Net through the denoising loss (one ONNX
+graph), with 10% of captions replaced by the empty prompt for classifier-free guidance.
+Training time: VAE ${minutes("vae-minutes") ?? "?"} min, U-Net + text encoder ${minutes("unet-minutes") ?? "?"} min${
+      arg("cpu") ? ` (${arg("cpu")})` : ""
+    }.`;
+const card = `${intro}
 ## Prompts
 
 One template, the one it was trained on: \`${TEMPLATE}\`, where \`<name>\` is the emoji's Unicode name
@@ -112,7 +157,7 @@ lower-cased, tones are light, medium-light, medium, medium-dark or dark, and \`<
 ${EXAMPLES.map((e) => `- "${e}"`).join("\n")}
 
 \`\`\`sh
-npx diffuse sample --model emoji --prompt "${EXAMPLES[0]}" --out out/emoji
+npx diffuse sample --model ${name} --prompt "${EXAMPLES[0]}" --out out/emoji
 \`\`\`
 
 Recommended settings (in diffuse.json, used by the CLI and the studio): ${opts.scheduler}, ${opts.steps}
@@ -134,22 +179,11 @@ in one vendor's style only, asked for in the other's).
 
 ## How it was made
 
-\`\`\`sh
-npx diffuse train --config configs/emoji-vae.json --out runs/emoji-vae   # the VAE
-npx diffuse train --config configs/emoji.json --out runs/emoji           # the U-Net and its text encoder, jointly
-node --import tsx scripts/bundle-emoji.ts runs/emoji --vae-run runs/emoji-vae
-\`\`\`
-
-The tokenizer is learned (byte-level BPE) from the training captions at the start of the second run;
-the text encoder is trained from scratch jointly with the U-Net through the denoising loss (one ONNX
-graph), with 10% of captions replaced by the empty prompt for classifier-free guidance.
-Training time: VAE ${minutes("vae-minutes") ?? "?"} min, U-Net + text encoder ${minutes("unet-minutes") ?? "?"} min${
-  arg("cpu") ? ` (${arg("cpu")})` : ""
-}.
+${made}
 
 ## Evaluation
 
-\`diffuse eval --model emoji\` (the project's emoji judge; ${opts.scheduler}, ${opts.steps} steps, guidance
+\`diffuse eval --model ${name}\` (the project's emoji judge; ${opts.scheduler}, ${opts.steps} steps, guidance
 ${opts.guidance}, one image per prompt):
 
 | | training prompts (${r.trainPrompts.length}) | held-out compositions (${r.holdoutPrompts.length}) |
@@ -163,17 +197,31 @@ ${opts.guidance}, one image per prompt):
 ${report}
 \`\`\`
 `;
-const dest = join(assetsDir(), "models", "emoji");
+const dest = join(assetsDir(), "models", name);
 await replaceDirAtomicAsync(dest, async (tmp) => {
-  await saveTextToImagePipeline(tmp, {
-    unet: pipe.denoiser,
-    textEncoder: pipe.text!.textEncoder,
-    tokenizer: pipe.text!.tokenizer,
-    vae: pipe.vae!,
-    schedulerConfig: pipe.schedulerConfig,
-    info,
-    dtype: "F16",
-  });
+  if (mmdit) {
+    const te = pipe.text!.textEncoder;
+    if (!(te instanceof CLIPTextModelWithProjection) || pipe.text!.sd3?.second)
+      throw new Error(`${run}: an MM-DiT emoji run has one CLIPTextModelWithProjection`);
+    await saveSd3Pipeline(tmp, {
+      transformer: pipe.denoiser,
+      textEncoder: te,
+      tokenizer: pipe.text!.tokenizer,
+      vae: pipe.vae!,
+      schedulerConfig: pipe.schedulerConfig,
+      info,
+      dtype: "F16",
+    });
+  } else
+    await saveTextToImagePipeline(tmp, {
+      unet: pipe.denoiser,
+      textEncoder: pipe.text!.textEncoder,
+      tokenizer: pipe.text!.tokenizer,
+      vae: pipe.vae!,
+      schedulerConfig: pipe.schedulerConfig,
+      info,
+      dtype: "F16",
+    });
   writeFileSync(join(tmp, "README.md"), card);
 });
 console.log(`bundled → ${dest}`);

@@ -14,6 +14,7 @@
 
 import { loadLoraWeights } from "../models/lora/index.ts";
 import { disposePipeline, type LoadedPipeline, loadPipeline } from "../pipelines/pipeline-dir.ts";
+import type { TextEncoding } from "../pipelines/text-to-image.ts";
 import { releaseFreedMemory } from "../runtime/malloc-trim.ts";
 import type { Params } from "../tensor/params.ts";
 import type { JobEstimate } from "./job-cost.ts";
@@ -31,7 +32,26 @@ function shapeCopy(p: LoadedPipeline): LoadedPipeline {
     ...p,
     denoiser: again(p.denoiser),
     ...(p.vae ? { vae: again(p.vae) } : {}),
-    ...(p.text ? { text: { tokenizer: p.text.tokenizer, textEncoder: again(p.text.textEncoder) } } : {}),
+    ...(p.text ? { text: textCopy(p.text) } : {}),
+  };
+}
+
+/** A pipeline's text encoders again (an SD3 pipeline's layout and second encoder kept). */
+function textCopy(t: TextEncoding): TextEncoding {
+  const sd3 = t.sd3;
+  return {
+    tokenizer: t.tokenizer,
+    textEncoder: again(t.textEncoder),
+    ...(sd3
+      ? {
+          sd3: {
+            ...sd3,
+            ...(sd3.second
+              ? { second: { tokenizer: sd3.second.tokenizer, textEncoder: again(sd3.second.textEncoder) } }
+              : {}),
+          },
+        }
+      : {}),
   };
 }
 

@@ -16,21 +16,20 @@
  *
  * Batches, latents and previews are the text-to-image task's (text-task.ts).
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type CaptionedDataset, loadCaptionFolder } from "../data/caption-folder.ts";
 import { DataLoader } from "../data/loader.ts";
 import { replaceDirAtomic, writeFileAtomic } from "../io/atomic.ts";
 import { makeGrid } from "../io/grid.ts";
 import { encodePng } from "../io/png.ts";
-import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import { modelFromParams } from "../models/load.ts";
 import { type LoraLayer, loraLayerNames, writeLoraFile } from "../models/lora/index.ts";
 import { resolveDenoiser } from "../models/registry.ts";
 import { clipTextForward } from "../models/text/clip-text.ts";
 import { CLIPTextModel } from "../models/text/clip-text-model.ts";
 import { vaeScaleFactor } from "../models/vae/config.ts";
-import { loraNames, loraTargets, TEXT_LORA_TARGETS, UNET_LORA_TARGETS } from "../nn/lora.ts";
+import { loraTargets, TEXT_LORA_TARGETS, UNET_LORA_TARGETS } from "../nn/lora.ts";
 import { samplingDefaults } from "../pipelines/options.ts";
 import {
   disposePipeline,
@@ -40,67 +39,16 @@ import {
 } from "../pipelines/pipeline-dir.ts";
 import { imageSize, pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
-import {
-  init,
-  type LoraPlan,
-  type LoraSite,
-  type ParamScope,
-  type ParamSpec,
-  type Params,
-} from "../tensor/params.ts";
+import type { LoraPlan, LoraSite, ParamScope, Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import { componentParams, denoiserComponent, type TrainComponent } from "./checkpoint.ts";
 import type { FinetuneConfig, TrainConfig } from "./config.ts";
+import { adapterLayers, LORA_ADAPTER, LORA_WEIGHTS_NAME, loraComponent } from "./lora-component.ts";
 import { batchSpecs, diffusionLoss, objectiveOf } from "./objective.ts";
 import type { TrainTask } from "./task.ts";
 import { textBatch, textBatchContext, textEncoderComponent, textPreview } from "./text-task.ts";
 
-const ADAPTER = "default";
-const ADAPTER_FILE = "adapter.safetensors";
-export const LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors";
-
-/** A component's LoRA adapters: A and B of each targeted layer, checkpointed as one safetensors file. */
-function loraComponent(
-  name: string,
-  prefix: string,
-  base: Params,
-  layers: readonly string[],
-  rank: number,
-): TrainComponent {
-  const specs: ParamSpec[] = [];
-  for (const l of layers) {
-    const w = base.get(`${l}.weight`)!;
-    const [out, ...rest] = w.shape as [number, ...number[]];
-    const n = loraNames(l, ADAPTER);
-    const fanIn = rest.reduce((a, b) => a * b, 1);
-    specs.push({ name: n.a, shape: [rank, ...rest], init: init.torchDefault(fanIn) });
-    specs.push({
-      name: n.b,
-      shape: w.shape.length === 4 ? [out, rank, 1, 1] : [out, rank],
-      init: init.zeros(),
-    });
-  }
-  return {
-    name,
-    prefix,
-    specs,
-    write: (dir, params) => {
-      mkdirSync(dir, { recursive: true });
-      writeSafetensors(join(dir, ADAPTER_FILE), params);
-    },
-    read: (dir) => readSafetensors(join(dir, ADAPTER_FILE)).tensors as Params,
-  };
-}
-
-/** The adapters of a LoRA component as layers (for a model's LoraAdapters or a LoRA file). */
-function adapterLayers(layers: readonly string[], params: Params, alpha: number): Map<string, LoraLayer> {
-  const out = new Map<string, LoraLayer>();
-  for (const l of layers) {
-    const n = loraNames(l, ADAPTER);
-    out.set(l, { a: params.get(n.a)!, b: params.get(n.b)!, alpha });
-  }
-  return out;
-}
+export { LORA_WEIGHTS_NAME } from "./lora-component.ts";
 
 /** Prefixes every name (a component's weights as the train step names them). */
 const prefixed = (prefix: string, params: Params): Params =>
@@ -253,7 +201,7 @@ async function buildTask(
     if (f.text_encoder)
       components.push(loraComponent("text_encoder_lora", "text_encoder.", teParams, teLayers, f.rank));
     frozen = new Map([...prefixed("unet.", unetParams), ...prefixed("text_encoder.", teParams)]);
-    const site: LoraSite = { adapter: ADAPTER, rank: f.rank, scale: alpha / f.rank };
+    const site: LoraSite = { adapter: LORA_ADAPTER, rank: f.rank, scale: alpha / f.rank };
     const targeted = new Set([
       ...unetLayers.map((l) => `unet.${l}`),
       ...teLayers.map((l) => `text_encoder.${l}`),
@@ -295,10 +243,10 @@ async function buildTask(
     const session = t.threads ? { session: { threads: t.threads } } : {};
     if (f.method === "lora") {
       const u = modelFromParams(unetJson, new Map(unetParams), session);
-      u.lora.add(ADAPTER, adapterLayers(unetLayers, componentParams(components[0]!, params), alpha));
+      u.lora.add(LORA_ADAPTER, adapterLayers(unetLayers, componentParams(components[0]!, params), alpha));
       const te = CLIPTextModel.fromParams(teJson, new Map(teParams));
       if (f.text_encoder)
-        te.lora.add(ADAPTER, adapterLayers(teLayers, componentParams(components[1]!, params), alpha));
+        te.lora.add(LORA_ADAPTER, adapterLayers(teLayers, componentParams(components[1]!, params), alpha));
       return { u, te };
     }
     const u = modelFromParams(unetJson, componentParams(components[0]!, params), session);

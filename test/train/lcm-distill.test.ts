@@ -14,57 +14,23 @@ import { run as distillCli } from "../../src/cli/distill.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { generate } from "../../src/pipelines/generate.ts";
 import { samplingDefaults } from "../../src/pipelines/options.ts";
-import { disposePipeline, type LoadedPipeline, loadPipeline } from "../../src/pipelines/pipeline-dir.ts";
+import { disposePipeline, loadPipeline } from "../../src/pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../../src/pipelines/scheduler-names.ts";
-import type { WorkerContext } from "../../src/runtime/worker.ts";
-import { Scheduler } from "../../src/samplers/scheduler.ts";
 import { resolveDistillConfig } from "../../src/train/distill-config.ts";
 import { distillRun } from "../../src/train/distill-trainer.ts";
 import type { TrainEvent } from "../../src/train/trainer.ts";
-import { trainRun } from "../../src/train/trainer.ts";
+import { eventSink, oneStepError, trainTinyMnistTeacher } from "../support/tiny-mnist-teacher.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "diffuse-lcm-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-function ctx(events: TrainEvent[] = []): WorkerContext<TrainEvent> {
-  return { post: (e) => events.push(e), signal: new AbortController().signal };
-}
+const ctx = eventSink;
 
 const teacherDir = join(tmp, "teacher");
 
 // a tiny class-conditional v-prediction U-Net, trained briefly on MNIST 28×28
 before(async () => {
-  await trainRun(
-    {
-      config: {
-        model: {
-          _class_name: "UNet2DModel",
-          sample_size: 28,
-          in_channels: 1,
-          out_channels: 1,
-          block_out_channels: [8, 16],
-          layers_per_block: 1,
-          down_block_types: ["DownBlock2D", "AttnDownBlock2D"],
-          up_block_types: ["AttnUpBlock2D", "UpBlock2D"],
-          attention_head_dim: 8,
-          norm_num_groups: 4,
-          num_class_embeds: 11,
-        },
-        scheduler: {
-          _class_name: "DDPMScheduler",
-          num_train_timesteps: 1000,
-          beta_schedule: "linear",
-          prediction_type: "v_prediction",
-          clip_sample: false,
-        },
-        data: { dataset: "mnist", size: 28 },
-        training: { steps: 80, batch_size: 16, lr: 3e-3, warmup_steps: 10, seed: 1, threads: 2 },
-        output: { checkpoint_every: 1000, sample_every: 0, log_every: 50, sample_steps: 2 },
-      },
-      outDir: teacherDir,
-    },
-    ctx(),
-  );
+  await trainTinyMnistTeacher(teacherDir);
 });
 
 const distillConfig = (over: { steps?: number; lr?: number } = {}) => ({
@@ -82,23 +48,6 @@ const distillConfig = (over: { steps?: number; lr?: number } = {}) => ({
   },
   output: { checkpoint_every: 1000, sample_every: 0, log_every: 1, sample_steps: 2 },
 });
-
-const LABELS = Array.from({ length: 32 }, (_, i) => i % 10);
-
-/** Mean squared distance between the student's one-step samples and the teacher's guided DDIM ones from the same noise. */
-async function oneStepError(student: LoadedPipeline, teacher: LoadedPipeline): Promise<number> {
-  const ddim = Scheduler.fromConfig({
-    ...teacher.schedulerConfig,
-    _class_name: "DDIMScheduler",
-    timestep_spacing: "trailing",
-  });
-  const ode = await generate(teacher.denoiser, ddim, { labels: LABELS, steps: 10, guidance: 1.5, seed: 5 });
-  const lcm = schedulerFor({ name: "lcm" }, student.schedulerConfig);
-  const one = await generate(student.denoiser, lcm, { labels: LABELS, steps: 1, guidance: 1, seed: 5 });
-  let s = 0;
-  for (let i = 0; i < one.size; i++) s += (one.data[i]! - ode.data[i]!) ** 2;
-  return s / one.size;
-}
 
 test("a short LCM distillation brings the one-step student closer to the teacher's ODE", async (t) => {
   const dir = join(tmp, "learn");

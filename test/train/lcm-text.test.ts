@@ -7,11 +7,10 @@
  * prompt (and a preview grid is written); bad configs are refused naming the field.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { run as finetune } from "../../src/cli/finetune.ts";
-import { writePng } from "../../src/io/png.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { generate } from "../../src/pipelines/generate.ts";
 import { samplingDefaults } from "../../src/pipelines/options.ts";
@@ -24,6 +23,7 @@ import { HostTensor } from "../../src/tensor/host.ts";
 import { resolveDistillConfig } from "../../src/train/distill-config.ts";
 import { distillRun } from "../../src/train/distill-trainer.ts";
 import type { TrainEvent } from "../../src/train/trainer.ts";
+import { makeCaptionShapes } from "../support/caption-shapes.ts";
 import { quietly } from "../support/quiet.ts";
 import { makeTinySd, TINY_SD_CAPTIONS } from "../support/tiny-sd.ts";
 
@@ -40,27 +40,7 @@ function ctx(events: TrainEvent[] = []): WorkerContext<TrainEvent> {
 before(async () => {
   sd = await makeTinySd();
   root = dirname(sd);
-  images = join(root, "shapes");
-  mkdirSync(images);
-  const colors = [
-    [220, 30, 30],
-    [30, 30, 220],
-    [30, 200, 30],
-    [230, 220, 30],
-    [200, 40, 40],
-    [40, 40, 200],
-  ];
-  const meta: string[] = [];
-  for (let k = 0; k < 12; k++) {
-    const c = k % 6;
-    const px = new Uint8Array(16 * 16 * 3).fill(c >= 2 && c <= 3 ? 0 : 255);
-    const lo = 2 + (k % 3) * 2;
-    for (let y = lo; y < lo + 8; y++) for (let x = lo; x < lo + 8; x++) px.set(colors[c]!, (y * 16 + x) * 3);
-    const file = `img-${k}.png`;
-    writePng(join(images, file), { width: 16, height: 16, channels: 3, data: px });
-    meta.push(JSON.stringify({ file_name: file, text: TINY_SD_CAPTIONS[c] }));
-  }
-  writeFileSync(join(images, "metadata.jsonl"), `${meta.join("\n")}\n`);
+  images = makeCaptionShapes(join(root, "shapes"));
   // the teacher: the random tiny pipeline fully fine-tuned on them briefly (a random U-Net's ODE has no sensible end)
   const run = join(root, "teacher");
   await quietly(() =>

@@ -1,7 +1,8 @@
 /**
  * `diffuse distill`: makes a few-step student from a teacher model. `--method lcm` is latent
  * consistency distillation (Luo et al. 2023; src/train/lcm.ts): the student samples with LCMScheduler
- * in 1–8 steps and no guidance. `--method reflow` is rectified-flow reflow (Liu et al. 2023;
+ * in 1–8 steps and no guidance (with `--lora-rank R` or a config's `lora` section, LCM-LoRA: the
+ * student is the teacher plus trained LoRA adapters, src/train/lcm-lora.ts). `--method reflow` is rectified-flow reflow (Liu et al. 2023;
  * src/train/reflow.ts) of a flow-matching teacher: the student samples with the teacher's flow Euler
  * scheduler in 1–4 steps and no guidance. Runs in a worker thread with a progress bar, periodic
  * checkpoints and sample grids, as `diffuse train`; the same command again resumes from the last
@@ -12,6 +13,7 @@ import { basename, join } from "node:path";
 import { runInWorker } from "../runtime/worker.ts";
 import { readConfigFile, setField } from "../train/config-file.ts";
 import type { DistillArgs, DistillEvent } from "../train/distill-trainer.ts";
+import { LORA_WEIGHTS_NAME } from "../train/lora-component.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 import { diffuseCommand, moduleUrl } from "./paths.ts";
 import { Progress } from "./progress.ts";
@@ -26,6 +28,11 @@ classifier-free guidance is folded in).
                    with the LCM scheduler in 1–8 steps. A text-to-image teacher (emoji) distils on
                    the VAE latents of its captioned images (data.dataset emoji, or a caption
                    folder) and exports a StableDiffusionPipeline (configs/emoji-lcm.json).
+                   LCM-LoRA (--lora-rank R, or the config's lora section: rank, alpha, targets):
+                   the student is the teacher's frozen weights plus trained rank-R adapters; the run
+                   writes them as OUT/pytorch_lora_weights.safetensors (for --lora on the teacher)
+                   and OUT/model, the teacher with them fused in (configs/mnist-lcm-lora.json,
+                   configs/emoji-lcm-lora.json).
   --method reflow  rectified-flow reflow, for flow-matching teachers (mnist-dit): the teacher's ODE
                    turns seeded noise z into images x (reflow.pairs pairs, reflow.teacher_steps Euler
                    steps, cached in the run's pairs/ folder), then the student — a copy of the
@@ -46,6 +53,8 @@ flags:
                        metrics.jsonl (reflow: pairs/)
   --guidance W         the teacher's guidance scale distilled into the student (lcm.guidance or
                        reflow.guidance, default 1.5)
+  --lora-rank R        lora.rank: distil LCM-LoRA adapters of rank R (alpha = R, the teacher's default
+                       layers unless the config's lora section says otherwise)
   --pairs N            reflow.pairs: how many (noise, image) pairs the teacher makes
   --set KEY=VALUE      override a config field, e.g. --set lcm.distance=l2 or
                        --set reflow.one_step_from=1500 (repeatable)
@@ -58,6 +67,9 @@ flags:
                        settings are made again; matching ones are kept)
 `;
 
+/** Whether a raw config asks for LCM-LoRA (a `lora` section that is not null). */
+const isLora = (raw: Record<string, unknown>): boolean => raw["lora"] !== undefined && raw["lora"] !== null;
+
 export async function run(argv: readonly string[]): Promise<void> {
   const p = parseFlags("distill", argv, {
     method: { type: "string" },
@@ -66,6 +78,7 @@ export async function run(argv: readonly string[]): Promise<void> {
     out: { type: "string" },
     guidance: { type: "string" },
     pairs: { type: "string" },
+    "lora-rank": { type: "string" },
     set: { type: "string", multiple: true },
     steps: { type: "string" },
     "batch-size": { type: "string" },
@@ -102,6 +115,7 @@ export async function run(argv: readonly string[]): Promise<void> {
   const shortcuts: [string, string, { min?: number; max?: number; integer?: boolean }][] = [
     ["guidance", reflow ? "reflow.guidance" : "lcm.guidance", { min: 0, max: 50 }],
     ["pairs", "reflow.pairs", { min: 1, integer: true }],
+    ["lora-rank", "lora.rank", { min: 1, integer: true }],
     ["steps", "training.steps", { min: 1, integer: true }],
     ["batch-size", "training.batch_size", { min: 1, integer: true }],
     ["lr", "training.lr", { min: 0 }],
@@ -118,7 +132,7 @@ export async function run(argv: readonly string[]): Promise<void> {
       "runs",
       configPath
         ? basename(configPath).replace(/\.json$/, "")
-        : `${basename(String(raw["teacher"]))}-${String(raw["method"] ?? "lcm")}`,
+        : `${basename(String(raw["teacher"]))}-${String(raw["method"] ?? "lcm")}${isLora(raw) ? "-lora" : ""}`,
     );
   const args: DistillArgs = { config: raw, outDir, overwrite: bool(p, "overwrite") };
 
@@ -193,7 +207,11 @@ export async function run(argv: readonly string[]): Promise<void> {
                   : `done: ${ev.step} steps. Student: ${ev.modelDir}\nSample it: ${diffuseCommand()} sample --model ${ev.modelDir} ${
                       // a text-to-image student (a StableDiffusionPipeline folder) draws from a prompt
                       existsSync(join(ev.modelDir, "text_encoder")) ? '--prompt "…"' : "--labels all"
-                    } --steps ${reflow ? 1 : 4}`,
+                    } --steps ${reflow ? 1 : 4}${
+                      isLora(raw)
+                        ? `\nor the adapters on the teacher: --model ${String(raw["teacher"])} --lora ${join(outDir, LORA_WEIGHTS_NAME)} --scheduler lcm --steps 4 --guidance 1`
+                        : ""
+                    }`,
               );
               break;
           }

@@ -10,6 +10,11 @@
  *             EMA of the student at a constant μ (0.95) and is what the run exports; with "online"
  *             (consistency models' CIFAR-10 distillation, iCT: μ = 0) θ⁻ = stopgrad(θ), and the EMA
  *             (μ with diffusers' warm-up, e.g. 0.999) is only the exported weights
+ *   lora      null (default: the student is a full copy of the teacher) or { rank, alpha, targets }:
+ *             LCM-LoRA — the student is the teacher's frozen weights plus trainable rank-r adapters
+ *             (alpha: null = rank; targets: PEFT's target_modules, a list of layer names or a regular
+ *             expression, null = the model class's default, lcm-lora.ts); only the adapters are
+ *             trained, and the run exports them (pytorch_lora_weights.safetensors) beside the fused model
  *   reflow    pairs (how many (z, x) pairs the teacher's ODE makes), teacher_steps (its Euler steps),
  *             guidance ω (distilled in), seed (the pairs' noise), sigma_sampling "uniform" |
  *             "logit-normal" (logit_mean, logit_std) | "teacher" (as the teacher was trained),
@@ -24,11 +29,22 @@
  *   output    checkpoint_every, sample_every (0: never), log_every, sample_steps (the preview's steps;
  *             reflow: also the exported model's recommended steps, default 1)
  */
+import { loraTargets } from "../nn/lora.ts";
 import type { LrScheduleName, TrainConfig } from "./config.ts";
 import { LCM_DEFAULTS, type LcmSettings } from "./lcm.ts";
 import { REFLOW_DEFAULTS, type ReflowSettings } from "./reflow.ts";
 
 export type DistillMethod = "lcm" | "reflow";
+
+/** LCM-LoRA's adapters: rank r, alpha (null: r), targets (null: the teacher's class's default). */
+export interface DistillLora {
+  rank: number;
+  alpha: number | null;
+  targets: string[] | string | null;
+}
+
+/** The fields of a `lora` section and their defaults (diffusers' LCM-LoRA rank 64, alpha = rank). */
+export const DISTILL_LORA_DEFAULTS: DistillLora = { rank: 64, alpha: null, targets: null };
 
 export interface DistillConfig {
   method: DistillMethod;
@@ -42,6 +58,7 @@ export interface DistillConfig {
     target: "ema" | "online";
     ema_decay: number;
   };
+  lora: DistillLora | null;
   reflow: {
     pairs: number;
     teacher_steps: number;
@@ -83,6 +100,7 @@ export const DISTILL_DEFAULTS: Omit<DistillConfig, "teacher"> = {
     target: "ema",
     ema_decay: 0.95,
   },
+  lora: null,
   reflow: {
     pairs: REFLOW_DEFAULTS.pairs,
     teacher_steps: REFLOW_DEFAULTS.teacherSteps,
@@ -147,7 +165,7 @@ function check(ok: boolean, field: string, want: string, got: unknown): void {
     );
 }
 
-const TOP = ["method", "teacher", "lcm", "reflow", "data", "training", "output"];
+const TOP = ["method", "teacher", "lcm", "lora", "reflow", "data", "training", "output"];
 
 /** Fills defaults and checks every field; errors name the field, what it must be and what was given. */
 export function resolveDistillConfig(raw: Json): DistillConfig {
@@ -255,7 +273,51 @@ export function resolveDistillConfig(raw: Json): DistillConfig {
       output.sample_steps,
     );
   checkReflow(reflow, t);
-  return { method: method as DistillMethod, teacher: teacher as string, lcm, reflow, data, training, output };
+  const lora = resolveLora(raw["lora"], method as DistillMethod);
+  return {
+    method: method as DistillMethod,
+    teacher: teacher as string,
+    lcm,
+    lora,
+    reflow,
+    data,
+    training,
+    output,
+  };
+}
+
+/** The `lora` section: null (a full student) or rank, alpha and targets, checked. */
+function resolveLora(given: unknown, method: DistillMethod): DistillLora | null {
+  if (given === undefined || given === null) return null;
+  check(
+    method === "lcm",
+    "lora",
+    'null for method "reflow" (LoRA students are distilled with method "lcm")',
+    given,
+  );
+  const l = section("lora", given, DISTILL_LORA_DEFAULTS);
+  check(isInt(l.rank, 1), "lora.rank", "an integer ≥ 1 (diffusers' LCM-LoRA: 64)", l.rank);
+  check(
+    l.alpha === null || isNum(l.alpha, 1e-6, 1e6),
+    "lora.alpha",
+    "a positive number or null (= rank)",
+    l.alpha,
+  );
+  const t = l.targets;
+  const list = Array.isArray(t) && t.length > 0 && t.every((x) => typeof x === "string" && x !== "");
+  check(
+    t === null || list || (typeof t === "string" && t !== ""),
+    "lora.targets",
+    'a list of layer names (PEFT\'s target_modules, e.g. ["to_q", "conv1"]), a regular expression, or null (the default)',
+    t,
+  );
+  if (typeof t === "string")
+    try {
+      loraTargets(t);
+    } catch (e) {
+      throw new DistillConfigError(`distill config field "lora.targets": ${(e as Error).message}`);
+    }
+  return { rank: l.rank, alpha: l.alpha, targets: Array.isArray(t) ? [...t] : t };
 }
 
 function checkReflow(r: DistillConfig["reflow"], t: DistillConfig["training"]): void {
@@ -336,7 +398,9 @@ export function checkpointView(
   channels: number,
 ): TrainConfig {
   const reflow = c.method === "reflow";
-  const view: TrainConfig & { distill: Partial<Pick<DistillConfig, "method" | "lcm" | "reflow">> } = {
+  const view: TrainConfig & {
+    distill: Partial<Pick<DistillConfig, "method" | "lcm" | "lora" | "reflow">>;
+  } = {
     model,
     scheduler,
     data: { dataset: c.data.dataset, path: c.data.path, size, channels, captions: null },
@@ -351,8 +415,10 @@ export function checkpointView(
       logit_std: 1,
     },
     output: { ...c.output, sample_guidance: 1 },
-    // (an LCM run's view is as it was before reflow existed: its checkpoints still resume)
-    distill: reflow ? { method: c.method, reflow: c.reflow } : { method: c.method, lcm: c.lcm },
+    // (an LCM run's view is as it was before reflow and LoRA existed: its checkpoints still resume)
+    distill: reflow
+      ? { method: c.method, reflow: c.reflow }
+      : { method: c.method, lcm: c.lcm, ...(c.lora ? { lora: c.lora } : {}) },
   };
   return view;
 }

@@ -39,9 +39,12 @@ export function studentProvenance(
   };
 }
 
-/** An LCM student's own settings in its provenance, and what it samples with. */
-export const lcmProvenance = (c: DistillConfig) => ({
-  how: { guidance: c.lcm.guidance, solverSteps: c.lcm.solver_steps },
+/**
+ * An LCM student's own settings in its provenance (and, from lcm-student.ts, a LoRA student's: method
+ * "lcm-lora", rank, alpha, targets), and what it samples with.
+ */
+export const lcmProvenance = (c: DistillConfig, student: Readonly<Record<string, unknown>> = {}) => ({
+  how: { guidance: c.lcm.guidance, solverSteps: c.lcm.solver_steps, ...student },
   sampling: { scheduler: "lcm", steps: 4, guidance: 1 },
 });
 

@@ -12,7 +12,9 @@
  * network θ⁻, as LCM's released students), a pipeline folder of the teacher's class with an
  * LCMScheduler config and diffuse.json sampling defaults (lcm, 4 steps, guidance 1: the teacher's
  * guidance is distilled in). A text-to-image teacher distils on its captioned images' latents
- * (lcm-text.ts) and exports a StableDiffusionPipeline folder.
+ * (lcm-text.ts) and exports a StableDiffusionPipeline folder. With a `lora` section the student is
+ * the teacher plus trained LoRA adapters (LCM-LoRA, lcm-lora.ts): model/ is the teacher with them
+ * fused in, and pytorch_lora_weights.safetensors beside it the adapters themselves.
  * --method reflow: the teacher's ODE makes (noise, image) pairs first, then the student learns their
  * straight flow (train/reflow.ts, reflow-task.ts); it exports with the teacher's flow scheduler.
  */
@@ -35,13 +37,8 @@ import { PREDICTIONS, Scheduler } from "../samplers/scheduler.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import type { Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
-import {
-  denoiserComponent,
-  loadCheckpoint,
-  refuseStepsBelowCheckpoint,
-  saveCheckpoint,
-} from "./checkpoint.ts";
-import { emaDecayAt, learningRate, type TrainConfig } from "./config.ts";
+import { loadCheckpoint, refuseStepsBelowCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { learningRate } from "./config.ts";
 import { checkpointView, type DistillConfig, lcmSettings, resolveDistillConfig } from "./distill-config.ts";
 import {
   type DistillMethodRun,
@@ -49,16 +46,10 @@ import {
   studentPreview,
   studentProvenance,
 } from "./distill-student.ts";
-import {
-  drawLcmBatch,
-  type LcmPlan,
-  type LcmSettings,
-  lcmBatchSpecs,
-  lcmLoss,
-  lcmPlan,
-  targetFeeds,
-} from "./lcm.ts";
+import { drawLcmBatch, type LcmPlan, type LcmSettings, lcmBatchSpecs, lcmPlan } from "./lcm.ts";
+import { type LcmStudent, lcmStudent } from "./lcm-student.ts";
 import { lcmTextMethod } from "./lcm-text.ts";
+import { LORA_WEIGHTS_NAME } from "./lora-component.ts";
 import { appendMetrics, trimMetrics } from "./metrics-log.ts";
 import { reflowMethod } from "./reflow-task.ts";
 import type { TrainTask } from "./task.ts";
@@ -146,7 +137,7 @@ export function teacherPlan(
 /** The distillation as a task of the training loop's shape: batches, previews, the exported pipeline. */
 function lcmTask(
   c: DistillConfig,
-  view: TrainConfig,
+  student: LcmStudent,
   teacher: LoadedPipeline,
   plan: LcmPlan,
   schedulerConfig: Record<string, unknown>,
@@ -166,12 +157,20 @@ function lcmTask(
     for (let i = 0; i < x.data.length; i++) x.data[i] = lo + x.data[i]! * (hi - lo);
     return x;
   };
+  const preview = studentPreview(bound, {
+    scheduler: "lcm",
+    schedulerConfig,
+    steps: c.output.sample_steps,
+    numClasses,
+    size,
+    seed: t.seed,
+    threads: t.threads,
+  });
   return {
-    components: [denoiserComponent(view)],
-    loss: lcmLoss(plan, teacher.denoiser.params),
+    ...student.train,
     batchSpecs: lcmBatchSpecs(plan, t.batch_size, size),
     batchSize: t.batch_size,
-    description: `${c.data.dataset}: ${data.count} images`,
+    description: `${c.data.dataset}: ${data.count} images → ${student.description}`,
     batch(k) {
       const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
       return drawLcmBatch(
@@ -181,22 +180,15 @@ function lcmTask(
         seed.fold("step").fold(k),
       );
     },
-    preview: studentPreview(bound, {
-      scheduler: "lcm",
-      schedulerConfig,
-      steps: c.output.sample_steps,
-      numClasses,
-      size,
-      seed: t.seed,
-      threads: t.threads,
-    }),
+    preview: (params, step) => preview(student.weights(params), step),
     async exportPipeline(params, step, dir) {
-      await savePipeline(dir, modelFromParams(bound.config, new Map(params)), schedulerConfig, {
+      await savePipeline(dir, modelFromParams(bound.config, student.weights(params)), schedulerConfig, {
         numClasses,
         dataset: c.data.dataset,
         imageRange: range,
-        ...studentProvenance(c, teacher.dir, step, lcmProvenance(c)),
+        ...studentProvenance(c, teacher.dir, step, lcmProvenance(c, student.how)),
       });
+      student.exportBeside?.(params);
     },
   };
 }
@@ -215,12 +207,12 @@ async function lcmMethod(
   const bound = plan.model;
   const size = c.data.size ?? bound.geometry.sampleSize ?? 32;
   const view = checkpointView(c, bound.config, teacher.schedulerConfig, size, bound.geometry.inChannels);
-  const online = c.lcm.target === "online";
+  const student = lcmStudent(c, plan, teacher, view, runDir);
   return {
     view,
-    task: lcmTask(c, view, teacher, plan, scheduler, size),
-    stateFeeds: (state) => targetFeeds(online ? state.params : state.ema!),
-    emaDecay: (k) => (online ? emaDecayAt(c.lcm.ema_decay, k) : c.lcm.ema_decay),
+    task: lcmTask(c, student, teacher, plan, scheduler, size),
+    stateFeeds: student.stateFeeds,
+    emaDecay: student.emaDecay,
   };
 }
 
@@ -232,7 +224,7 @@ export async function distillRun(
   const runDir = args.outDir;
   if (!args.overwrite) refuseStepsBelowCheckpoint(runDir, c.training.steps);
   if (args.overwrite)
-    for (const f of ["checkpoint", "samples", "metrics.jsonl", "model"])
+    for (const f of ["checkpoint", "samples", "metrics.jsonl", "model", LORA_WEIGHTS_NAME])
       rmSync(join(runDir, f), { recursive: true, force: true });
   mkdirSync(runDir, { recursive: true });
   const teacher = await loadPipeline(c.teacher);
@@ -271,11 +263,15 @@ async function distillWith(
   const trainStep = await compileTrainStep(task.loss, task.batchSpecs, {
     adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
     ...(t.grad_clip !== null ? { clipGradNorm: t.grad_clip } : {}),
+    ...(task.frozen ? { frozen: task.frozen } : {}),
+    ...(task.lora ? { lora: task.lora } : {}),
+    ...(task.frozenAs ? { frozenAs: task.frozenAs } : {}),
     session: t.threads ? { threads: t.threads } : {},
   });
   const resumed = args.overwrite ? null : await loadCheckpoint(runDir, view, task.components);
-  // θ (and LCM's θ⁻) = the teacher's weights (copies: the step replaces the state's tensors)
-  const state = resumed ?? trainStep.initState(copyParams(teacher.denoiser.params));
+  // θ (and LCM's θ⁻) = the teacher's weights, or (LCM-LoRA) the adapters' start: copies, as the
+  // step replaces the state's tensors
+  const state = resumed ?? trainStep.initState(copyParams(task.initial ?? teacher.denoiser.params));
   writeJsonAtomic(join(runDir, "config.json"), c);
   const metricsPath = join(runDir, "metrics.jsonl");
   trimMetrics(metricsPath, state.step);

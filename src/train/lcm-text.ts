@@ -14,7 +14,9 @@
  * The export is a StableDiffusionPipeline folder: the teacher's tokenizer, text encoder and VAE, the
  * student's U-Net, an LCMScheduler config, and diffuse.json (sampling lcm, 4 steps, guidance 1 — the
  * guidance is distilled in — and `distilledFrom`). Preview grids: a few training captions, each twice,
- * decoded through the VAE.
+ * decoded through the VAE. With a `lora` section (LCM-LoRA, lcm-lora.ts) the U-Net is the teacher's
+ * with the trained adapters fused in, and the adapters are written beside the folder as diffusers'
+ * pytorch_lora_weights.safetensors (for the teacher's pipeline: `--lora`, load_lora_weights).
  */
 import { join } from "node:path";
 import { loadCaptionFolder } from "../data/caption-folder.ts";
@@ -36,12 +38,11 @@ import {
 import { Scheduler } from "../samplers/scheduler.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { Rng } from "../tensor/rng.ts";
-import { denoiserComponent } from "./checkpoint.ts";
-import { emaDecayAt } from "./config.ts";
 import { checkpointView, type DistillConfig } from "./distill-config.ts";
 import { type DistillMethodRun, lcmProvenance, studentProvenance } from "./distill-student.ts";
 import { type LatentMoments, latentMoments } from "./latent-moments.ts";
-import { drawLcmBatchWith, type LcmPlan, lcmBatchSpecs, lcmLoss, targetFeeds } from "./lcm.ts";
+import { drawLcmBatchWith, type LcmPlan, lcmBatchSpecs } from "./lcm.ts";
+import { lcmStudent } from "./lcm-student.ts";
 import type { TrainTask } from "./task.ts";
 
 /** Captions of the preview grid (spread over the training set), each drawn with two seeds. */
@@ -177,13 +178,12 @@ export async function lcmTextMethod(
   const fromTeacher = Object.fromEntries(
     ["promptTemplate", "promptExamples"].flatMap((k) => (k in teacher.info ? [[k, teacher.info[k]]] : [])),
   );
-  const online = c.lcm.target === "online";
+  const student = lcmStudent(c, plan, teacher, view, runDir);
   const task: TrainTask = {
-    components: [denoiserComponent(view)],
-    loss: lcmLoss(plan, teacher.denoiser.params),
+    ...student.train,
     batchSpecs: lcmBatchSpecs(plan, t.batch_size, latentSize, { textLength: emb.tokenShape[0] }),
     batchSize: t.batch_size,
-    description: `${c.data.dataset}: ${data.count} captioned images → ${moments.shape.slice(1).join("×")} latents`,
+    description: `${c.data.dataset}: ${data.count} captioned images → ${moments.shape.slice(1).join("×")} latents; ${student.description}`,
     batch(k) {
       const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
       const rng = seed.fold("step").fold(k);
@@ -193,7 +193,7 @@ export async function lcmTextMethod(
     async preview(params, step) {
       const m = modelFromParams(
         bound.config,
-        new Map(params),
+        student.weights(params),
         t.threads ? { session: { threads: t.threads } } : {},
       );
       const opts: SamplingOptions = {
@@ -221,7 +221,7 @@ export async function lcmTextMethod(
       }
     },
     async exportPipeline(params, step, dir) {
-      const unet = modelFromParams(bound.config, new Map(params));
+      const unet = modelFromParams(bound.config, student.weights(params));
       try {
         await saveTextToImagePipeline(dir, {
           unet,
@@ -234,18 +234,14 @@ export async function lcmTextMethod(
             dataset: typeof teacher.info.dataset === "string" ? teacher.info.dataset : c.data.dataset,
             imageRange: range,
             ...fromTeacher,
-            ...studentProvenance(c, teacher.dir, step, lcmProvenance(c)),
+            ...studentProvenance(c, teacher.dir, step, lcmProvenance(c, student.how)),
           },
         });
       } finally {
         unet.dispose();
       }
+      student.exportBeside?.(params);
     },
   };
-  return {
-    view,
-    task,
-    stateFeeds: (state) => targetFeeds(online ? state.params : state.ema!),
-    emaDecay: (k) => (online ? emaDecayAt(c.lcm.ema_decay, k) : c.lcm.ema_decay),
-  };
+  return { view, task, stateFeeds: student.stateFeeds, emaDecay: student.emaDecay };
 }

@@ -209,7 +209,7 @@ export async function run(argv: readonly string[]): Promise<void> {
                       existsSync(join(ev.modelDir, "text_encoder")) ? '--prompt "…"' : "--labels all"
                     } --steps ${reflow ? 1 : 4}${
                       isLora(raw)
-                        ? `\nor the adapters on the teacher: --model ${String(raw["teacher"])} --lora ${join(outDir, LORA_WEIGHTS_NAME)} --scheduler lcm --steps 4 --guidance 1`
+                        ? `\nOr the adapters on the teacher: ${diffuseCommand()} sample --model ${String(raw["teacher"])} --lora ${join(outDir, LORA_WEIGHTS_NAME)} --scheduler lcm --steps 4 --guidance 1`
                         : ""
                     }`,
               );

@@ -10,11 +10,12 @@
  *   teacher  F     W               inputs `teacher.<name>`, fed the same W
  *   target   f_θ⁻  W + (α/r)·B⁻·A⁻ inputs `target.<name>` (W) and `target.<adapter>` (A⁻, B⁻)
  * None of them embeds W in the graph: each is fed each step from the same host tensors, which ONNX
- * Runtime reads in place on the CPU (as `diffuse finetune` feeds its frozen base: measured cheaper
- * in memory than constants, which ONNX Runtime keeps and pre-packs). Only A and B have gradients,
- * AdamW moments and an EMA. The target's adapters are the EMA of the student's (lcm.target "ema", as
- * LCM's target network), or the student's own with no gradient ("online": what diffusers' LCM-LoRA
- * script does).
+ * Runtime reads in place on the CPU (one 100 MB array fed to three inputs adds nothing to the RSS;
+ * `diffuse finetune` feeds its frozen base for the same reason: constants are kept and pre-packed by
+ * ONNX Runtime, docs/benchmarks.md). On a GPU the three are uploaded each step. Only A and B have
+ * gradients, AdamW moments and an EMA. The target's adapters are the EMA of the student's
+ * (lcm.target "ema", as LCM's target network), or the student's own with no gradient ("online": what
+ * diffusers' LCM-LoRA script does).
  *
  * The run exports the adapters as diffusers' `pytorch_lora_weights.safetensors` (beside model/;
  * `diffuse sample --model TEACHER --lora FILE --scheduler lcm` or diffusers' load_lora_weights) and

@@ -273,17 +273,9 @@ export function resolveDistillConfig(raw: Json): DistillConfig {
       output.sample_steps,
     );
   checkReflow(reflow, t);
-  const lora = resolveLora(raw["lora"], method as DistillMethod);
-  return {
-    method: method as DistillMethod,
-    teacher: teacher as string,
-    lcm,
-    lora,
-    reflow,
-    data,
-    training,
-    output,
-  };
+  const m = method as DistillMethod;
+  const lora = resolveLora(raw["lora"], m);
+  return { method: m, teacher: teacher as string, lcm, lora, reflow, data, training, output };
 }
 
 /** The `lora` section: null (a full student) or rank, alpha and targets, checked. */

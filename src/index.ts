@@ -247,8 +247,10 @@ export { resolveConfig, type TrainConfig } from "./train/config.ts";
 // few-step students: consistency distillation (LCM) and rectified-flow reflow
 export {
   DISTILL_DEFAULTS,
+  DISTILL_LORA_DEFAULTS,
   type DistillConfig,
   DistillConfigError,
+  type DistillLora,
   type DistillMethod,
   resolveDistillConfig,
 } from "./train/distill-config.ts";
@@ -263,11 +265,18 @@ export {
   solverTimesteps,
 } from "./train/lcm.ts";
 export {
+  fusedWeights,
+  LCM_LORA_TARGETS,
+  lcmLoraLoss,
+  lcmLoraTargets,
+} from "./train/lcm-lora.ts";
+export {
   type CaptionEmbeddings,
   captionConditions,
   captionEmbeddings,
   lcmTextMethod,
 } from "./train/lcm-text.ts";
+export { LORA_WEIGHTS_NAME } from "./train/lora-component.ts";
 // training
 export { type AdamWConfig, adamwUpdate, clipByGlobalNorm, emaUpdate, globalNorm } from "./train/optim.ts";
 export {

@@ -47,6 +47,37 @@ const SHARED = [
   "timestep_scaling",
 ];
 
+/** The training schedule's keys and their parsed names (BetaConfig, prediction type). */
+const SCHEDULE_KEYS: readonly (readonly [string, string])[] = [
+  ["num_train_timesteps", "numTrainTimesteps"],
+  ["beta_start", "betaStart"],
+  ["beta_end", "betaEnd"],
+  ["beta_schedule", "betaSchedule"],
+  ["prediction_type", "predictionType"],
+];
+
+/**
+ * The model's scheduler config with its training schedule complete: a key it leaves out takes the
+ * default of ITS class, as diffusers' `from_config` of a loaded scheduler's (full) config does — not the
+ * default of the sampler it is handed to (LCMScheduler's betas 0.00085–0.012 for a DDPM config that
+ * relies on DDPM's 0.0001–0.02). A config its class cannot parse is left as it is.
+ */
+function withClassDefaults(
+  modelConfig: Readonly<Record<string, unknown>>,
+): Readonly<Record<string, unknown>> {
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = Scheduler.fromConfig(modelConfig).config as unknown as Record<string, unknown>;
+  } catch {
+    return modelConfig;
+  }
+  const out: Record<string, unknown> = { ...modelConfig };
+  for (const [key, field] of SCHEDULE_KEYS) {
+    if (!(key in out) && parsed[field] !== undefined) out[key] = parsed[field];
+  }
+  return out;
+}
+
 /** A Scheduler for a short name, a diffusers class name, or a whole scheduler config. */
 export function schedulerFor(
   choice: SchedulerChoice,
@@ -72,7 +103,8 @@ export function schedulerFor(
     );
   }
   const cfg: Record<string, unknown> = { _class_name: short.className, ...short.extra };
-  for (const k of SHARED) if (k in modelConfig) cfg[k] = modelConfig[k];
+  const own = withClassDefaults(modelConfig);
+  for (const k of SHARED) if (k in own) cfg[k] = own[k];
   if (dpmOnFlow) {
     delete cfg["shift"];
     cfg["use_flow_sigmas"] = true;

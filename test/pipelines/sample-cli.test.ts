@@ -11,6 +11,7 @@ import { readPngText } from "../../src/io/png.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { DEFAULT_SCHEDULER } from "../../src/pipelines/pipeline-dir.ts";
 import { SCHEDULER_NAMES, schedulerFor } from "../../src/pipelines/scheduler-names.ts";
+import { Scheduler } from "../../src/samplers/scheduler.ts";
 import { quietly } from "../support/quiet.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "diffuse-sample-"));
@@ -89,6 +90,28 @@ test("every short name maps to a diffusers class that shares the model's schedul
   assert.equal((schedulerFor({ name: "ddim" }, model).config as { clipSample: boolean }).clipSample, false);
   const clipped = schedulerFor({ name: "ddim" }, { ...model, clip_sample: true });
   assert.equal((clipped.config as { clipSample: boolean }).clipSample, true);
+});
+
+test("a schedule the model's config leaves to its class's defaults keeps them under another sampler", () => {
+  // a DDPMScheduler config naming no betas trains on DDPM's 0.0001–0.02 linear schedule: LCMScheduler's
+  // own defaults (scaled_linear 0.00085–0.012) would sample another schedule
+  const bare = { _class_name: "DDPMScheduler", prediction_type: "v_prediction" };
+  const ddpm = Scheduler.fromConfig(bare);
+  for (const name of ["lcm", "ddim", "dpm++2m", "euler"]) {
+    const s = schedulerFor({ name }, bare);
+    const c = s.config as {
+      betaStart: number;
+      betaEnd: number;
+      betaSchedule: string;
+      predictionType: string;
+    };
+    assert.deepEqual(
+      [c.betaStart, c.betaEnd, c.betaSchedule, c.predictionType],
+      [0.0001, 0.02, "linear", "v_prediction"],
+      name,
+    );
+    assert.deepEqual(s.alphasCumprod, ddpm.alphasCumprod, name);
+  }
 });
 
 test("a flow-matching model samples with flow-euler or DPM-Solver++ on flow sigmas, and nothing else", () => {

@@ -16,12 +16,14 @@ import {
   fuseLora,
   type LoraLayer,
   loadLoraWeights,
+  loraLayerNames,
   readLoraFile,
   saveLoraWeights,
   setLoraScale,
   unfuseLora,
 } from "../../src/models/lora/index.ts";
 import { CLIPTextModel } from "../../src/models/text/clip-text-model.ts";
+import { UNet2DModel } from "../../src/models/unet/index.ts";
 import { UNet2DConditionModel } from "../../src/models/unet-cond/index.ts";
 import { relu } from "../../src/nn/activations.ts";
 import { linear } from "../../src/nn/linear.ts";
@@ -299,4 +301,30 @@ test("lora: a fresh adapter (B = 0) leaves the model unchanged, and a train step
   withAdapter.dispose();
   plain.dispose();
   fed.dispose();
+});
+
+test("lora: the layers an adapter can join are the linears and convolutions, not the embedding tables", async () => {
+  const te = CLIPTextModel.fromConfig({
+    hidden_size: 32,
+    intermediate_size: 37,
+    num_hidden_layers: 1,
+    num_attention_heads: 4,
+    vocab_size: 99,
+    max_position_embeddings: 16,
+  });
+  const teLayers = loraLayerNames(te.params);
+  assert.ok(teLayers.includes("text_model.encoder.layers.0.self_attn.q_proj"));
+  assert.ok(teLayers.includes("text_model.encoder.layers.0.mlp.fc1"));
+  for (const l of ["text_model.embeddings.token_embedding", "text_model.embeddings.position_embedding"])
+    assert.ok(te.params.has(`${l}.weight`) && !teLayers.includes(l), l);
+  // the bundled class-conditional U-Net: its class label table is an embedding, its time MLP linears
+  const mnist = await UNet2DModel.fromPretrained("assets/models/mnist/unet");
+  const layers = loraLayerNames(mnist.params);
+  assert.ok(mnist.params.has("class_embedding.weight") && !layers.includes("class_embedding"));
+  assert.ok(layers.includes("time_embedding.linear_1") && layers.includes("conv_in"));
+  // the embedding tables are all that is left out
+  const rank24 = [...mnist.params].filter(
+    ([k, v]) => k.endsWith(".weight") && [2, 4].includes(v.shape.length),
+  );
+  assert.equal(layers.length, rank24.length - 1);
 });

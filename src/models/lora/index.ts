@@ -70,12 +70,20 @@ export interface LoraLoadReport {
 const isLoraModel = (m: unknown): m is LoraModel =>
   typeof m === "object" && m !== null && "lora" in m && (m as LoraModel).lora instanceof LoraAdapters;
 
-/** The linear and convolution layers of a model (weights of rank 2 or 4), by dotted path. */
+/** An embedding table's layer (class_embedding, token_embedding, position_embedding, embedding_table): a lookup, not a product. */
+const EMBEDDING = /(^|[._])(embedding|embedding_table)$/;
+
+/**
+ * The linear and convolution layers of a model (weights of rank 2 or 4), by dotted path. Embedding
+ * tables, rank 2 too, are left out: an adapter has no product there to join (a convolution named
+ * like one, CLIP vision's patch_embedding, stays).
+ */
 export function loraLayerNames(params: Params): string[] {
   const out: string[] = [];
   for (const [k, v] of params) {
-    if (k.endsWith(".weight") && (v.shape.length === 2 || v.shape.length === 4))
-      out.push(k.slice(0, -".weight".length));
+    if (!k.endsWith(".weight") || (v.shape.length !== 2 && v.shape.length !== 4)) continue;
+    const layer = k.slice(0, -".weight".length);
+    if (v.shape.length === 4 || !EMBEDDING.test(layer)) out.push(layer);
   }
   return out;
 }

@@ -257,10 +257,8 @@ export {
 export { type DistillArgs, type DistillEvent, distillRun } from "./train/distill-trainer.ts";
 export {
   type ConsistencyDistance,
-  consistencyDistance,
   LCM_DEFAULTS,
   type LcmSettings,
-  lcmLoss,
   lcmPlan,
   solverTimesteps,
 } from "./train/lcm.ts";
@@ -270,6 +268,7 @@ export {
   lcmLoraLoss,
   lcmLoraTargets,
 } from "./train/lcm-lora.ts";
+export { consistencyDistance, lcmLoss } from "./train/lcm-loss.ts";
 export {
   type CaptionEmbeddings,
   captionConditions,

@@ -28,14 +28,8 @@ import type { HostTensor } from "../tensor/host.ts";
 import { initParams, type LoraPlan, type LoraSite, ParamScope, type Params } from "../tensor/params.ts";
 import { Rng } from "../tensor/rng.ts";
 import type { DistillLora } from "./distill-config.ts";
-import {
-  type LcmNetworks,
-  type LcmPlan,
-  lcmLossOf,
-  scopedNetwork,
-  TARGET_PREFIX,
-  targetFeeds,
-} from "./lcm.ts";
+import { type LcmPlan, TARGET_PREFIX } from "./lcm.ts";
+import { type LcmNetworks, lcmLossOf, scopedNetwork, targetFeeds } from "./lcm-loss.ts";
 import type { LcmStudentParts } from "./lcm-student.ts";
 import { adapterLayers, LORA_ADAPTER, LORA_WEIGHTS_NAME, loraComponent } from "./lora-component.ts";
 import type { LossFn } from "./train-step.ts";

@@ -16,8 +16,9 @@ import type { Params } from "../tensor/params.ts";
 import { denoiserComponent } from "./checkpoint.ts";
 import { emaDecayAt, type TrainConfig } from "./config.ts";
 import type { DistillConfig } from "./distill-config.ts";
-import { type LcmPlan, lcmLoss, targetFeeds } from "./lcm.ts";
+import type { LcmPlan } from "./lcm.ts";
 import { loraStudent } from "./lcm-lora.ts";
+import { lcmLoss, targetFeeds } from "./lcm-loss.ts";
 import type { TrainTask } from "./task.ts";
 import type { TrainState } from "./train-step.ts";
 

@@ -17,18 +17,15 @@ import { Graph, type Tensor } from "../../src/tensor/symbolic.ts";
 import {
   estimateCoefficients,
   LCM_DEFAULTS,
-  type LcmNetworks,
   type LcmSettings,
   lcmBatchSpecs,
   lcmFeeds,
-  lcmLossOf,
   lcmPlan,
   lcmSample,
   lcmScalars,
-  lcmSolverStep,
-  lcmTarget,
   solverTimesteps,
 } from "../../src/train/lcm.ts";
+import { type LcmNetworks, lcmLossOf, lcmSolverStep, lcmTarget } from "../../src/train/lcm-loss.ts";
 import { TINY_UNET_ATTN } from "../support/tiny-models.ts";
 
 const T = 1000;

@@ -14,9 +14,10 @@ import { run as distillCli } from "../../src/cli/distill.ts";
 import { readSafetensors } from "../../src/io/safetensors.ts";
 import { generate } from "../../src/pipelines/generate.ts";
 import { samplingDefaults } from "../../src/pipelines/options.ts";
-import { disposePipeline, loadPipeline } from "../../src/pipelines/pipeline-dir.ts";
+import { assetsDir, disposePipeline, loadPipeline } from "../../src/pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../../src/pipelines/scheduler-names.ts";
 import { resolveDistillConfig } from "../../src/train/distill-config.ts";
+import { studentProvenance } from "../../src/train/distill-student.ts";
 import { distillRun } from "../../src/train/distill-trainer.ts";
 import type { TrainEvent } from "../../src/train/trainer.ts";
 import { eventSink, oneStepError, trainTinyMnistTeacher } from "../support/tiny-mnist-teacher.ts";
@@ -149,4 +150,13 @@ test("distill config errors name the field; --method reflow refuses a teacher th
     /reflow needs a flow-matching teacher.*--method lcm/,
   );
   await assert.rejects(distillCli(["--method", "lcm"]), /--teacher is required/);
+});
+
+test("a student's provenance names a bundled teacher by its name and any other by its folder", () => {
+  const c = resolveDistillConfig({ teacher: "mnist" });
+  const made = { how: {}, sampling: { scheduler: "lcm", steps: 4, guidance: 1 } };
+  const bundled = studentProvenance(c, join(assetsDir(), "models", "mnist"), 10, made);
+  assert.equal((bundled["distilledFrom"] as { teacher: string }).teacher, "mnist");
+  const elsewhere = studentProvenance(c, "/data/teachers/mnist", 10, made);
+  assert.equal((elsewhere["distilledFrom"] as { teacher: string }).teacher, "/data/teachers/mnist");
 });

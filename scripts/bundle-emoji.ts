@@ -96,7 +96,7 @@ const info = {
   trainedWith: "diffuse train",
   training: {
     vae: readJson(join(vaeRun, "config.json")),
-    unet: readJson(join(run, "config.json")),
+    [mmdit ? "transformer" : "unet"]: readJson(join(run, "config.json")),
     minutes: { vae: minutes("vae-minutes"), unetAndTextEncoder: minutes("unet-minutes") },
     cpu: arg("cpu") ?? null,
   },
@@ -157,7 +157,7 @@ lower-cased, tones are light, medium-light, medium, medium-dark or dark, and \`<
 ${EXAMPLES.map((e) => `- "${e}"`).join("\n")}
 
 \`\`\`sh
-npx diffuse sample --model ${name} --prompt "${EXAMPLES[0]}" --out out/emoji
+npx diffuse sample --model ${name} --prompt "${EXAMPLES[0]}" --out out/${name}
 \`\`\`
 
 Recommended settings (in diffuse.json, used by the CLI and the studio): ${opts.scheduler}, ${opts.steps}

@@ -13,7 +13,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { evaluateMnist } from "../src/eval/mnist-eval.ts";
 import { replaceDirAtomicAsync } from "../src/io/atomic.ts";
 import { generate } from "../src/pipelines/generate.ts";
-import { assetsDir, loadPipeline, savePipeline } from "../src/pipelines/pipeline-dir.ts";
+import { assetsDir, bundledName, loadPipeline, savePipeline } from "../src/pipelines/pipeline-dir.ts";
 import { schedulerFor } from "../src/pipelines/scheduler-names.ts";
 
 const [run, ...rest] = process.argv.slice(2);
@@ -64,11 +64,8 @@ const training = JSON.parse(readFileSync(join(run, "config.json"), "utf8")) as R
 const dest = join(assetsDir(), "models", name);
 // a distilled student names its teacher as a bundled name when the teacher is one (not this machine's path)
 const from = pipe.info.distilledFrom as { teacher?: string } | undefined;
-const bundledRoot = join(assetsDir(), "models");
 const distilledFrom =
-  from && typeof from.teacher === "string" && dirname(resolve(from.teacher)) === bundledRoot
-    ? { ...from, teacher: basename(from.teacher) }
-    : from;
+  from && typeof from.teacher === "string" ? { ...from, teacher: bundledName(from.teacher) } : from;
 await replaceDirAtomicAsync(dest, async (tmp) => {
   await savePipeline(
     tmp,

@@ -265,10 +265,12 @@ export {
 export {
   fusedWeights,
   LCM_LORA_TARGETS,
+  lcmLoraFeeds,
   lcmLoraLoss,
   lcmLoraTargets,
+  TEACHER_PREFIX,
 } from "./train/lcm-lora.ts";
-export { consistencyDistance, lcmLoss } from "./train/lcm-loss.ts";
+export { consistencyDistance, lcmLoss, targetFeeds } from "./train/lcm-loss.ts";
 export {
   type CaptionEmbeddings,
   captionConditions,

@@ -13,6 +13,7 @@ import { basename, join } from "node:path";
 import { runInWorker } from "../runtime/worker.ts";
 import { readConfigFile, setField } from "../train/config-file.ts";
 import type { DistillArgs, DistillEvent } from "../train/distill-trainer.ts";
+import { LCM_DEFAULTS } from "../train/lcm.ts";
 import { LORA_WEIGHTS_NAME } from "../train/lora-component.ts";
 import { bool, num, parseFlags, str, UsageError } from "./args.ts";
 import { diffuseCommand, moduleUrl } from "./paths.ts";
@@ -53,8 +54,8 @@ flags:
                        metrics.jsonl (reflow: pairs/)
   --guidance W         the teacher's guidance scale distilled into the student (lcm.guidance or
                        reflow.guidance, default 1.5)
-  --lora-rank R        lora.rank: distil LCM-LoRA adapters of rank R (alpha = R, the teacher's default
-                       layers unless the config's lora section says otherwise)
+  --lora-rank R        lora.rank: distil LCM-LoRA adapters of rank R (alpha = R unless the config sets
+                       lora.alpha; the teacher's default layers unless it sets lora.targets)
   --pairs N            reflow.pairs: how many (noise, image) pairs the teacher makes
   --set KEY=VALUE      override a config field, e.g. --set lcm.distance=l2 or
                        --set reflow.one_step_from=1500 (repeatable)
@@ -69,6 +70,21 @@ flags:
 
 /** Whether a raw config asks for LCM-LoRA (a `lora` section that is not null). */
 const isLora = (raw: Record<string, unknown>): boolean => raw["lora"] !== undefined && raw["lora"] !== null;
+
+/**
+ * Whether `--scheduler lcm` on the teacher samples on the grid the adapters were trained on: LCMScheduler
+ * built from the teacher's config takes its own original_inference_steps (50) and timestep_scaling (10);
+ * the fused model/ carries the run's.
+ */
+function teacherGridMatches(raw: Record<string, unknown>): boolean {
+  const lcm = (typeof raw["lcm"] === "object" && raw["lcm"] !== null ? raw["lcm"] : {}) as Record<
+    string,
+    unknown
+  >;
+  const n = lcm["solver_steps"] ?? LCM_DEFAULTS.solverSteps;
+  const k = lcm["timestep_scaling"] ?? LCM_DEFAULTS.timestepScaling;
+  return n === 50 && k === 10;
+}
 
 export async function run(argv: readonly string[]): Promise<void> {
   const p = parseFlags("distill", argv, {
@@ -208,9 +224,11 @@ export async function run(argv: readonly string[]): Promise<void> {
                       // a text-to-image student (a StableDiffusionPipeline folder) draws from a prompt
                       existsSync(join(ev.modelDir, "text_encoder")) ? '--prompt "…"' : "--labels all"
                     } --steps ${reflow ? 1 : 4}${
-                      isLora(raw)
-                        ? `\nOr the adapters on the teacher: ${diffuseCommand()} sample --model ${String(raw["teacher"])} --lora ${join(outDir, LORA_WEIGHTS_NAME)} --scheduler lcm --steps 4 --guidance 1`
-                        : ""
+                      !isLora(raw)
+                        ? ""
+                        : teacherGridMatches(raw)
+                          ? `\nOr the adapters on the teacher: ${diffuseCommand()} sample --model ${String(raw["teacher"])} --lora ${join(outDir, LORA_WEIGHTS_NAME)} --scheduler lcm --steps 4 --guidance 1`
+                          : `\nThe adapters (${join(outDir, LORA_WEIGHTS_NAME)}) were trained on an LCM grid other than LCMScheduler's defaults (50 solver steps, timestep scaling 10): sample them through ${ev.modelDir}, whose scheduler carries the run's, or pass that scheduler_config.json with --scheduler-config`
                     }`,
               );
               break;

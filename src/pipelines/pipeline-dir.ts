@@ -15,7 +15,7 @@
  * Bundled models live in assets/models/<name>/.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { writeJsonAtomic } from "../io/atomic.ts";
 import { checkReadableTree } from "../io/fs-check.ts";
@@ -127,6 +127,11 @@ export function bundledModels(): string[] {
   return readdirSync(dir)
     .filter((n) => existsSync(join(dir, n, "model_index.json")))
     .sort();
+}
+
+/** A bundled model's name when `dir` is its folder (assets/models/<name>), else `dir` itself. */
+export function bundledName(dir: string): string {
+  return resolve(dirname(dir)) === resolve(assetsDir(), "models") ? basename(dir) : dir;
 }
 
 /** A folder path, or the name of a bundled model. */

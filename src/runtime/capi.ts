@@ -221,7 +221,11 @@ export interface NativeFeed {
 
 const released = new FinalizationRegistry<{ n: Native; ptr: Ptr }>(({ n, ptr }) => n.api.ReleaseSession(ptr));
 
-/** Sessions opened with a profile: it is written when they are released, or at the latest when the process exits. */
+/**
+ * Sessions opened with a profile: it is written when they are released, or at the latest when the
+ * process exits. (The set holds them: a profiled session left undisposed lives until exit — profiling
+ * is for measuring, not for long-running processes.)
+ */
 const profiled = new Set<NativeSession>();
 process.once("exit", () => {
   for (const s of [...profiled]) {
@@ -400,9 +404,12 @@ export class NativeSession {
 
   release(): void {
     if (!this.ptr) return;
-    this.endProfiling();
     released.unregister(this);
-    this.n.api.ReleaseSession(this.ptr);
-    this.ptr = null;
+    try {
+      this.endProfiling();
+    } finally {
+      this.n.api.ReleaseSession(this.ptr);
+      this.ptr = null;
+    }
   }
 }

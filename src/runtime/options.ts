@@ -40,8 +40,9 @@ export interface SessionOptions {
    */
   deviceOutputs?: readonly string[];
   /**
-   * A file name prefix under which ONNX Runtime writes the session's per-node timing profile (JSON,
-   * when the session is released or the process exits; CPU sessions). Default: DIFFUSE_PROFILE.
+   * A file name prefix under which ONNX Runtime writes the session's per-node timing profile (JSON):
+   * CPU sessions (ONNX Runtime's C API) write it when released or at the latest when the process exits,
+   * sessions on other providers (onnxruntime-node) when released. Default: DIFFUSE_PROFILE.
    */
   profile?: string;
 }

@@ -6,24 +6,17 @@
  * and the provenance every exported student's diffuse.json carries.
  */
 
-import { basename, dirname, join, resolve } from "node:path";
 import { modelFromParams } from "../models/load.ts";
 import type { BoundDenoiser } from "../models/registry.ts";
 import { generate } from "../pipelines/generate.ts";
 import { parametersText, type SamplingOptions } from "../pipelines/options.ts";
-import { assetsDir } from "../pipelines/pipeline-dir.ts";
+import { bundledName } from "../pipelines/pipeline-dir.ts";
 import { Scheduler } from "../samplers/scheduler.ts";
 import type { HostTensor } from "../tensor/host.ts";
 import type { TrainConfig } from "./config.ts";
 import type { DistillConfig } from "./distill-config.ts";
 import type { TrainTask } from "./task.ts";
 import type { TrainState } from "./train-step.ts";
-
-/** A bundled model's name (assets/models/<name>), else the folder itself. */
-function teacherName(dir: string): string {
-  const bundled = join(assetsDir(), "models");
-  return resolve(dirname(dir)) === resolve(bundled) ? basename(dir) : dir;
-}
 
 /**
  * diffuse.json's record of how a student was made: the command, its steps, the teacher (a bundled
@@ -43,7 +36,7 @@ export function studentProvenance(
   return {
     trainedWith: `diffuse distill --method ${c.method}`,
     trainedSteps: step,
-    distilledFrom: { teacher: teacherName(teacherDir), method: c.method, ...how },
+    distilledFrom: { teacher: bundledName(teacherDir), method: c.method, ...how },
     sampling,
     training: c,
   };

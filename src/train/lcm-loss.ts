@@ -35,7 +35,7 @@ function prefixed(b: Readonly<Record<string, Tensor>>, prefix: string): Record<s
 const lin = (k0: Tensor, x: Tensor, k1: Tensor, f: Tensor): Tensor => o.add(o.mul(k0, x), o.mul(k1, f));
 
 /** The student's estimate f_θ(x_{n+k}, t_n) [B, C, H, W] (the only branch with a gradient). */
-export function lcmStudent(nets: LcmNetworks, b: Readonly<Record<string, Tensor>>): Tensor {
+export function lcmStudentEstimate(nets: LcmNetworks, b: Readonly<Record<string, Tensor>>): Tensor {
   const x = lin(b["a_start"]!, b["x0"]!, b["s_start"]!, b["noise"]!); // x_{n+k} [B, C, H, W]
   const f = nets.student(x, b["t_start"]!, prefixed(b, "cond.")); // [B, C, H, W]
   const x0 = lin(b["x0_x"]!, x, b["x0_f"]!, f); // x̂₀ [B, C, H, W]
@@ -87,7 +87,7 @@ export function lcmLossOf(
   b: Readonly<Record<string, Tensor>>,
   settings: LcmSettings,
 ): Tensor {
-  const pred = lcmStudent(nets, b);
+  const pred = lcmStudentEstimate(nets, b);
   const target = lcmTarget(nets, b, lcmSolverStep(nets, b, settings.guidance));
   return consistencyDistance(pred, target, settings.distance, settings.huberC);
 }

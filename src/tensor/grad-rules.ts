@@ -109,16 +109,17 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     const pdf = o.mul(o.exp(o.mul(o.square(x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
     return [o.mul(g, o.add(cdf, o.mul(x, pdf)))];
   },
-  // y = ½x(1 + t), t = tanh(u), u = k(x + a·x³):  dy/dx = ½(1 + t) + ½x(1 − t²)·k(1 + 3a·x²)
+  // y = ½x(1 + tanh(u)) = x·σ(z), u = k(x + a·x³), z = 2u:  dy/dx = σ + x·σ(1 − σ)·z'
+  //   = σ·(1 + (1 − σ)·x·z'), z' = 2k(1 + 3a·x²) — 13 elementwise kernels where the tanh form's
+  //   ½(1 + t) + ½x(1 − t²)·u' takes 17, each a pass over the (wide) MLP activation
   geluTanh: (n, g) => {
     const x = n.inputs[0]!;
-    const k = Math.sqrt(2 / Math.PI);
+    const k2 = 2 * Math.sqrt(2 / Math.PI);
     const a = 0.044715;
     const x2 = o.square(x);
-    const t = o.tanh(o.mul(o.mul(x, o.add(o.mul(x2, a), 1)), k));
-    const du = o.mul(o.add(o.mul(x2, 3 * a), 1), k);
-    const dy = o.mul(o.add(o.add(t, 1), o.mul(o.mul(x, o.sub(1, o.square(t))), du)), 0.5);
-    return [o.mul(g, dy)];
+    const s = o.sigmoid(o.mul(x, o.add(o.mul(x2, k2 * a), k2))); // σ(z)
+    const xdz = o.mul(x, o.add(o.mul(x2, 3 * k2 * a), k2)); // x·z'
+    return [o.mul(g, o.mul(s, o.add(o.mul(o.sub(1, s), xdz), 1)))];
   },
   // d/dx erf(x) = 2/√π · exp(−x²)
   erf: (n, g) => [o.mul(g, o.mul(o.exp(o.neg(o.square(n.inputs[0]!))), 2 / Math.sqrt(Math.PI)))],

@@ -6,14 +6,9 @@
  */
 import { readFileSync } from "node:fs";
 import { denoiserClass } from "../models/registry.ts";
-import {
-  CONTROLNET_DEFAULTS,
-  ConfigFieldError,
-  DEFAULTS,
-  FINETUNE_DEFAULTS,
-  isObj,
-  type Json,
-} from "./config.ts";
+import { DEFAULTS } from "./config.ts";
+import { CONTROLNET_DEFAULTS, FINETUNE_DEFAULTS } from "./config-adapt.ts";
+import { ConfigFieldError, isObj, type Json } from "./config-check.ts";
 
 /** Reads a config file; errors name the file. */
 export function readConfigFile(path: string): Json {

@@ -18,7 +18,7 @@ import {
   vaeConfigToDiffusers,
   vaeScaleFactor,
 } from "../models/vae/config.ts";
-import { ConfigFieldError } from "./config.ts";
+import { ConfigFieldError, isObj } from "./config-check.ts";
 import type { SettableFields } from "./config-file.ts";
 import { checkPatchGan } from "./patch-gan.ts";
 
@@ -147,10 +147,6 @@ const OUTPUT: Table<VaeOutputConfig> = {
   log_every: { dflt: 10, ...int(1) },
   sample_count: { dflt: 8, ...int(1) },
 };
-
-function isObj(v: unknown): v is Json {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
 /** A section with its defaults filled in, every field checked. */
 function section<S>(name: string, given: unknown, fields: Table<S>): S {

@@ -11,6 +11,7 @@ import { schedulerFor } from "../../src/pipelines/scheduler-names.ts";
 import type { WorkerContext } from "../../src/runtime/worker.ts";
 import { Scheduler } from "../../src/samplers/scheduler.ts";
 import { type TrainEvent, trainRun } from "../../src/train/trainer.ts";
+import { TINY_UNET_ATTN } from "./tiny-models.ts";
 
 /** A training loop context that collects the events (and is never aborted). */
 export function eventSink(events: TrainEvent[] = []): WorkerContext<TrainEvent> {
@@ -22,19 +23,8 @@ export async function trainTinyMnistTeacher(runDir: string): Promise<string> {
   await trainRun(
     {
       config: {
-        model: {
-          _class_name: "UNet2DModel",
-          sample_size: 28,
-          in_channels: 1,
-          out_channels: 1,
-          block_out_channels: [8, 16],
-          layers_per_block: 1,
-          down_block_types: ["DownBlock2D", "AttnDownBlock2D"],
-          up_block_types: ["AttnUpBlock2D", "UpBlock2D"],
-          attention_head_dim: 8,
-          norm_num_groups: 4,
-          num_class_embeds: 11,
-        },
+        // the tiny attention U-Net at MNIST's size, 10 digits + "no class"
+        model: { ...TINY_UNET_ATTN, sample_size: 28, attention_head_dim: 8, num_class_embeds: 11 },
         scheduler: {
           _class_name: "DDPMScheduler",
           num_train_timesteps: 1000,

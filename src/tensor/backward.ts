@@ -17,7 +17,9 @@ export type ReadSite =
   /** silu's input, read by silu's gradient */
   | "silu-grad"
   /** an operand of a product, read by the gradient of the other operand */
-  | "mul-grad";
+  | "mul-grad"
+  /** a linear layer's input (the left operand of a product with a matrix), read by the matrix's gradient */
+  | "matmul-weight-grad";
 
 /** The backward pass a gradient rule runs in. */
 export interface BackwardCtx {

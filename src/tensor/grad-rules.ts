@@ -170,7 +170,7 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
     return [when(w[0], () => o.scatterAdd(idx, g, table.shape)), null];
   },
   scatterAdd: (n, g, w) => [null, when(w[1], () => o.gather(g, n.inputs[0]!))],
-  matmul: (n, g, w) => {
+  matmul: (n, g, w, ctx) => {
     const [a, b] = inputs2(n);
     const tA = (t: Tensor) =>
       o.transpose(
@@ -184,7 +184,8 @@ export const gradRules: { [K in PrimName]: Rule<K> } = {
           // a linear layer over a batch: fold the batch into one matrix product
           const k = a.shape[a.rank - 1]!;
           const m = g.shape[g.rank - 1]!;
-          return o.matmul(o.transpose(o.reshape(a, [-1, k]), [1, 0]), o.reshape(g, [-1, m]));
+          const x = ctx.read(a, g, "matmul-weight-grad");
+          return o.matmul(o.transpose(o.reshape(x, [-1, k]), [1, 0]), o.reshape(g, [-1, m]));
         }
         return o.unbroadcast(o.matmul(tA(a), g), b.shape);
       }),

@@ -101,6 +101,64 @@ test("a product's gradient recomputes a GELU of a value the backward keeps anywa
   assertAllclose(a["du"]!, b["du"]!);
 });
 
+test("a linear layer's weight gradient recomputes a modulated norm or a GELU of its input: the forward's feeds the forward product only", async () => {
+  // a DiT block's MLP: fc2(geluTanh(fc1(x̂·(1 + scale) + shift))), x̂ a layer norm
+  const mlp = (t: Record<string, Tensor>): Tensor => {
+    const xn = o.standardize(t["x"]!, 2, 1e-6); // [2, 16, 8]
+    const mod = o.add(o.mul(xn, o.add(t["scale"]!, 1)), t["shift"]!); // scale, shift [2, 1, 8]
+    const h = o.geluTanh(o.matmul(mod, o.transpose(t["w1"]!, [1, 0]))); // [2, 16, 32]
+    return o.matmul(h, o.transpose(t["w2"]!, [1, 0])); // [2, 16, 8]
+  };
+  const shapes: Record<string, number[]> = {
+    x: [2, 16, 8],
+    scale: [2, 1, 8],
+    shift: [2, 1, 8],
+    w1: [32, 8],
+    w2: [8, 32],
+    r: [2, 16, 8],
+  };
+  const wrt = ["x", "scale", "shift", "w1", "w2"];
+  const g = new Graph();
+  const t = Object.fromEntries(Object.entries(shapes).map(([k, s]) => [k, g.input(k, s)]));
+  const loss = o.sum(o.mul(mlp(t), t["r"]!));
+  const grads = grad(
+    loss,
+    wrt.map((k) => t[k]!),
+  );
+  const nodes = toOnnx(g, { loss, ...Object.fromEntries(grads.map((d, i) => [`d${i}`, d!])) }).graph.nodes;
+  const readers = (v: string) => nodes.filter((n) => n.inputs.includes(v)).map((n) => n.opType);
+  const gelus = nodes.filter((n) => n.opType === "FastGelu");
+  assert.equal(gelus.length, 2, "the forward's GELU and the backward's");
+  assert.deepEqual(readers(gelus[0]!.outputs[0]!), ["MatMul"]);
+  // the modulated norm (the Add of the shift) feeds the forward product only; the backward adds the shift again
+  const shiftAdds = nodes.filter((n) => n.opType === "Add" && n.inputs.includes("shift"));
+  assert.equal(shiftAdds.length, 2);
+  assert.deepEqual(readers(shiftAdds[0]!.outputs[0]!), ["MatMul"]);
+  // the same gradients as without the pass
+  const rng = TestRng.fromName("linear recompute");
+  const feeds = Object.fromEntries(
+    Object.entries(shapes).map(([k, s]) => [
+      k,
+      new HostTensor(
+        Float32Array.from({ length: s.reduce((a, b) => a * b, 1) }, () => rng.normal()),
+        s,
+      ),
+    ]),
+  );
+  const run = (passes?: readonly []) =>
+    evaluate(feeds, (f) => {
+      const gs = grad(
+        o.sum(o.mul(mlp(f), f["r"]!)),
+        wrt.map((k) => f[k]!),
+        undefined,
+        passes ? { passes } : {},
+      );
+      return Object.fromEntries(gs.map((d, i) => [`d_${wrt[i]}`, d!]));
+    });
+  const [a, b] = [await run(), await run([])];
+  for (const k of wrt) assertAllclose(a[`d_${k}`]!, b[`d_${k}`]!, { what: k, rtol: 1e-5, atol: 1e-5 });
+});
+
 test("recomputations are shared within one backward pass, not with another over the same graph", () => {
   const build = () => {
     const g = new Graph();

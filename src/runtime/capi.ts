@@ -67,6 +67,7 @@ const SLOTS = {
   AllocatorFree: [76, "void *AllocatorFree(void *allocator, void *p)"],
   GetAllocatorWithDefaultOptions: [78, "void *GetAllocatorWithDefaultOptions(_Out_ void **allocator)"],
   ReleaseStatus: [93, "void ReleaseStatus(void *status)"],
+  ReleaseMemoryInfo: [94, "void ReleaseMemoryInfo(void *info)"],
   ReleaseSession: [95, "void ReleaseSession(void *session)"],
   ReleaseValue: [96, "void ReleaseValue(void *value)"],
   ReleaseTypeInfo: [98, "void ReleaseTypeInfo(void *typeInfo)"],
@@ -76,6 +77,15 @@ const SLOTS = {
   AddSessionConfigEntry: [
     130,
     "void *AddSessionConfigEntry(void *options, const char *key, const char *value)",
+  ],
+  CreateAndRegisterAllocator: [
+    144,
+    "void *CreateAndRegisterAllocator(void *env, void *info, void *arenaCfg)",
+  ],
+  ReleaseArenaCfg: [157, "void ReleaseArenaCfg(void *cfg)"],
+  CreateArenaCfgV2: [
+    164,
+    "void *CreateArenaCfgV2(const char **keys, const size_t *values, size_t count, _Out_ void **cfg)",
   ],
 } as const;
 
@@ -88,10 +98,12 @@ interface Native {
   /** CPU memory info for tensors over memory allocated here. */
   cpu: Ptr;
   allocator: Ptr;
+  /** Whether the shared CPU arena is registered with `env` (registerSharedArena). */
+  sharedArena: boolean;
 }
 
-/** The API version asked of OrtGetApiBase: every slot above exists since version 5. */
-const API_VERSION = 5;
+/** The API version asked of OrtGetApiBase: every slot above exists since version 8. */
+const API_VERSION = 8;
 
 let loaded: Promise<Native | null> | undefined;
 
@@ -139,18 +151,47 @@ async function load(): Promise<Native | null> {
   const [getApi] = koffi.decode(base, "void *", 2) as Ptr[];
   const table = koffi.call(getApi, koffi.proto("void *OrtGetApi(uint32_t version)"), API_VERSION) as Ptr;
   if (!table) return null;
-  const slots = koffi.decode(table, "void *", 131) as Ptr[];
+  const slots = koffi.decode(table, "void *", Math.max(...Object.values(SLOTS).map(([i]) => i)) + 1) as Ptr[];
   const api = {} as Record<string, Fn>;
   for (const [name, [slot, signature]] of Object.entries(SLOTS)) {
     api[name] = koffi.decode(slots[slot], koffi.proto(signature)) as Fn;
   }
-  const native: Native = { api: api as Api, koffi, env: null, cpu: null, allocator: null };
+  const native: Native = {
+    api: api as Api,
+    koffi,
+    env: null,
+    cpu: null,
+    allocator: null,
+    sharedArena: false,
+  };
   // ORT_LOGGING_LEVEL_WARNING, as onnxruntime-node; the environment is one per process
   native.env = out(native, (o) => native.api.CreateEnv(2, "diffuse", o));
   // OrtDeviceAllocator, OrtMemTypeDefault: plain CPU memory
   native.cpu = out(native, (o) => native.api.CreateCpuMemoryInfo(0, 0, o));
   native.allocator = out(native, (o) => native.api.GetAllocatorWithDefaultOptions(o));
   return native;
+}
+
+/**
+ * Registers the process-wide CPU arena that "shared" sessions allocate from (SessionOptions.arena):
+ * grown by exactly what is asked (arena_extend_strategy 1, kSameAsRequested) rather than in powers
+ * of two. Once per process: the environment is the process's, so a worker thread that loads the API
+ * again finds it registered.
+ */
+function registerSharedArena(n: Native): void {
+  if (n.sharedArena) return;
+  const cfg = out(n, (o) => n.api.CreateArenaCfgV2(["arena_extend_strategy"], BigUint64Array.of(1n), 1, o));
+  // OrtArenaAllocator, OrtMemTypeDefault: the memory info of ONNX Runtime's CPU arena
+  const info = out(n, (o) => n.api.CreateCpuMemoryInfo(1, 0, o));
+  try {
+    check(n, n.api.CreateAndRegisterAllocator(n.env, info, cfg));
+  } catch (e) {
+    if (!/already been registered/.test((e as Error).message)) throw e;
+  } finally {
+    n.api.ReleaseMemoryInfo(info);
+    n.api.ReleaseArenaCfg(cfg);
+  }
+  n.sharedArena = true;
 }
 
 /** Throws ONNX Runtime's message for a failed call (a non-null status), releasing the status. */
@@ -174,6 +215,8 @@ export interface NativeSessionOptions {
   spin: boolean;
   /** Where ONNX Runtime writes a per-node timing profile (a file name prefix); none when absent. */
   profile?: string;
+  /** The process's shared arena or the session's own (SessionOptions.arena). */
+  arena: "shared" | "own";
 }
 
 const OPT_LEVEL = { disabled: 0, basic: 1, extended: 2, all: 99 } as const;
@@ -187,6 +230,9 @@ interface OutputInfo {
 }
 
 const DTYPE_OF = new Map<number, DType>(Object.entries(ELEMENT_TYPE).map(([k, v]) => [v, k as DType]));
+
+/** The typed array of each dtype's host data. */
+const ARRAY = { float32: Float32Array, int32: Int32Array, int64: BigInt64Array, bool: Uint8Array } as const;
 
 function typedArray(dtype: DType, buffer: ArrayBuffer, byteOffset: number, length: number): HostData {
   switch (dtype) {
@@ -261,6 +307,10 @@ export class NativeSession {
       // as for onnxruntime-node's sessions (session.ts): memory patterns double a train step's peak RSS
       check(n, api.DisableMemPattern(so));
       check(n, api.AddSessionConfigEntry(so, "session.intra_op.allow_spinning", opts.spin ? "1" : "0"));
+      if (opts.arena === "shared") {
+        registerSharedArena(n);
+        check(n, api.AddSessionConfigEntry(so, "session.use_env_allocators", "1"));
+      }
       if (opts.profile) check(n, api.EnableProfiling(so, opts.profile));
       const ptr = out(n, (o) => api.CreateSessionFromArray(n.env, bytes, bytes.byteLength, so, o));
       const session = new NativeSession(n, ptr);
@@ -306,9 +356,14 @@ export class NativeSession {
 
   /**
    * Runs the session on host feeds; returns the named outputs' data (shaped as the session's
-   * outputs). Outputs of a fixed shape are written by ONNX Runtime into memory allocated here.
+   * outputs). Outputs of a fixed shape are written by ONNX Runtime into memory allocated here, or
+   * into the caller's buffer given for them in `into` (of the output's dtype and size: else ignored).
    */
-  run(feeds: ReadonlyMap<string, NativeFeed>, outputNames: readonly string[]): Record<string, NativeOutput> {
+  run(
+    feeds: ReadonlyMap<string, NativeFeed>,
+    outputNames: readonly string[],
+    into?: ReadonlyMap<string, HostData>,
+  ): Record<string, NativeOutput> {
     if (!this.ptr) throw new Error("run on a released session");
     const { api } = this.n;
     const inputNames = [...feeds.keys()];
@@ -339,7 +394,11 @@ export class NativeSession {
           outputs.push(null); // symbolic shape: ONNX Runtime allocates it, copied out below
           continue;
         }
-        const data = allocate(info.dtype, info.elements);
+        const given = into?.get(name);
+        const data =
+          given && given.length === info.elements && given instanceof ARRAY[info.dtype]
+            ? given
+            : allocate(info.dtype, info.elements);
         result[name] = { data, dims: Array.from(info.shape, Number) };
         outputs.push(
           out(this.n, (o) =>

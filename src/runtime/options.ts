@@ -2,7 +2,7 @@
  * Session options and their defaults from the environment: DIFFUSE_THREADS (intra-op threads),
  * DIFFUSE_EP (execution providers), DIFFUSE_SPIN (spinning intra-op threads), DIFFUSE_PROFILE (a
  * per-node timing profile of every CPU session, written by ONNX Runtime under that file prefix;
- * summarise it with scripts/profile-summary.ts).
+ * summarise it with scripts/profile-summary.ts), DIFFUSE_ARENA (where CPU sessions allocate).
  */
 import { availableParallelism } from "node:os";
 
@@ -45,6 +45,33 @@ export interface SessionOptions {
    * sessions on other providers (onnxruntime-node) when released. Default: DIFFUSE_PROFILE.
    */
   profile?: string;
+  /**
+   * Where a CPU session (ONNX Runtime's C API) allocates its tensors. "shared" (default): one arena
+   * for the process, grown by exactly what a run asks (ONNX Runtime's kSameAsRequested) and used by
+   * every "shared" session — a train step, its preview sampler and its evaluation draw on one pool,
+   * whose high-water mark stays with the process. "own": the session's own arena (grown by powers of
+   * two), given back when the session is released — for a process that caches and evicts graphs (the
+   * studio's sampling worker). The DiT-S train step at batch 64 peaks at 3.6 GiB shared against 4.6
+   * GiB own, at the same speed (docs/benchmarks.md). Default: DIFFUSE_ARENA, else `setDefaultArena`'s.
+   */
+  arena?: Arena;
+}
+
+export type Arena = "shared" | "own";
+
+let arenaDefault: Arena = "shared";
+
+/** Sets the arena of sessions whose options name none (a process that releases graphs: "own"). */
+export function setDefaultArena(a: Arena): void {
+  arenaDefault = a;
+}
+
+/** The arena of a session whose options name none: DIFFUSE_ARENA, else the process's default. */
+export function defaultArena(): Arena {
+  const env = process.env["DIFFUSE_ARENA"];
+  if (env === undefined || env.trim() === "") return arenaDefault;
+  if (env !== "shared" && env !== "own") throw new Error(`DIFFUSE_ARENA must be shared or own, got "${env}"`);
+  return env;
 }
 
 /** DIFFUSE_PROFILE: the prefix of sessions' profile files, when set. */

@@ -17,6 +17,7 @@ import { encodeModel } from "../onnx/proto.ts";
 import { type DType, formatShape, type HostData, HostTensor, sameShape } from "../tensor/host.ts";
 import { capiEnabled, type NativeFeed, NativeSession, nativeApi } from "./capi.ts";
 import {
+  defaultArena,
   defaultExecutionProviders,
   defaultProfile,
   defaultSpin,
@@ -143,15 +144,18 @@ export class CompiledGraph {
   /**
    * Runs the graph with feeds that may already be on the device; the outputs named in
    * `deviceOutputs` come back as `DeviceTensor`s (where the provider keeps them), the rest as host
-   * tensors.
+   * tensors. On the C API binding, an output named in `into` is written into that host buffer (of
+   * its dtype and size) instead of a fresh one — a train step's moments updated in place; the caller
+   * makes sure no input still to be read shares it. Elsewhere `into` is ignored.
    */
   async runOnDevice(
     feeds: DeviceFeeds,
     outputNames?: readonly string[],
+    into?: ReadonlyMap<string, HostData>,
   ): Promise<{ host: Record<string, HostTensor>; device: Record<string, DeviceTensor> }> {
     if (this.disposed) throw new Error("run on a disposed graph");
     if (this.session instanceof NativeSession)
-      return { host: await this.runNative(feeds, outputNames), device: {} };
+      return { host: await this.runNative(feeds, outputNames, into), device: {} };
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const spec of this.inputs) {
       const t = checkedFeed(feeds, spec);
@@ -181,6 +185,7 @@ export class CompiledGraph {
   private async runNative(
     feeds: DeviceFeeds,
     outputNames?: readonly string[],
+    into?: ReadonlyMap<string, HostData>,
   ): Promise<Record<string, HostTensor>> {
     const session = this.session as NativeSession;
     const native = new Map<string, NativeFeed>();
@@ -194,7 +199,7 @@ export class CompiledGraph {
     }
     // as onnxruntime-node does: the run starts on a later turn of the event loop
     await new Promise<void>((resolve) => setImmediate(resolve));
-    const res = session.run(native, outputNames ?? this.outputs.map((o) => o.name));
+    const res = session.run(native, outputNames ?? this.outputs.map((o) => o.name), into);
     const host: Record<string, HostTensor> = {};
     for (const [k, { data, dims }] of Object.entries(res)) {
       // the graph may return an output before a final reshape (compileGraph): give it its shape
@@ -229,6 +234,7 @@ function cacheKey(bytes: Uint8Array, outputs: readonly ValueSpec[], opts: Sessio
       [...(opts.deviceOutputs ?? [])].sort(),
       capiEnabled(),
       opts.profile ?? defaultProfile() ?? null,
+      opts.arena ?? defaultArena(),
     ]),
   );
   return h.digest("hex");
@@ -326,6 +332,7 @@ async function openSession(
         optimization: opts.optimization ?? "all",
         spin: opts.spin ?? defaultSpin(),
         ...(profile ? { profile } : {}),
+        arena: opts.arena ?? defaultArena(),
       });
       return new CompiledGraph(session, inputs, outputs, key, onDevice);
     }

@@ -12,7 +12,7 @@ import { compileGraph, type InputSpec } from "../runtime/compile.ts";
 import type { SessionOptions } from "../runtime/options.ts";
 import { type CompiledGraph, type DeviceTensor, downloadAll } from "../runtime/session.ts";
 import { grad } from "../tensor/autodiff.ts";
-import { HostTensor } from "../tensor/host.ts";
+import { type HostData, HostTensor } from "../tensor/host.ts";
 import { checkParams, type LoraPlan, ParamScope, type ParamSpec, type Params } from "../tensor/params.ts";
 import { Graph, type Tensor } from "../tensor/symbolic.ts";
 import {
@@ -186,7 +186,11 @@ export class TrainStep {
     for (const [input, of, param] of this.stateInputs) {
       feeds[input] = onDevice ? onDevice.get(input)! : state[of]!.get(param)!;
     }
-    const { host: out, device } = await this.graph.runOnDevice(feeds);
+    const { host: out, device } = await this.graph.runOnDevice(
+      feeds,
+      undefined,
+      onDevice ? undefined : this.inPlace(feeds),
+    );
     if (onDevice) for (const d of onDevice.values()) d.dispose();
     const kept = this.stateInputs.filter(([input]) => device[OUT(input)]);
     if (kept.length > 0) {
@@ -216,11 +220,51 @@ export class TrainStep {
     };
   }
 
+  /**
+   * The output buffers a host step may update in place: each moment's and EMA tensor's own (their
+   * only reader in the graph is their own update, whose last kernel writes the output — elementwise,
+   * so each element is read before it is written). Weights are not: forward and backward kernels
+   * read them, and ONNX Runtime may order a weight's update before one of them. A buffer that any
+   * other feed shares (say, an EMA that is the weights' own map) gets a fresh output.
+   */
+  private inPlace(feeds: Readonly<Record<string, HostTensor | DeviceTensor>>): Map<string, HostData> {
+    const hosts = Object.values(feeds).filter((t): t is HostTensor => t instanceof HostTensor);
+    const alone = unsharedMemory(hosts.map((t) => t.data));
+    const into = new Map<string, HostData>();
+    for (const [input, of] of this.stateInputs) {
+      const t = feeds[input];
+      if (of !== "params" && t instanceof HostTensor && alone.has(t.data)) into.set(OUT(input), t.data);
+    }
+    return into;
+  }
+
   dispose(): void {
     if (this.resident) for (const d of this.resident.tensors.values()) d.dispose();
     this.resident = null;
     this.graph.dispose();
   }
+}
+
+/** The arrays whose bytes no other array of `all` overlaps (views of one buffer told apart by their ranges). */
+function unsharedMemory(all: readonly HostData[]): Set<HostData> {
+  const byBuffer = new Map<ArrayBufferLike, HostData[]>();
+  for (const d of all) {
+    const views = byBuffer.get(d.buffer);
+    if (views) views.push(d);
+    else byBuffer.set(d.buffer, [d]);
+  }
+  const alone = new Set<HostData>();
+  for (const views of byBuffer.values()) {
+    views.sort((a, b) => a.byteOffset - b.byteOffset);
+    let reach = -1; // the furthest end of the views before this one
+    views.forEach((d, i) => {
+      const end = d.byteOffset + d.byteLength;
+      const next = views[i + 1];
+      if (reach <= d.byteOffset && (!next || next.byteOffset >= end)) alone.add(d);
+      reach = Math.max(reach, end);
+    });
+  }
+  return alone;
 }
 
 /** Traces the loss with symbolic parameters and batch, differentiates it and appends the updates. */

@@ -16,6 +16,7 @@ import type { Raster } from "../io/raster.ts";
 import { CancelledError, toUnitRange } from "../pipelines/generate.ts";
 import { pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
+import { setDefaultArena } from "../runtime/options.ts";
 import type { WorkerContext } from "../runtime/worker.ts";
 import { HostTensor } from "../tensor/host.ts";
 import { GraphCache } from "./graph-cache.ts";
@@ -100,6 +101,8 @@ export async function serveSampling(
   args: { channel: string; cacheBytes: number },
   ctx: WorkerContext<FromWorker>,
 ): Promise<void> {
+  // the cache evicts graphs to stay within its budget: each session's arena goes with it
+  setDefaultArena("own");
   const channel = new BroadcastChannel(args.channel);
   const cache = new GraphCache(args.cacheBytes);
   const queue: { id: string; spec: SampleSpec; estimate: JobEstimate | null }[] = [];

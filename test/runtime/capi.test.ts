@@ -8,7 +8,7 @@ import { compile, compileGraph } from "../../src/runtime/compile.ts";
 import type { CompiledGraph } from "../../src/runtime/session.ts";
 import { HostTensor } from "../../src/tensor/host.ts";
 import * as o from "../../src/tensor/ops.ts";
-import { Graph } from "../../src/tensor/symbolic.ts";
+import { Graph, type Tensor } from "../../src/tensor/symbolic.ts";
 
 /** A graph with every dtype among its outputs, a final reshape, a scalar and an input passed through. */
 async function mixed(): Promise<CompiledGraph> {
@@ -112,6 +112,54 @@ describe("ONNX Runtime's C API (CPU sessions)", () => {
     );
     const r = await g.run({ x, i: new HostTensor(BigInt64Array.of(2n, 0n), [2]) });
     assert.deepEqual([...r["y"]!.data], [3, 1]);
+  });
+
+  it("sessions on the process's shared arena and on their own give the same outputs; DIFFUSE_ARENA is checked", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    const net = ({ x }: Record<string, Tensor>) => ({
+      y: o.sum(o.tanh(o.matmul(x, o.transpose(x, [1, 0]))), [1]),
+    });
+    const x = new HostTensor(
+      Float32Array.from({ length: 96 * 64 }, (_, i) => Math.sin(i)),
+      [96, 64],
+    );
+    const [shared, own] = await Promise.all(
+      (["shared", "own"] as const).map((arena) =>
+        compile({ x: { shape: [96, 64] } }, net, { arena, cache: false }),
+      ),
+    );
+    for (let k = 0; k < 3; k++)
+      assert.deepEqual([...(await shared!.run({ x }))["y"]!.data], [...(await own!.run({ x }))["y"]!.data]);
+    shared!.dispose();
+    own!.dispose();
+    process.env["DIFFUSE_ARENA"] = "big";
+    try {
+      await assert.rejects(
+        compile({ x: { shape: [3] } }, ({ x: v }) => ({ y: o.mul(v!, v!) })),
+        /DIFFUSE_ARENA must be shared or own, got "big"/,
+      );
+    } finally {
+      delete process.env["DIFFUSE_ARENA"];
+    }
+  });
+
+  it("writes an output into the caller's buffer when one of its dtype and size is given", async () => {
+    delete process.env["DIFFUSE_CAPI"];
+    const g = await mixed();
+    const y = new Float32Array(6);
+    const wrongSize = new Float32Array(5);
+    const r = await g.runOnDevice(
+      feeds(),
+      ["y", "s"],
+      new Map<string, Float32Array>([
+        ["y", y],
+        ["s", wrongSize],
+      ]),
+    );
+    assert.equal(r.host["y"]!.data, y);
+    assert.deepEqual([...y], [1, 4, 9, 20.25, 25, 36]);
+    assert.notEqual(r.host["s"]!.data, wrongSize, "a buffer of another size is not used");
+    assert.deepEqual([...wrongSize], [0, 0, 0, 0, 0]);
   });
 
   it("names a bad DIFFUSE_CAPI", async () => {

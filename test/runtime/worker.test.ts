@@ -40,3 +40,20 @@ test("cancellation reaches the job, and errors come back as rejections", async (
   await assert.rejects(runInWorker(job, "fails", {}), /job failed on purpose/);
   await assert.rejects(runInWorker(job, "missing", {}), /no exported function missing/);
 });
+
+test("sessions in worker threads opened one after another, and on the main thread, share the process's arena", async () => {
+  // each worker loads ONNX Runtime's API afresh and finds the shared arena registered already
+  for (let k = 0; k < 2; k++) {
+    const r = await runInWorker<{ runs: number; n: number }, { i: number }, number>(job, "heavy", {
+      runs: 2,
+      n: 64,
+    });
+    assert.ok(Math.abs(r - 64) < 0.01, `worker ${k}: ${r}`);
+  }
+  const { heavy } = await import("./worker-job.ts");
+  const here = await heavy({ runs: 2, n: 64 }, {
+    post: () => {},
+    signal: new AbortController().signal,
+  } as never);
+  assert.ok(Math.abs(here - 64) < 0.01, `main thread: ${here}`);
+});

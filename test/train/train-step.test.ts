@@ -56,6 +56,54 @@ test("AdamW and EMA match a hand-computed float64 update over three steps", asyn
   assert.equal(state.step, 3);
 });
 
+test("moments and EMA are updated in their own memory; memory another input shares gets a fresh output", async () => {
+  const mlp = (scope: ParamScope, b: Readonly<Record<string, Tensor>>) =>
+    mse(linear(scope.sub("l2"), silu(linear(scope.sub("l1"), b["x"]!, 16)), 2), b["y"]!);
+  const batch = { x: { shape: [8, 4] }, y: { shape: [8, 2] } };
+  const step = await compileTrainStep(mlp, batch, { adamw: { weightDecay: 0.01 } });
+  const rng = new Rng(3);
+  const feeds = { x: new HostTensor(rng.normal(32), [8, 4]), y: new HostTensor(rng.normal(16), [8, 2]) };
+  const params = initParams(
+    paramSpecsOf((s, g) => mlp(s, { x: g.input("x", [8, 4]), y: g.input("y", [8, 2]) })),
+    rng,
+  );
+  const copy = (ps: ReadonlyMap<string, HostTensor<"float32">>) =>
+    new Map([...ps].map(([k, t]) => [k, t.clone()]));
+  // the reference: every tensor its own array, the moments packed as views of one buffer (as a
+  // checkpoint loads them)
+  const ref = step.initState(copy(params));
+  const names = [...ref.m.keys()];
+  const sizes = names.map((k) => ref.m.get(k)!.data.length);
+  const packed = new Float32Array(sizes.reduce((a, b) => a + b, 0));
+  let at = 0;
+  names.forEach((k, i) => {
+    ref.m.set(k, new HostTensor(packed.subarray(at, at + sizes[i]!), ref.m.get(k)!.shape));
+    at += sizes[i]!;
+  });
+  const mBefore = names.map((k) => ref.m.get(k)!.data);
+  const vBefore = names.map((k) => ref.v.get(k)!.data);
+  const emaBefore = names.map((k) => ref.ema!.get(k)!.data);
+  // the same start, but the EMA's map holds the weights' own tensors (shared memory)
+  const shared = step.initState(copy(params));
+  shared.ema = new Map(shared.params);
+  for (let k = 0; k < 3; k++) {
+    await step.step(ref, feeds, 0.01, 0.9);
+    await step.step(shared, feeds, 0.01, 0.9);
+  }
+  names.forEach((k, i) => {
+    assert.equal(ref.m.get(k)!.data, mBefore[i], `${k}: m in place`);
+    assert.equal(ref.v.get(k)!.data, vBefore[i], `${k}: v in place`);
+    assert.equal(ref.ema!.get(k)!.data, emaBefore[i], `${k}: ema in place`);
+    assert.deepEqual(shared.params.get(k)!.data, ref.params.get(k)!.data, `${k}: weights`);
+    assert.deepEqual(shared.ema!.get(k)!.data, ref.ema!.get(k)!.data, `${k}: ema`);
+    assert.deepEqual(shared.m.get(k)!.data, ref.m.get(k)!.data, `${k}: m`);
+  });
+  assert.ok(
+    packed.some((x) => x !== 0),
+    "the packed moments were written",
+  );
+});
+
 test("gradient clipping scales the update to the global norm", async () => {
   const step = await compileTrainStep(
     (scope) => o.sum(o.mul(scope.param("w", [2], init.zeros()), 100)),

@@ -117,7 +117,7 @@ describe("ONNX Runtime's C API (CPU sessions)", () => {
   it("sessions on the process's shared arena and on their own give the same outputs; DIFFUSE_ARENA is checked", async () => {
     delete process.env["DIFFUSE_CAPI"];
     const net = ({ x }: Record<string, Tensor>) => ({
-      y: o.sum(o.tanh(o.matmul(x, o.transpose(x, [1, 0]))), [1]),
+      y: o.sum(o.tanh(o.matmul(x!, o.transpose(x!, [1, 0]))), [1]),
     });
     const x = new HostTensor(
       Float32Array.from({ length: 96 * 64 }, (_, i) => Math.sin(i)),

@@ -95,6 +95,8 @@ export function loadVaeCheckpoint(
   cfg: VaeTrainConfig,
   vaeSpecs: readonly ParamSpec[],
   discSpecs: readonly ParamSpec[] | null,
+  /** Weights the checkpoint holds but the run does not train (a frozen encoder): not read. */
+  frozen: ReadonlySet<string> = new Set(),
 ): VaeCheckpoint | null {
   const dir = join(runDir, "checkpoint");
   recoverReplacedDir(dir);
@@ -115,7 +117,8 @@ export function loadVaeCheckpoint(
   }
   const optPath = join(dir, "optimizer.safetensors");
   const opt = readSafetensors(optPath).tensors;
-  const read = (sub: string) => readWeights(join(dir, sub), AUTOENCODER_KL_CLASS_NAME, vaeSpecs);
+  const read = (sub: string) =>
+    readWeights(join(dir, sub), AUTOENCODER_KL_CLASS_NAME, vaeSpecs, { skipKey: (k) => frozen.has(k) });
   const vae: TrainState = {
     params: read("vae"),
     ...readMoments(opt, vaeSpecs, "", optPath),

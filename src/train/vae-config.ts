@@ -87,6 +87,18 @@ export interface VaeTrainingConfig {
   disc_channels: number;
   /** Training images encoded at the end to set scaling_factor = 1 / std(latents). */
   scaling_samples: number;
+  /**
+   * Start from this autoencoder's weights instead of a fresh init: an AutoencoderKL folder, a
+   * pipeline folder (its vae/), a VAE run folder (its model/) or a bundled model's name. Its
+   * architecture must be the config's `model`.
+   */
+  init_from: string | null;
+  /**
+   * What is trained: "all", or "decoder" — the encoder side (encoder, quant_conv) frozen at
+   * init_from's weights, so latents, scaling_factor and shift_factor stay as they were and the
+   * diffusion models trained on them stay valid (Stable Diffusion's ft-MSE decoder recipe).
+   */
+  trainable: "all" | "decoder";
   seed: number;
   threads: number | null;
 }
@@ -137,6 +149,14 @@ const TRAINING: Table<VaeTrainingConfig> = {
   disc_layers: { dflt: 3, ...int(1) },
   disc_channels: { dflt: 64, ...int(1) },
   scaling_samples: { dflt: 512, ...int(1) },
+  init_from: {
+    dflt: null,
+    ...orNull({
+      ok: (v) => typeof v === "string" && v !== "",
+      want: "a folder path or a bundled model's name",
+    }),
+  },
+  trainable: { dflt: "all", ...oneOf("all", "decoder") },
   seed: { dflt: 0, ...int(0) },
   threads: { dflt: null, ...orNull(int(1)) },
 };
@@ -226,6 +246,11 @@ export function resolveVaeTrainConfig(raw: Json): VaeTrainConfig {
   if (channels !== model.inChannels || channels !== model.outChannels) {
     throw new ConfigFieldError(
       `config field "model": in_channels and out_channels must be ${channels} for ${data.dataset} images, got ${model.inChannels} and ${model.outChannels}`,
+    );
+  }
+  if (t.trainable === "decoder" && t.init_from === null) {
+    throw new ConfigFieldError(
+      'config field "training.trainable" is "decoder", which keeps the encoder of training.init_from: set training.init_from to the autoencoder to start from',
     );
   }
   if (t.disc_start !== null) {

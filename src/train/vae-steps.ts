@@ -13,7 +13,7 @@ import { type AutoencoderKLConfig, vaeScaleFactor } from "../models/vae/config.t
 import { vaeParamSpecs } from "../models/vae/vae.ts";
 import type { SessionOptions } from "../runtime/options.ts";
 import { HostTensor } from "../tensor/host.ts";
-import { initParams, type ParamSpec } from "../tensor/params.ts";
+import { initParams, type ParamSpec, type Params } from "../tensor/params.ts";
 import type { Rng } from "../tensor/rng.ts";
 import { DEFAULTS, emaDecayAt, learningRate } from "./config.ts";
 import { type PatchGanOptions, patchGanSpecs } from "./patch-gan.ts";
@@ -52,6 +52,7 @@ export class VaeSteps {
   /** The discriminator's state (null until it starts). */
   disc: TrainState | null = null;
   private ganStep: TrainStep | null = null;
+  /** The trained weights' specs (all of the autoencoder's, or its decoder side's). */
   readonly vaeSpecs: ParamSpec[];
 
   private constructor(
@@ -63,17 +64,23 @@ export class VaeSteps {
     private readonly gan: PatchGanOptions | null,
     private readonly discStep: TrainStep | null,
     readonly discSpecs: ParamSpec[] | null,
+    /** The frozen weights (the encoder side when only the decoder trains), or null. */
+    readonly frozen: Params | null,
   ) {
-    this.vaeSpecs = vaeParamSpecs(c);
+    this.vaeSpecs = vaeParamSpecs(c).filter((s) => !frozen?.has(s.name));
     this.ganWeight = t.disc_weight_mode === "fixed" ? t.disc_weight : 0;
   }
 
-  /** Compiles the generator's step (and the discriminator's, when the run has one). */
+  /**
+   * Compiles the generator's step (and the discriminator's, when the run has one); `frozen` weights
+   * are constants of the generator's step, neither differentiated nor updated.
+   */
   static async compile(
     c: AutoencoderKLConfig,
     t: VaeTrainingConfig,
     size: number,
     session: SessionOptions,
+    frozen: Params | null = null,
   ): Promise<VaeSteps> {
     const stepOpts: TrainStepOptions = {
       adamw: { beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps, weightDecay: t.weight_decay },
@@ -81,10 +88,11 @@ export class VaeSteps {
       ema: t.ema_decay !== null,
       session,
     };
+    const genOpts: TrainStepOptions = frozen ? { ...stepOpts, frozen } : stepOpts;
     const gen = await compileTrainStep(
       vaeGeneratorLoss(c, lossOptions(t, null)),
       vaeBatchSpecs(c, t.batch_size, size, false),
-      stepOpts,
+      genOpts,
     );
     const gan = t.disc_start !== null ? { layers: t.disc_layers, channels: t.disc_channels } : null;
     const discStep = gan
@@ -94,12 +102,23 @@ export class VaeSteps {
         })
       : null;
     const discSpecs = gan ? patchGanSpecs(c.outChannels, size, gan) : null;
-    return new VaeSteps(c, t, size, stepOpts, gen, gan, discStep, discSpecs);
+    return new VaeSteps(c, t, size, genOpts, gen, gan, discStep, discSpecs, frozen);
   }
 
-  /** Fresh weights for the autoencoder (and, when it starts, the discriminator): each its own stream. */
-  initState(rng: Rng): TrainState {
-    return this.genStep.initState(initParams(this.vaeSpecs, rng.fold("init")));
+  /**
+   * The first state: the trained weights from `init` (training.init_from), else fresh ones (the
+   * discriminator's come when it starts, each from its own stream).
+   */
+  initState(rng: Rng, init: Params | null = null): TrainState {
+    const params = init
+      ? new Map(this.vaeSpecs.map((s) => [s.name, init.get(s.name)!.clone()]))
+      : initParams(this.vaeSpecs, rng.fold("init"));
+    return this.genStep.initState(params);
+  }
+
+  /** Every weight of the autoencoder: the frozen ones and the trained ones of `params`. */
+  allWeights(params: Params): Params {
+    return this.frozen ? new Map([...this.frozen, ...params]) : params;
   }
 
   /** Takes up a checkpoint's discriminator and λ (the autoencoder's state is `ck.vae`). */
@@ -108,9 +127,18 @@ export class VaeSteps {
     this.ganWeight = ck.ganWeight;
   }
 
-  /** What a checkpoint saves besides the autoencoder's state (after `sync`). */
+  /**
+   * What a checkpoint saves (after `sync`): the autoencoder's state with every weight (a frozen
+   * encoder's too, so checkpoint/vae is a whole AutoencoderKL; moments only for the trained ones),
+   * the discriminator and λ.
+   */
   snapshot(state: TrainState): VaeCheckpoint {
-    return { vae: state, disc: this.disc, ganWeight: this.ganWeight };
+    const vae = {
+      ...state,
+      params: this.allWeights(state.params),
+      ema: state.ema && this.allWeights(state.ema),
+    };
+    return { vae, disc: this.disc, ganWeight: this.ganWeight };
   }
 
   /** Brings every state's tensors back to the host (after steps on a GPU; a no-op on the CPU). */

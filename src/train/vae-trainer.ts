@@ -31,6 +31,7 @@ import { loadVaeCheckpoint, saveVaeCheckpoint } from "./vae-checkpoint.ts";
 import { resolveVaeTrainConfig, type VaeTrainConfig } from "./vae-config.ts";
 import { loadVaeData, splitHoldout, type VaeData } from "./vae-data.ts";
 import { latentStd, reconstructionEval } from "./vae-eval.ts";
+import { frozenSide, loadInitVae } from "./vae-init.ts";
 import { metric, VaeSteps } from "./vae-steps.ts";
 
 export type VaeTrainEvent =
@@ -129,11 +130,15 @@ export async function trainVae(
   const t = cfg.training;
   const session: SessionOptions = t.threads ? { threads: t.threads } : {};
   const size = cfg.data.size;
-  const stepper = await VaeSteps.compile(c, t, size, session);
+  const init = t.init_from !== null ? await loadInitVae(t.init_from, c, session) : null;
+  const stepper = await VaeSteps.compile(c, t, size, session, init && frozenSide(init.params, t.trainable));
   const seed = new Rng(t.seed);
-  const resumed = opts.overwrite ? null : loadVaeCheckpoint(runDir, cfg, stepper.vaeSpecs, stepper.discSpecs);
+  const frozenNames = new Set(stepper.frozen?.keys() ?? []);
+  const resumed = opts.overwrite
+    ? null
+    : loadVaeCheckpoint(runDir, cfg, stepper.vaeSpecs, stepper.discSpecs, frozenNames);
   if (resumed) stepper.restore(resumed);
-  const state = resumed?.vae ?? stepper.initState(seed);
+  const state = resumed?.vae ?? stepper.initState(seed, init?.params ?? null);
   writeJsonAtomic(join(runDir, "config.json"), cfg);
   const metricsPath = join(runDir, "metrics.jsonl");
   trimMetrics(metricsPath, state.step);
@@ -146,11 +151,13 @@ export async function trainVae(
     steps: t.steps,
     params: countParams(stepper.vaeSpecs),
     resumed: resumed !== null,
-    description: `${train.count} training images, ${data.holdout.count} held out`,
+    description:
+      `${train.count} training images, ${data.holdout.count} held out` +
+      (init ? `; from ${t.init_from}${t.trainable === "decoder" ? ", its encoder frozen" : ""}` : ""),
   });
 
   const evaluator = reconstructionEval(c, data.holdout, Math.min(t.batch_size, data.holdout.count), session);
-  const weights = () => state.ema ?? state.params;
+  const weights = () => stepper.allWeights(state.ema ?? state.params);
   const evaluate = async (): Promise<number> => {
     await stepper.sync(state);
     const r = await evaluator.run(weights());
@@ -239,7 +246,22 @@ export async function trainVae(
   await checkpoint();
   const psnr = lastEval?.step === state.step ? lastEval.psnr : await evaluate();
   const modelDir = join(runDir, "model");
-  const scalingFactor = await exportVae(c, cfg, weights(), train, modelDir, seed.fold("scaling"), session);
+  // a frozen encoder keeps its latents: their scaling stays as it was
+  const keep =
+    t.trainable === "decoder" && init
+      ? { scalingFactor: init.scalingFactor, shiftFactor: init.shiftFactor }
+      : null;
+  const scalingFactor = await exportVae(
+    c,
+    cfg,
+    weights(),
+    train,
+    modelDir,
+    seed.fold("scaling"),
+    session,
+    keep,
+  );
+  init?.dispose();
   evaluator.dispose();
   post({ kind: "end", step: state.step, stopped, modelDir, psnr, scalingFactor });
   return { step: state.step, modelDir, psnr, scalingFactor };
@@ -247,7 +269,8 @@ export async function trainVae(
 
 /**
  * Writes the trained autoencoder as a diffusers folder with latent diffusion's scaling: the
- * posterior samples of up to `scaling_samples` training images, scaling_factor = 1 / their std.
+ * posterior samples of up to `scaling_samples` training images, scaling_factor = 1 / their std —
+ * or the scaling `keep` gives (an encoder that did not train).
  */
 async function exportVae(
   c: AutoencoderKLConfig,
@@ -257,11 +280,14 @@ async function exportVae(
   dir: string,
   rng: Rng,
   session: SessionOptions,
+  keep: { scalingFactor: number; shiftFactor: number | null } | null,
 ): Promise<number> {
   const vae = AutoencoderKL.fromParams(c, new Map(params), { session });
-  const std = await latentStd(vae, train, cfg.training.scaling_samples, rng);
-  const scalingFactor = 1 / std;
-  const out = AutoencoderKL.fromParams({ ...c, scalingFactor }, vae.params, { session });
+  const scalingFactor = keep
+    ? keep.scalingFactor
+    : 1 / (await latentStd(vae, train, cfg.training.scaling_samples, rng));
+  const shiftFactor = keep ? keep.shiftFactor : c.shiftFactor;
+  const out = AutoencoderKL.fromParams({ ...c, scalingFactor, shiftFactor }, vae.params, { session });
   await replaceDirAtomicAsync(dir, (tmp) => out.savePretrained(tmp));
   vae.dispose();
   return scalingFactor;

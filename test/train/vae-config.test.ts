@@ -46,6 +46,12 @@ test("vae config: bad fields are named with what is allowed", () => {
       /config field "model": AutoencoderKL config: "norm_num_groups" is 5/,
     ],
     [{ data: {} }, /config needs a "model" object/],
+    [
+      { model: MODEL, training: { trainable: "decoder" } },
+      /"training.trainable" is "decoder", which keeps the encoder of training.init_from: set training.init_from/,
+    ],
+    [{ model: MODEL, training: { trainable: "encoder" } }, /"training.trainable" must be "all" or "decoder"/],
+    [{ model: MODEL, training: { init_from: "" } }, /"training.init_from" must be a folder path or a bundled model's name/],
   ];
   for (const [cfg, msg] of bad)
     assert.throws(

@@ -171,3 +171,68 @@ test("VAE: a resumed run equals the uninterrupted one (2 + 2 steps against 4, di
   const state = (d: string) => JSON.parse(readFileSync(join(d, "checkpoint", "trainer_state.json"), "utf8"));
   assert.deepEqual(state(split), state(whole));
 });
+
+test("VAE decoder fine-tune (trainable: decoder): the encoder and the latents' scaling stay, the held-out PSNR rises, resume is exact", async () => {
+  const data = discs(320, 16, 1);
+  const base = join(tmp, "base");
+  const short = { ...config, training: { ...config.training, steps: 60, disc_start: null, seed: 5 } };
+  const b = await trainVae(short, { runDir: base, data });
+  const events: VaeTrainEvent[] = [];
+  const ft = join(tmp, "ft");
+  const fine = {
+    ...config,
+    training: {
+      ...config.training,
+      steps: 150,
+      lr: 1e-3,
+      disc_start: null,
+      init_from: base,
+      trainable: "decoder",
+    },
+  };
+  const r = await trainVae(fine, { runDir: ft, data, onEvent: (e) => events.push(e) });
+  assert.ok(r.psnr > b.psnr + 0.2, `held-out PSNR ${b.psnr.toFixed(2)} → ${r.psnr.toFixed(2)} dB`);
+  assert.equal(r.scalingFactor, b.scalingFactor, "the scaling of a frozen encoder's latents is kept");
+  const start = events.find((e) => e.kind === "start");
+  assert.match(start?.kind === "start" ? start.description : "", /its encoder frozen/);
+  const [before, now] = await Promise.all([
+    AutoencoderKL.fromPretrained(b.modelDir),
+    AutoencoderKL.fromPretrained(r.modelDir),
+  ]);
+  let decoderMoved = 0;
+  for (const [k, v] of before.params) {
+    const same = now.params.get(k)!.data.every((x, i) => x === v.data[i]);
+    if (k.startsWith("encoder.") || k.startsWith("quant_conv.")) assert.ok(same, `${k} changed`);
+    else if (!same) decoderMoved++;
+  }
+  assert.ok(decoderMoved > 20, `${decoderMoved} decoder tensors changed`);
+  assert.equal(now.scalingFactor, before.scalingFactor);
+  // the checkpoint holds a whole AutoencoderKL; a resumed decoder run equals the uninterrupted one
+  assert.equal(
+    (await AutoencoderKL.fromPretrained(join(ft, "checkpoint", "vae"))).params.size,
+    before.params.size,
+  );
+  const tiny = {
+    ...fine,
+    data: { ...config.data, holdout: 8 },
+    training: { ...fine.training, steps: 4, batch_size: 4, scaling_samples: 8 },
+    output: { checkpoint_every: 1000, eval_every: 0, log_every: 1, sample_count: 2 },
+  };
+  await trainVae(tiny, { runDir: join(tmp, "ft-whole"), data });
+  await trainVae(tiny, { runDir: join(tmp, "ft-split"), data, stopAfter: 2 });
+  await trainVae(tiny, { runDir: join(tmp, "ft-split"), data });
+  for (const file of ["vae/diffusion_pytorch_model.safetensors", "optimizer.safetensors"]) {
+    const x = readSafetensors(join(tmp, "ft-whole", "checkpoint", file)).tensors;
+    const y = readSafetensors(join(tmp, "ft-split", "checkpoint", file)).tensors;
+    assert.deepEqual([...x.keys()], [...y.keys()]);
+    for (const [k, v] of x) assert.deepEqual(y.get(k)!.data, v.data, `${file}: ${k} differs`);
+  }
+  // another architecture is refused by name
+  await assert.rejects(
+    trainVae(
+      { ...tiny, model: { ...MODEL, block_out_channels: [16, 24] } },
+      { runDir: join(tmp, "ft-bad"), data },
+    ),
+    /training\.init_from ".*base" is another AutoencoderKL than the config's model: .* is .* there, .* in the config/,
+  );
+});

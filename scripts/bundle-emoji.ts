@@ -8,14 +8,18 @@
  * StableDiffusion3Pipeline (`emoji-mmdit`).
  *
  *   node --import tsx scripts/bundle-emoji.ts runs/emoji --vae-run runs/emoji-vae [--name emoji]
- *     [--prompts 500] [--scheduler dpm++2m] [--steps 25] [--guidance 4] [--vae-minutes M]
- *     [--unet-minutes M] [--cpu TEXT]
+ *     [--vae-ft-run runs/emoji-vae-ft] [--prompts 500] [--scheduler dpm++2m] [--steps 25]
+ *     [--guidance 4] [--vae-minutes M] [--vae-ft-minutes M] [--unet-minutes M] [--cpu TEXT]
+ *
+ * `--vae-ft-run`: a decoder fine-tune of the VAE (configs/emoji-vae-ft.json: the encoder frozen, so
+ * the latents the denoiser learned are unchanged) whose exported model replaces the run's VAE.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type EmojiEvalResult, evalEmoji, formatEmojiReport } from "../src/eval/emoji-eval.ts";
 import { replaceDirAtomicAsync } from "../src/io/atomic.ts";
 import { CLIPTextModelWithProjection } from "../src/models/text/clip-text-model.ts";
+import { AutoencoderKL } from "../src/models/vae/model.ts";
 import { parametersText, type SamplingOptions } from "../src/pipelines/options.ts";
 import { assetsDir, loadPipeline, saveTextToImagePipeline } from "../src/pipelines/pipeline-dir.ts";
 import { pipelineGenerate } from "../src/pipelines/run.ts";
@@ -54,6 +58,16 @@ const EXAMPLES = [
 
 const pipe = await loadPipeline(join(run, "model"));
 const mmdit = pipe.pipelineClass === SD3_PIPELINE;
+const vaeFtRun = arg("vae-ft-run");
+if (vaeFtRun) {
+  const ft = await AutoencoderKL.fromPretrained(join(vaeFtRun, "model"));
+  if (ft.scalingFactor !== pipe.vae!.scalingFactor)
+    throw new Error(
+      `${vaeFtRun}: its scaling_factor differs from the run's VAE: not a decoder fine-tune of it`,
+    );
+  pipe.vae!.dispose();
+  pipe.vae = ft;
+}
 const scheduler = schedulerFor({ name: opts.scheduler }, pipe.schedulerConfig);
 let call = 0;
 const t0 = performance.now();
@@ -96,8 +110,13 @@ const info = {
   trainedWith: "diffuse train",
   training: {
     vae: readJson(join(vaeRun, "config.json")),
+    ...(vaeFtRun ? { vaeDecoder: readJson(join(vaeFtRun, "config.json")) } : {}),
     [mmdit ? "transformer" : "unet"]: readJson(join(run, "config.json")),
-    minutes: { vae: minutes("vae-minutes"), unetAndTextEncoder: minutes("unet-minutes") },
+    minutes: {
+      vae: minutes("vae-minutes"),
+      ...(vaeFtRun ? { vaeDecoder: minutes("vae-ft-minutes") } : {}),
+      unetAndTextEncoder: minutes("unet-minutes"),
+    },
     cpu: arg("cpu") ?? null,
   },
   eval: evalFigures,
@@ -122,29 +141,37 @@ latents (\`unet/\`), an \`AutoencoderKL\` (64×64×3 ↔ 4×16×16, \`vae/\`) an
 \`DDPMScheduler\` (\`scheduler/\`). Every part — tokenizer, text encoder, U-Net and VAE — was trained by
 diffuse, in TypeScript, on a CPU.
 `;
+const ftLine = vaeFtRun
+  ? "npx diffuse train --config configs/emoji-vae-ft.json --out runs/emoji-vae-ft # its decoder fine-tuned (MSE), the encoder frozen\n"
+  : "";
+const ftArg = vaeFtRun ? " --vae-ft-run runs/emoji-vae-ft" : "";
+const ftNote = vaeFtRun
+  ? " The VAE's decoder was then fine-tuned on the MSE with its encoder frozen (configs/emoji-vae-ft.json), so the latents the denoiser learned are unchanged."
+  : "";
+const vaeMinutes = `${minutes("vae-minutes") ?? "?"} min${vaeFtRun ? ` + ${minutes("vae-ft-minutes") ?? "?"} min for the decoder` : ""}`;
 const made = mmdit
   ? `\`\`\`sh
 npx diffuse train --config configs/emoji-vae.json --out runs/emoji-vae     # the VAE (shared with emoji)
 npx diffuse train --config configs/emoji-mmdit.json --out runs/emoji-mmdit # the MM-DiT and its text encoder, jointly
-node --import tsx scripts/bundle-emoji.ts runs/emoji-mmdit --vae-run runs/emoji-vae --name ${name}
+${ftLine}node --import tsx scripts/bundle-emoji.ts runs/emoji-mmdit --vae-run runs/emoji-vae${ftArg} --name ${name}
 \`\`\`
 
 The tokenizer is learned (byte-level BPE) from the training captions at the start of the second run;
 the text encoder is trained from scratch jointly with the transformer by the rectified-flow loss
 (logit-normal times, shift 3; one ONNX graph), with 10% of captions replaced by the empty prompt for
-classifier-free guidance. Training time: VAE ${minutes("vae-minutes") ?? "?"} min, MM-DiT + text encoder ${minutes("unet-minutes") ?? "?"} min${
+classifier-free guidance.${ftNote} Training time: VAE ${vaeMinutes}, MM-DiT + text encoder ${minutes("unet-minutes") ?? "?"} min${
       arg("cpu") ? ` (${arg("cpu")})` : ""
     }.`
   : `\`\`\`sh
 npx diffuse train --config configs/emoji-vae.json --out runs/emoji-vae   # the VAE
 npx diffuse train --config configs/emoji.json --out runs/emoji           # the U-Net and its text encoder, jointly
-node --import tsx scripts/bundle-emoji.ts runs/emoji --vae-run runs/emoji-vae
+${ftLine}node --import tsx scripts/bundle-emoji.ts runs/emoji --vae-run runs/emoji-vae${ftArg}
 \`\`\`
 
 The tokenizer is learned (byte-level BPE) from the training captions at the start of the second run;
 the text encoder is trained from scratch jointly with the U-Net through the denoising loss (one ONNX
-graph), with 10% of captions replaced by the empty prompt for classifier-free guidance.
-Training time: VAE ${minutes("vae-minutes") ?? "?"} min, U-Net + text encoder ${minutes("unet-minutes") ?? "?"} min${
+graph), with 10% of captions replaced by the empty prompt for classifier-free guidance.${ftNote}
+Training time: VAE ${vaeMinutes}, U-Net + text encoder ${minutes("unet-minutes") ?? "?"} min${
       arg("cpu") ? ` (${arg("cpu")})` : ""
     }.`;
 const card = `${intro}

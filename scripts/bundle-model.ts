@@ -9,7 +9,7 @@
  *   node --import tsx scripts/bundle-model.ts runs/mnist-lcm --name mnist-lcm --scheduler lcm --steps 4 --guidance 1
  */
 import { readFileSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { evaluateMnist } from "../src/eval/mnist-eval.ts";
 import { replaceDirAtomicAsync } from "../src/io/atomic.ts";
 import { generate } from "../src/pipelines/generate.ts";

@@ -51,7 +51,10 @@ test("vae config: bad fields are named with what is allowed", () => {
       /"training.trainable" is "decoder", which keeps the encoder of training.init_from: set training.init_from/,
     ],
     [{ model: MODEL, training: { trainable: "encoder" } }, /"training.trainable" must be "all" or "decoder"/],
-    [{ model: MODEL, training: { init_from: "" } }, /"training.init_from" must be a folder path or a bundled model's name/],
+    [
+      { model: MODEL, training: { init_from: "" } },
+      /"training.init_from" must be a folder path or a bundled model's name/,
+    ],
   ];
   for (const [cfg, msg] of bad)
     assert.throws(

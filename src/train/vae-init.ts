@@ -15,7 +15,7 @@ import type { SessionOptions } from "../runtime/options.ts";
 import type { Params } from "../tensor/params.ts";
 
 /** The encoder side of an AutoencoderKL (what "decoder" training freezes): encoder.*, quant_conv.*. */
-export const isEncoderSide = (name: string): boolean =>
+const isEncoderSide = (name: string): boolean =>
   name.startsWith("encoder.") || name.startsWith("quant_conv.");
 
 /**
@@ -58,9 +58,4 @@ export async function loadInitVae(
 export function frozenSide(all: Params, trainable: "all" | "decoder"): Params | null {
   if (trainable === "all") return null;
   return new Map([...all].filter(([k]) => isEncoderSide(k)));
-}
-
-/** The weights of `all` that are trained. */
-export function trainedSide(all: Params, trainable: "all" | "decoder"): Params {
-  return trainable === "all" ? new Map(all) : new Map([...all].filter(([k]) => !isEncoderSide(k)));
 }

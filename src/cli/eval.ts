@@ -36,7 +36,7 @@ import { Progress } from "./progress.ts";
 
 const HELP = `usage: diffuse eval --samples <dir | file.safetensors> [--json]
        diffuse eval --model <dir | emoji> [--prompts N] [--scheduler NAME] [--steps N] [--guidance W] [--seed N] [--json]
-       diffuse eval --model <controlnet pipeline dir> --control [--prompts N] [--tolerance PX[,PX…]] [sampling flags] [--json]
+       diffuse eval --model <controlnet pipeline dir> --control [--prompts N] [--tolerance PX[,PX…]] [--relayout MIN] [sampling flags] [--json]
 
 Scores generated MNIST digits with a classifier trained on the MNIST training split; or, with
 --model, generates emoji for training captions and held-out compositions and scores them with the
@@ -49,6 +49,8 @@ flags:
   --classifier <dir>   another classifier (config.json + model.safetensors; default: the bundled one)
   --control            an edge ControlNet's edge agreement: held-out emoji generated from their captions with their
                        Canny edges as control and without; edge F1 against those edges (--prompts N, default 200)
+  --relayout MIN       with --control: each held-out emoji first shrunk by a factor from MIN to 1 and placed at
+                       random (image and edges alike; seeded), so the caption no longer tells the outline's place
   --tolerance PX       edge F1's matching distance in pixels (default 2); a comma list scores the same
                        images at each (bsds: the Berkeley benchmark's 0.0075 of the image diagonal)
   --json               print the figures as JSON
@@ -71,6 +73,7 @@ const FLAGS = {
   classifier: { type: "string" },
   control: { type: "boolean" },
   tolerance: { type: "string" },
+  relayout: { type: "string" },
   json: { type: "boolean" },
 } as const;
 
@@ -157,6 +160,8 @@ export async function run(argv: readonly string[]): Promise<void> {
   }
   if (bool(p, "control") && str(p, "model") === undefined)
     throw new UsageError("--control scores a ControlNet pipeline: pass --model DIR");
+  if (str(p, "relayout") !== undefined && !bool(p, "control"))
+    throw new UsageError("--relayout re-lays out the control set: use it with --control");
   if (str(p, "model") !== undefined) {
     if (str(p, "samples") !== undefined) throw new UsageError("pass --samples or --model, not both");
     await evalModel(p);
@@ -293,10 +298,12 @@ async function evalControl(
   const n = num(p, "prompts", { min: 1, max: 10000, integer: true }) ?? 200;
   const [tolerance, ...tolerances] = tolerancesFlag(p, size);
   const cannyOpts = pipelineCanny(pipe);
+  const minScale = num(p, "relayout", { min: 0.05, max: 1 });
   const set = emojiControlSet(n, {
     size,
     canny: cannyOpts,
     channels: pipe.controlnet!.config.conditioningChannels === 1 ? 1 : 3,
+    ...(minScale !== undefined ? { layout: { minScale, seed: opts.seed } } : {}),
   });
   const progress = new Progress("eval");
   const t0 = performance.now();

@@ -10,15 +10,19 @@
  * `bsdsTolerance`).
  *
  * `emojiControlSet` gives the measurement the emoji model's held-out images: their captions as
- * prompts and their Canny edges as control maps, spread evenly over the held-out split.
+ * prompts and their Canny edges as control maps, spread evenly over the held-out split — as they are
+ * (each emoji fills its square, so the caption alone implies much of the outline), or re-laid out
+ * (shrunk and moved at random: the outline's size and place come from the control image alone).
  */
 import { type CannyOptions, canny } from "../data/edges.ts";
 import { loadEmoji } from "../data/emoji.ts";
+import { relayout } from "../data/layout.ts";
 import { parametersText, type SamplingOptions, samplingDefaults } from "../pipelines/options.ts";
 import type { LoadedPipeline } from "../pipelines/pipeline-dir.ts";
 import { imageSize, pipelineGenerate } from "../pipelines/run.ts";
 import { schedulerFor } from "../pipelines/scheduler-names.ts";
 import { formatShape, HostTensor } from "../tensor/host.ts";
+import { Rng } from "../tensor/rng.ts";
 import { type EdgeScore, edgeF1 } from "./edges.ts";
 
 export interface ControlEdgeOptions extends Partial<SamplingOptions> {
@@ -148,7 +152,13 @@ export async function evalControlEdges(
  */
 export function emojiControlSet(
   count: number,
-  opts: { size?: number; canny?: CannyOptions; channels?: 1 | 3 } = {},
+  opts: {
+    size?: number;
+    canny?: CannyOptions;
+    channels?: 1 | 3;
+    /** Re-lay out every image first (data/layout.ts), scales in [minScale, 1], from this seed. */
+    layout?: { minScale: number; seed: number };
+  } = {},
 ): { prompts: string[]; edges: HostTensor<"float32"> } {
   const size = opts.size ?? 64;
   const d = loadEmoji({ split: "holdout", size });
@@ -160,7 +170,12 @@ export function emojiControlSet(
   idx.forEach((j, i) => {
     images.set(d.images.subarray(j * per, (j + 1) * per), i * per);
   });
-  const edges = canny(new HostTensor(images, [count, 3, size, size]), {
+  const shown = opts.layout
+    ? relayout(images, count, 3, size, new Rng(opts.layout.seed).fold("layout"), {
+        minScale: opts.layout.minScale,
+      })
+    : images;
+  const edges = canny(new HostTensor(shown, [count, 3, size, size]), {
     ...opts.canny,
     channels: opts.channels ?? 3,
   });

@@ -46,7 +46,11 @@ export const FINETUNE_DEFAULTS: Omit<FinetuneConfig, "base"> = {
  * and text encoder stay frozen: a copy of the U-Net's encoder (`ControlNetModel.fromUnet`) steered by
  * Canny edge maps of the training images (computed once at the start; `canny_*` are the detector's
  * settings, data/edges.ts). `conditioning_embedding_out_channels` needs log2(VAE factor) + 1 entries
- * (the control image is the pixel image); null: 16, 32, 64, … of that length.
+ * (the control image is the pixel image); null: 16, 32, 64, … of that length. `layout_prob`: the
+ * share of training images shown at a new size and place (data/layout.ts: scaled by a factor uniform
+ * in [`layout_min_scale`, 1], image and edges alike), so the ControlNet learns to follow the edges
+ * wherever they are. `init_from`: a ControlNet (its folder, or a pipeline folder with one) to go on
+ * training instead of a fresh copy of the U-Net's encoder.
  */
 export interface ControlNetTrainConfig {
   base: string;
@@ -54,6 +58,9 @@ export interface ControlNetTrainConfig {
   canny_sigma: number;
   canny_low: number;
   canny_high: number;
+  layout_prob: number;
+  layout_min_scale: number;
+  init_from: string | null;
 }
 
 export const CONTROLNET_DEFAULTS: Omit<ControlNetTrainConfig, "base"> = {
@@ -61,6 +68,9 @@ export const CONTROLNET_DEFAULTS: Omit<ControlNetTrainConfig, "base"> = {
   canny_sigma: 1,
   canny_low: 0.05,
   canny_high: 0.1,
+  layout_prob: 0,
+  layout_min_scale: 0.5,
+  init_from: null,
 };
 
 /** The finetune section, checked (a text-to-image run: text_encoder, tokenizer and vae come from the base). */
@@ -149,6 +159,19 @@ export function controlNetSection(
     "controlnet.canny_high",
     `a threshold ≥ canny_low (${c.canny_low})`,
     c.canny_high,
+  );
+  check(isNum(c.layout_prob, 0, 1), "controlnet.layout_prob", "a share from 0 to 1", c.layout_prob);
+  check(
+    isNum(c.layout_min_scale, 0.05, 1),
+    "controlnet.layout_min_scale",
+    "the smallest scale of a re-laid-out image, from 0.05 to 1",
+    c.layout_min_scale,
+  );
+  check(
+    c.init_from === null || (typeof c.init_from === "string" && c.init_from !== ""),
+    "controlnet.init_from",
+    "null, or the folder of a ControlNet to go on training (a controlnet/ folder or a pipeline folder with one)",
+    c.init_from,
   );
   return c;
 }

@@ -9,6 +9,9 @@
  * start and kept as bytes; a batch is the text-to-image task's (text-task.ts: VAE latents drawn from
  * cached moments, captions dropped to the empty prompt with probability `training.cond_dropout` — the
  * paper drops 50% so the ControlNet learns to read structure without the prompt) plus its edge maps.
+ * With `controlnet.layout_prob` > 0, a batch's images are re-laid out first (data/layout.ts: shrunk and
+ * moved, each with that probability, from the step's own random stream), then encoded by the VAE and
+ * edge-detected as they are: the layout then comes from the control image, not from the caption.
  *
  * Previews: a row of control edge maps, the images made with them, and the base's images without
  * them, with the row's edge F1 in the parameters text. The export is a StableDiffusionControlNetPipeline
@@ -18,6 +21,7 @@ import { join } from "node:path";
 import { type CaptionedDataset, loadCaptionFolder } from "../data/caption-folder.ts";
 import { type CannyOptions, canny } from "../data/edges.ts";
 import { type EmojiDataset, loadEmoji } from "../data/emoji.ts";
+import { relayout } from "../data/layout.ts";
 import { DataLoader } from "../data/loader.ts";
 import { edgeF1 } from "../eval/edges.ts";
 import { controlledBound, releaseControlled } from "../models/controlnet/controlled.ts";
@@ -31,6 +35,7 @@ import {
   disposePipeline,
   type LoadedPipeline,
   loadPipeline,
+  resolveModelDir,
   saveTextToImagePipeline,
 } from "../pipelines/pipeline-dir.ts";
 import { imageSize, pipelineGenerate } from "../pipelines/run.ts";
@@ -112,6 +117,32 @@ function trainingImages(cfg: TrainConfig, size: number): EmojiDataset | Captione
   return loadEmoji({ split: "train", size });
 }
 
+/**
+ * The ControlNet a run starts from: `init_from`'s (a controlnet/ folder or a pipeline folder with
+ * one), which must have the parameters of the fresh copy `fresh` of the base's encoder; else `fresh`.
+ */
+async function startingControlNet(from: string | null, fresh: ControlNetModel): Promise<ControlNetModel> {
+  if (from === null) return fresh;
+  let loaded: ControlNetModel;
+  try {
+    loaded = await ControlNetModel.fromPretrained(resolveModelDir(from));
+  } catch (e) {
+    throw new Error(`controlnet.init_from "${from}": ${(e as Error).message}`);
+  }
+  const want = new Map(controlNetParamSpecs(fresh.config).map((p) => [p.name, p.shape.join("×")]));
+  const have = new Map(controlNetParamSpecs(loaded.config).map((p) => [p.name, p.shape.join("×")]));
+  for (const [name, shape] of want) {
+    if (have.get(name) !== shape) {
+      loaded.dispose();
+      throw new Error(
+        `controlnet.init_from "${from}" is not a ControlNet for this base: ${name} is ${have.get(name) ?? "missing"} there, ${shape} in a copy of the base's encoder (check controlnet.base and conditioning_embedding_out_channels)`,
+      );
+    }
+  }
+  fresh.dispose();
+  return loaded;
+}
+
 export async function controlNetTask(cfg: TrainConfig, runDir: string): Promise<TrainTask> {
   const base = await loadPipeline(cfg.controlnet!.base);
   try {
@@ -142,7 +173,10 @@ async function buildTask(cfg: TrainConfig, base: LoadedPipeline, runDir: string)
     throw new Error(
       `controlnet.conditioning_embedding_out_channels has ${channels.length} entries; the control image is ${factor}× the latents (the VAE's factor), which takes log2(${factor}) + 1 = ${levels + 1}, e.g. ${JSON.stringify(Array.from({ length: levels + 1 }, (_, i) => 16 * 2 ** i))}`,
     );
-  const start = ControlNetModel.fromUnet(unet, { conditioningEmbeddingOutChannels: channels, seed: t.seed });
+  const start = await startingControlNet(
+    c.init_from,
+    ControlNetModel.fromUnet(unet, { conditioningEmbeddingOutChannels: channels, seed: t.seed }),
+  );
   const ccfg = start.config;
   const latentSize = size / factor;
   const model = controlledBound(unet.typedConfig, ccfg, { latentSize });
@@ -222,10 +256,46 @@ async function buildTask(cfg: TrainConfig, base: LoadedPipeline, runDir: string)
         controlnet_cond: b["cond.controlnet_cond"]!, // [B, C, S, S]
       }),
     }),
-    batch(k) {
+    async batch(k) {
       const b = loader.batchAt(Math.floor(k / loader.batchesPerEpoch), k % loader.batchesPerEpoch);
-      const feeds = textBatch(batchCtx, b.indices, seed.fold("step").fold(k));
-      feeds["cond.controlnet_cond"] = controlImages(edges, b.indices, size, ccfg.conditioningChannels);
+      const rng = seed.fold("step").fold(k);
+      if (c.layout_prob === 0) {
+        const feeds = textBatch(batchCtx, b.indices, rng);
+        feeds["cond.controlnet_cond"] = controlImages(edges, b.indices, size, ccfg.conditioningChannels);
+        return feeds;
+      }
+      // re-laid-out images: their latents and edges are the batch's own
+      const n = b.indices.length;
+      const per = 3 * size * size;
+      const picked = new Float32Array(n * per);
+      for (let i = 0; i < n; i++)
+        picked.set(data.images.subarray(b.indices[i]! * per, (b.indices[i]! + 1) * per), i * per);
+      const images = relayout(picked, n, 3, size, rng.fold("layout"), {
+        prob: c.layout_prob,
+        minScale: c.layout_min_scale,
+      });
+      const d = await vae.encode(
+        new HostTensor(
+          images.map((v) => v * 2 - 1),
+          [n, 3, size, size],
+        ),
+      );
+      const own = Array.from({ length: n }, (_, i) => i);
+      const feeds = textBatch(
+        {
+          ...batchCtx,
+          moments: {
+            mean: d.mean.data as Float32Array,
+            std: d.std.data as Float32Array,
+            shape: [...d.mean.shape],
+          },
+          ids: Array.from(b.indices, (i) => batchCtx.ids[i]!),
+        },
+        own,
+        rng,
+      );
+      const batchEdges = edgeBytes({ count: n, height: size, width: size, images }, detector);
+      feeds["cond.controlnet_cond"] = controlImages(batchEdges, own, size, ccfg.conditioningChannels);
       return feeds;
     },
     async preview(params, step): Promise<PreviewImages> {

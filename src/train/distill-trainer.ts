@@ -305,7 +305,7 @@ async function distillWith(
       break;
     }
     const k = state.step;
-    let feeds = task.batch(k);
+    let feeds = await task.batch(k);
     if (method.stateFeeds) {
       await trainStep.sync(state); // (LCM's target weights are read from the state: on a GPU, bring them back)
       feeds = { ...feeds, ...method.stateFeeds(state) };

@@ -26,8 +26,11 @@ export interface TrainTask {
   readonly batchSpecs: Readonly<Record<string, InputSpec>>;
   /** Images (or latents) per step. */
   readonly batchSize: number;
-  /** The graph feeds of step k (a pure function of k and the run's seed: resumes draw the same). */
-  batch(k: number): Record<string, HostTensor>;
+  /**
+   * The graph feeds of step k (a pure function of k and the run's seed: resumes draw the same); a
+   * promise where making them runs a model (a ControlNet run's re-laid-out images through the VAE).
+   */
+  batch(k: number): Record<string, HostTensor> | Promise<Record<string, HostTensor>>;
   /** Samples from the given weights (the EMA's when kept) for a preview grid at `step`. */
   preview(params: ReadonlyMap<string, HostTensor<"float32">>, step: number): Promise<PreviewImages>;
   /** Writes the trained model as a pipeline folder. */

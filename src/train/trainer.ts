@@ -207,7 +207,7 @@ export async function trainRun(
       break;
     }
     const k = state.step;
-    const feeds = task.batch(k);
+    const feeds = await task.batch(k);
     const lr = learningRate(t, k);
     const r = await trainStep.step(state, feeds, lr, emaDecayAt(t.ema_decay, k));
     if (!Number.isFinite(r.loss)) {

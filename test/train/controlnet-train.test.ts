@@ -249,6 +249,41 @@ test("a short run learns to use the edges: its own edges denoise better than the
   }
 });
 
+test("a run goes on from a trained ControlNet (init_from), on re-laid-out images", async () => {
+  const from = join(root, "learn", "model");
+  const out = join(root, "relaid");
+  const good = await config({ steps: 3, lr: 0 });
+  const cn = good["controlnet"] as Record<string, unknown>;
+  const logs = await trainLogged(
+    { ...good, controlnet: { ...cn, init_from: from, layout_prob: 1, layout_min_scale: 0.5 } },
+    out,
+  );
+  assert.ok(logs.length > 0 && logs.every((l) => Number.isFinite(l.loss)));
+  // at learning rate 0 the export is the ControlNet it started from, not a fresh copy of the encoder
+  const file = join("controlnet", "diffusion_pytorch_model.safetensors");
+  const started = readSafetensors(join(from, file)).tensors;
+  const ended = readSafetensors(join(out, "model", file)).tensors;
+  const fresh = readSafetensors(join(root, "zero", "model", file)).tensors;
+  const key = [...started.keys()].find((k) => k.startsWith("controlnet_down_blocks."))!;
+  assert.equal(maxDiff(ended.get(key)!, started.get(key)!), 0);
+  assert.ok(
+    maxDiff(fresh.get(key)!, started.get(key)!) > 0,
+    "the trained ControlNet differs from a fresh one",
+  );
+  // a ControlNet of another shape is refused, naming the tensor
+  await assert.rejects(
+    trainLogged(
+      { ...good, controlnet: { ...cn, init_from: from, conditioning_embedding_out_channels: [4, 16] } },
+      join(root, "mismatch"),
+    ),
+    /init_from .* is not a ControlNet for this base: controlnet_cond_embedding\.[^ ]+ is /,
+  );
+  await assert.rejects(
+    trainLogged({ ...good, controlnet: { ...cn, init_from: join(root, "nowhere") } }, join(root, "none")),
+    /controlnet\.init_from .*nowhere/,
+  );
+});
+
 test("bad ControlNet configs are refused with the reason", async () => {
   const good = await config({ steps: 1 });
   const withCn = (c: Record<string, unknown>) => ({
@@ -261,6 +296,9 @@ test("bad ControlNet configs are refused with the reason", async () => {
     /conditioning_embedding_out_channels/,
   );
   assert.throws(() => resolveConfig(withCn({ strength: 1 })), /unknown config field "controlnet.strength"/);
+  assert.throws(() => resolveConfig(withCn({ layout_prob: 2 })), /controlnet.layout_prob.*from 0 to 1/);
+  assert.throws(() => resolveConfig(withCn({ layout_min_scale: 0 })), /controlnet.layout_min_scale/);
+  assert.throws(() => resolveConfig(withCn({ init_from: "" })), /controlnet.init_from/);
   assert.throws(
     () => resolveConfig({ ...good, finetune: { base: sd } }),
     /"finetune" or a "controlnet" run, not both/,

@@ -266,11 +266,7 @@ async function buildTask(cfg: TrainConfig, base: LoadedPipeline, runDir: string)
       }
       // re-laid-out images: their latents and edges are the batch's own
       const n = b.indices.length;
-      const per = 3 * size * size;
-      const picked = new Float32Array(n * per);
-      for (let i = 0; i < n; i++)
-        picked.set(data.images.subarray(b.indices[i]! * per, (b.indices[i]! + 1) * per), i * per);
-      const images = relayout(picked, n, 3, size, rng.fold("layout"), {
+      const images = relayout(b.images.data, n, 3, size, rng.fold("layout"), {
         prob: c.layout_prob,
         minScale: c.layout_min_scale,
       });
